@@ -1,0 +1,1 @@
+"""supportbot: a customer-support chatbot for Slack and Telegram."""

@@ -1,0 +1,223 @@
+"""The staff side in Slack: a channel with one notification per handed-off thread and buttons.
+
+Implements the engine's ``StaffDesk``. Only ``Settings.slack_staff_user_ids`` may act; anyone
+else pressing a button is refused with an ephemeral notice and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from slack_sdk.errors import SlackApiError
+
+from supportbot.engine.types import ConversationView, Status
+
+from .mrkdwn import escape
+from .sink import SlackPoster
+
+if TYPE_CHECKING:
+    from supportbot.engine import Engine
+
+log = logging.getLogger(__name__)
+
+ACTION_PREFIX = "supportbot_"
+TAKE_OVER, HAND_BACK, CLOSE = "supportbot_take_over", "supportbot_hand_back", "supportbot_close"
+_LABELS = {TAKE_OVER: "Take over", HAND_BACK: "Hand back to bot", CLOSE: "Close"}
+_STATUS_TEXT = {
+    Status.BOT: "the bot is answering",
+    Status.WAITING: "waiting for a human",
+    Status.HUMAN: "a human owns the thread",
+    Status.CLOSED: "closed",
+}
+NOT_STAFF = "Only support staff can use these buttons."
+
+
+class SlackDesk:
+    """Staff channel notifications, relays and button handling."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        poster: SlackPoster,
+        staff_channel: str | None,
+        staff_user_ids: list[str],
+    ) -> None:
+        self.engine = engine
+        self.poster = poster
+        self.staff_channel = staff_channel
+        self.staff_user_ids = frozenset(staff_user_ids)
+
+    def is_staff(self, user_id: str | None) -> bool:
+        return bool(user_id) and user_id in self.staff_user_ids
+
+    # -- StaffDesk -------------------------------------------------------------------------
+
+    async def handoff_requested(self, conversation: ConversationView, reason: str) -> None:
+        if not self.staff_channel:
+            log.warning("handoff for conversation %s but no Slack staff channel is configured",
+                        conversation.id)
+            return
+        text, blocks = await self._render(conversation, reason)
+        stamps = await self.poster.post(self.staff_channel, text, blocks=blocks)
+        if stamps:
+            await self.engine.set_staff_ref(conversation.id, f"{self.staff_channel}:{stamps[0]}")
+
+    async def relay_to_staff(self, conversation: ConversationView, text: str) -> None:
+        ref = _parse_ref(conversation.staff_ref)
+        if ref is None:  # no notification yet (e.g. staff channel configured later)
+            await self.handoff_requested(conversation, "customer wrote while waiting")
+            return
+        channel, ts = ref
+        who = _customer(conversation)
+        await self.poster.post(channel, f"{who}:\n>{escape(text)}", thread_ts=ts)
+
+    async def status_changed(self, conversation: ConversationView, actor: str) -> None:
+        ref = _parse_ref(conversation.staff_ref)
+        if ref is None:
+            return
+        channel, ts = ref
+        text, blocks = await self._render(conversation, None)
+        await self.poster.update(channel, ts, text, blocks=blocks)
+        who = _actor(actor)
+        note = {
+            Status.HUMAN: f"{who} took over.",
+            Status.BOT: f"{who} handed the thread back to the bot.",
+            Status.CLOSED: f"{who} closed the conversation.",
+            Status.WAITING: f"{who} asked for a human.",
+        }[conversation.status]
+        await self.poster.post(channel, note, thread_ts=ts)
+
+    # -- buttons ---------------------------------------------------------------------------
+
+    async def handle_action(self, body: dict[str, Any]) -> None:
+        """A staff button was pressed (already acknowledged)."""
+        user = (body.get("user") or {}).get("id")
+        action = (body.get("actions") or [{}])[0]
+        action_id = action.get("action_id", "")
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+            "channel_id"
+        )
+        if not self.is_staff(user):
+            log.warning("refused %s from non-staff user %s", action_id, user)
+            if channel and user:
+                await self._ephemeral(channel, user, NOT_STAFF)
+            return
+        try:
+            conversation_id = int(action.get("value", ""))
+        except ValueError:
+            log.warning("button %s without a conversation id", action_id)
+            return
+        actor = f"slack:{user}"
+        operation = {
+            TAKE_OVER: self.engine.take_over,
+            HAND_BACK: self.engine.hand_back,
+            CLOSE: self.engine.close,
+        }.get(action_id)
+        if operation is None:
+            return
+        if await operation(conversation_id, actor):
+            log.info("%s by %s on conversation %s", action_id, actor, conversation_id)
+            return
+        view = await self.engine.get_conversation(conversation_id)
+        state = _STATUS_TEXT.get(view.status, str(view.status)) if view else "gone"
+        owner = f" ({_actor(view.assignee)})" if view and view.assignee else ""
+        if channel and user:
+            await self._ephemeral(channel, user, f"Nothing changed: {state}{owner}.")
+
+    async def _ephemeral(self, channel: str, user: str, text: str) -> None:
+        try:
+            await self.poster.ephemeral(channel, user, text)
+        except SlackApiError as exc:
+            log.warning("could not send an ephemeral notice: %s", exc.response.get("error"))
+
+    # -- rendering -------------------------------------------------------------------------
+
+    async def _render(
+        self, conversation: ConversationView, reason: str | None
+    ) -> tuple[str, list[dict[str, Any]]]:
+        status = conversation.status
+        who = _customer(conversation)
+        where = await self._where(conversation)
+        head = f"*Conversation #{conversation.id}* with {who}{where}"
+        lines = [head, f"*Status:* {_STATUS_TEXT.get(status, str(status))}"]
+        if conversation.assignee:
+            lines.append(f"*Assignee:* {_actor(conversation.assignee)}")
+        if reason:
+            lines.append(f"*Reason:* {escape(reason)}")
+        if conversation.summary:
+            lines.append(f"*Summary:* {escape(conversation.summary)[:1500]}")
+        recent = [
+            f"{_ROLE.get(t.role, t.role)}: {escape(' '.join(t.text.split()))[:300]}"
+            for t in conversation.recent[-6:]
+        ]
+        text = "\n".join(lines)
+        blocks: list[dict[str, Any]] = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}
+        ]
+        if recent:
+            blocks.append(
+                {"type": "context",
+                 "elements": [{"type": "mrkdwn", "text": "\n".join(recent)[:2900]}]}
+            )
+        buttons = _buttons(status, conversation.id)
+        if buttons:
+            blocks.append({"type": "actions", "block_id": "supportbot", "elements": buttons})
+        return text, blocks
+
+    async def _where(self, conversation: ConversationView) -> str:
+        if conversation.platform != "slack":
+            return f" on {escape(conversation.platform)}"
+        parts = conversation.thread_key.split(":")
+        if len(parts) < 2:
+            return ""
+        channel = parts[1]
+        if len(parts) < 3:
+            return f" in <#{channel}>" if channel[:1] != "D" else " (direct message)"
+        try:
+            resp = await self.poster.call("chat.getPermalink", channel=channel,
+                                          message_ts=parts[2])
+            return f" in <{resp['permalink']}|this thread>"
+        except SlackApiError:
+            return f" in <#{channel}>"
+
+
+_ROLE = {"user": "Customer", "assistant": "Bot", "staff": "Staff", "system": "Note"}
+
+
+def _buttons(status: Status, conversation_id: int) -> list[dict[str, Any]]:
+    if status == Status.CLOSED:
+        return []
+    wanted = [HAND_BACK, CLOSE] if status == Status.HUMAN else [TAKE_OVER, CLOSE]
+    out = []
+    for action_id in wanted:
+        button: dict[str, Any] = {
+            "type": "button",
+            "action_id": action_id,
+            "text": {"type": "plain_text", "text": _LABELS[action_id]},
+            "value": str(conversation_id),
+        }
+        if action_id == TAKE_OVER:
+            button["style"] = "primary"
+        elif action_id == CLOSE:
+            button["style"] = "danger"
+        out.append(button)
+    return out
+
+
+def _customer(conversation: ConversationView) -> str:
+    if conversation.platform == "slack":
+        return f"<@{conversation.customer_id}>"
+    return escape(conversation.customer_name or conversation.customer_id)
+
+
+def _actor(actor: str) -> str:
+    platform, _, user = actor.partition(":")
+    return f"<@{user}>" if platform == "slack" and user else escape(actor)
+
+
+def _parse_ref(ref: str | None) -> tuple[str, str] | None:
+    if not ref or ":" not in ref:
+        return None
+    channel, ts = ref.split(":", 1)
+    return channel, ts

@@ -1,0 +1,101 @@
+"""Pure translation of Slack event payloads: which ones are customer text, and their keys.
+
+Kept free of I/O so the routing rules (who the bot answers, where) are easy to test.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+#: Message subtypes that still carry text a person typed; everything else (edits, deletions,
+#: joins, topic changes, bot posts…) is not customer text.
+TEXT_SUBTYPES = frozenset({None, "", "file_share", "thread_broadcast", "me_message"})
+
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+@dataclass(frozen=True, slots=True)
+class SlackText:
+    """A person's message in a form the adapter can route."""
+
+    team: str
+    channel: str
+    channel_type: str  # im | mpim | channel | group | "" (unknown, e.g. app_mention)
+    user: str
+    text: str
+    ts: str
+    thread_ts: str | None  # the thread it belongs to, None for a top-level message
+
+    @property
+    def is_dm(self) -> bool:
+        return self.channel_type == "im" or (not self.channel_type and self.channel[:1] == "D")
+
+    @property
+    def message_id(self) -> str:
+        """Stable across ``message`` and ``app_mention`` deliveries of the same message."""
+        return f"{self.channel}:{self.ts}"
+
+    @property
+    def thread_key(self) -> str:
+        """workspace + channel + thread; a DM outside threads is one conversation."""
+        if self.is_dm and not self.thread_ts:
+            return f"{self.team}:{self.channel}"
+        return f"{self.team}:{self.channel}:{self.thread_ts or self.ts}"
+
+    @property
+    def reply_thread_ts(self) -> str | None:
+        """Where replies go: the thread (started at this message if top-level); DMs stay flat."""
+        if self.is_dm and not self.thread_ts:
+            return None
+        return self.thread_ts or self.ts
+
+    @property
+    def received_at(self) -> datetime | None:
+        try:
+            return datetime.fromtimestamp(float(self.ts), tz=UTC)
+        except ValueError:
+            return None
+
+    def mentions(self, user_id: str | None) -> bool:
+        return bool(user_id) and any(m == user_id for m in _MENTION.findall(self.text))
+
+
+def parse_text_event(
+    event: dict[str, Any], team_id: str | None, bot_user_id: str | None, bot_id: str | None
+) -> SlackText | None:
+    """Return the message if a person wrote it, else ``None`` (bots, edits, deletions…)."""
+    if event.get("type") not in ("message", "app_mention"):
+        return None
+    if event.get("subtype") not in TEXT_SUBTYPES or event.get("hidden"):
+        return None
+    user = event.get("user")
+    if not user or event.get("bot_id") or event.get("bot_profile"):
+        return None
+    if user == bot_user_id or (bot_id and event.get("bot_id") == bot_id):
+        return None
+    channel, ts = event.get("channel"), event.get("ts")
+    if not channel or not ts:
+        return None
+    thread_ts = event.get("thread_ts")
+    if thread_ts == ts:  # a thread's parent message is top-level
+        thread_ts = None
+    return SlackText(
+        team=event.get("team") or team_id or "",
+        channel=channel,
+        channel_type=event.get("channel_type") or "",
+        user=user,
+        text=event.get("text") or "",
+        ts=ts,
+        thread_ts=thread_ts,
+    )
+
+
+def strip_mention(text: str, bot_user_id: str | None) -> str:
+    """Remove the bot's own @mention so the engine sees the question only."""
+    if not bot_user_id:
+        return text.strip()
+    cleaned = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>[:,]?", "", text)
+    return re.sub(r"[ \t]{2,}", " ", cleaned).strip()

@@ -1,0 +1,222 @@
+"""Posting to Slack without dropping replies: pacing, 429 back-off, splitting, streaming.
+
+Slack allows about one message per second per channel and answers 429 with ``Retry-After``
+when a method's limit is hit; text over its size limit fails with ``msg_too_long``. Every
+bot-side write goes through :class:`SlackPoster` so those rules hold for replies and staff
+notifications alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from .mrkdwn import split_text, to_mrkdwn
+
+log = logging.getLogger(__name__)
+
+#: Slack recommends at most 4,000 characters per message; we stay below it.
+MESSAGE_LIMIT = 3_900
+MAX_RETRY_AFTER = 60.0
+PLACEHOLDER = "…"
+
+
+class SlackPoster:
+    """Rate-aware wrapper around the Web API calls the adapter makes."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        min_interval: float = 1.0,
+        max_attempts: int = 5,
+        limit: int = MESSAGE_LIMIT,
+    ) -> None:
+        self.client = client
+        self.min_interval = min_interval
+        self.max_attempts = max_attempts
+        self.limit = limit
+        self._channel_locks: dict[str, asyncio.Lock] = {}
+        self._next_at: dict[str, float] = {}
+        self._method_blocked_until: dict[str, float] = {}
+
+    async def _pace(self, channel: str) -> None:
+        lock = self._channel_locks.setdefault(channel, asyncio.Lock())
+        async with lock:
+            now = time.monotonic()
+            wait = self._next_at.get(channel, 0.0) - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next_at[channel] = max(now, self._next_at.get(channel, 0.0)) + self.min_interval
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        """Call ``method``; wait out 429s (``Retry-After``) and pace writes per channel."""
+        write = method in _PACED
+        for attempt in range(1, self.max_attempts + 1):
+            blocked = self._method_blocked_until.get(method, 0.0) - time.monotonic()
+            if blocked > 0:
+                await asyncio.sleep(blocked)
+            if write:
+                await self._pace(str(kwargs.get("channel", "")))
+            try:
+                if write:  # write methods take JSON (blocks stay nested)
+                    return await self.client.api_call(method, json=kwargs)
+                return await self.client.api_call(method, params=kwargs)
+            except SlackApiError as exc:
+                if exc.response.status_code != 429 or attempt == self.max_attempts:
+                    raise
+                delay = _retry_after(exc)
+                log.warning("slack %s rate limited; retrying in %.1fs", method, delay)
+                self._method_blocked_until[method] = time.monotonic() + delay
+        raise AssertionError("unreachable")
+
+    async def post(self, channel: str, text: str, *, thread_ts: str | None = None,
+                   **kwargs: Any) -> list[str]:
+        """Post mrkdwn ``text``, split as needed; return the ts of every message posted."""
+        stamps: list[str] = []
+        for piece in split_text(text, self.limit):
+            stamps.extend(await self._post_piece(channel, piece, thread_ts, kwargs))
+        return stamps
+
+    async def _post_piece(self, channel: str, text: str, thread_ts: str | None,
+                          extra: dict[str, Any]) -> list[str]:
+        try:
+            resp = await self.call("chat.postMessage", channel=channel, text=text,
+                                   **_thread(thread_ts), **extra)
+            return [resp["ts"]]
+        except SlackApiError as exc:
+            if exc.response.get("error") != "msg_too_long" or len(text) < 200:
+                raise
+        # Slack measured it differently (entities, multi-byte): halve and retry.
+        stamps: list[str] = []
+        for piece in split_text(text, max(len(text) // 2, 100)):
+            stamps.extend(await self._post_piece(channel, piece, thread_ts, extra))
+        return stamps
+
+    async def update(self, channel: str, ts: str, text: str, **kwargs: Any) -> None:
+        await self.call("chat.update", channel=channel, ts=ts, text=text, **kwargs)
+
+    async def ephemeral(self, channel: str, user: str, text: str,
+                        thread_ts: str | None = None) -> None:
+        await self.call("chat.postEphemeral", channel=channel, user=user, text=text,
+                        **_thread(thread_ts))
+
+
+class SlackSink:
+    """Delivers one conversation's replies into its Slack thread (implements ``ReplySink``)."""
+
+    def __init__(self, poster: SlackPoster, channel: str, thread_ts: str | None,
+                 *, stream_interval: float = 1.0) -> None:
+        self.poster = poster
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self.stream_interval = stream_interval
+        self.sent: list[str] = []  # ts of every message this sink posted
+
+    async def send(self, text: str) -> str | None:
+        stamps = await self.poster.post(self.channel, to_mrkdwn(text), thread_ts=self.thread_ts)
+        self.sent.extend(stamps)
+        return stamps[0] if stamps else None
+
+    async def send_stream(self, chunks: AsyncIterator[str]) -> str | None:
+        """Post a placeholder, edit it as text arrives (at most every ``stream_interval``)."""
+        stream = _Stream(self)
+        buffer: list[str] = []
+        last = 0.0
+        try:
+            async for chunk in chunks:
+                buffer.append(chunk)
+                if not stream.stamps:
+                    await stream.start()
+                    last = time.monotonic()
+                elif time.monotonic() - last >= self.stream_interval:
+                    await stream.show("".join(buffer), final=False)
+                    last = time.monotonic()
+        finally:
+            text = "".join(buffer)
+            if text.strip():
+                await stream.show(text, final=True)
+            elif stream.stamps:
+                await stream.discard()
+        self.sent.extend(stream.stamps)
+        return stream.stamps[0] if stream.stamps else None
+
+
+class _Stream:
+    """The messages one streamed reply occupies; grows into more messages past the limit."""
+
+    def __init__(self, sink: SlackSink) -> None:
+        self.sink = sink
+        self.stamps: list[str] = []
+        self.shown: list[str] = []
+
+    async def start(self) -> None:
+        ts = await self._post(PLACEHOLDER)
+        self.stamps.append(ts)
+        self.shown.append(PLACEHOLDER)
+
+    async def show(self, markdown: str, *, final: bool) -> None:
+        limit = self.sink.poster.limit
+        for _ in range(4):
+            try:
+                await self._show(markdown, final=final, limit=limit)
+                return
+            except SlackApiError as exc:
+                if exc.response.get("error") != "msg_too_long":
+                    raise
+                limit //= 2  # Slack counts differently than we do: re-split smaller
+        raise RuntimeError("could not fit the reply into Slack messages")
+
+    async def _show(self, markdown: str, *, final: bool, limit: int) -> None:
+        suffix = "" if final else " " + PLACEHOLDER
+        pieces = split_text(to_mrkdwn(markdown), max(limit - len(suffix), 100)) or [PLACEHOLDER]
+        pieces[-1] += suffix
+        for i, piece in enumerate(pieces):
+            if i < len(self.stamps):
+                if self.shown[i] != piece:
+                    await self._update(i, piece)
+            else:
+                self.stamps.append(await self._post(piece))
+                self.shown.append(piece)
+        for i in range(len(pieces), len(self.stamps)):  # text got shorter after re-splitting
+            if self.shown[i] != PLACEHOLDER:
+                await self._update(i, PLACEHOLDER)
+
+    async def discard(self) -> None:
+        for i in range(len(self.stamps)):
+            await self._update(i, "(no answer)")
+
+    async def _post(self, text: str) -> str:
+        sink = self.sink
+        resp = await sink.poster.call("chat.postMessage", channel=sink.channel, text=text,
+                                      **_thread(sink.thread_ts))
+        return resp["ts"]
+
+    async def _update(self, i: int, text: str) -> None:
+        await self.sink.poster.update(self.sink.channel, self.stamps[i], text)
+        self.shown[i] = text
+
+
+_PACED = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral"})
+
+
+def _thread(thread_ts: str | None) -> dict[str, str]:
+    return {"thread_ts": thread_ts} if thread_ts else {}
+
+
+def _retry_after(exc: SlackApiError) -> float:
+    headers = exc.response.headers or {}
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        delay = float(value) if value is not None else 1.0
+    except ValueError:
+        delay = 1.0
+    return min(max(delay, 0.0), MAX_RETRY_AFTER)

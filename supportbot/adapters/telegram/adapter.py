@@ -1,0 +1,133 @@
+"""``TelegramAdapter``: long polling, or a webhook on ``supportbot serve``'s own HTTP server."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from telegram import Update
+
+from supportbot.adapters.telegram.app import ALLOWED_UPDATES, UpdateRouter, build_application
+from supportbot.adapters.telegram.desk import TelegramDesk, parse_thread_key
+from supportbot.adapters.telegram.sink import EditThrottle, TelegramSink
+from supportbot.config import Settings
+from supportbot.engine import ConversationView, Engine
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/telegram/webhook"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+
+def webhook_secret(settings: Settings) -> str:
+    """The configured secret, or one derived from the bot token (stable across restarts, and
+    only Telegram learns it through setWebhook)."""
+    if settings.telegram_webhook_secret is not None:
+        return settings.telegram_webhook_secret.get_secret_value()
+    assert settings.telegram_bot_token is not None
+    token = settings.telegram_bot_token.get_secret_value()
+    return hashlib.sha256(f"supportbot-webhook:{token}".encode()).hexdigest()
+
+
+class TelegramAdapter:
+    name = "telegram"
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        if settings.telegram_bot_token is None:
+            raise ValueError("SUPPORTBOT_TELEGRAM_BOT_TOKEN is not set")
+        self.engine, self.settings = engine, settings
+        self.application = build_application(settings)
+        self.bot = self.application.bot
+        self.throttle = EditThrottle()
+        self.desk: TelegramDesk | None = None
+        if settings.telegram_staff_chat_id is not None:
+            self.desk = TelegramDesk(self.bot, engine, settings.telegram_staff_chat_id)
+            engine.register_desk(self.name, self.desk)
+        engine.register_sink_factory(self.name, self.sink_for)
+        self.router = UpdateRouter(engine, self.bot, self.desk, self.throttle)
+        self.application.add_handler(self.router.handler())
+        self.application.add_error_handler(self._on_error)
+        self._secret = webhook_secret(settings)
+        self._running = False
+        _quiet_http_logs()
+
+    @property
+    def webhook_mode(self) -> bool:
+        return bool(self.settings.telegram_webhook_url)
+
+    def sink_for(self, conversation: ConversationView) -> TelegramSink:
+        """How the engine reaches a customer unprompted (hand-back notices, recovery)."""
+        chat_id, thread_id = parse_thread_key(conversation.thread_key)
+        return TelegramSink(self.bot, chat_id, thread_id=thread_id, throttle=self.throttle)
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])]
+
+    async def start(self) -> None:
+        await self.application.initialize()
+        if self.webhook_mode:
+            await self.bot.set_webhook(
+                self.settings.telegram_webhook_url or "",
+                secret_token=self._secret,
+                allowed_updates=ALLOWED_UPDATES,
+            )
+        else:
+            assert self.application.updater is not None
+            await self.application.updater.start_polling(
+                allowed_updates=ALLOWED_UPDATES, error_callback=self._on_poll_error
+            )
+        await self.application.start()
+        self._running = True
+        log.info("telegram adapter started", extra={"mode": self.mode})
+
+    @property
+    def mode(self) -> str:
+        return "webhook" if self.webhook_mode else "polling"
+
+    async def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        updater = self.application.updater
+        if updater is not None and updater.running:
+            await updater.stop()
+        await self.application.stop()
+        await self.application.shutdown()
+
+    async def _webhook(self, request: Request) -> Response:
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), self._secret.encode()):
+            return Response(status_code=403)
+        if not self._running:
+            return Response(status_code=503)  # Telegram retries later
+        try:
+            update = Update.de_json(json.loads(await request.body()), self.bot)
+        except (ValueError, TypeError, KeyError):
+            return Response(status_code=400)
+        # Acknowledge at once; the answer may take a while and redeliveries are deduped.
+        await self.application.update_queue.put(update)
+        return Response(status_code=200)
+
+    async def _on_error(self, update: object, context: object) -> None:
+        error = getattr(context, "error", None)
+        log.error(
+            "telegram update failed: %s",
+            type(error).__name__,
+            exc_info=error if isinstance(error, BaseException) else None,
+        )
+
+    def _on_poll_error(self, error: Exception) -> None:
+        log.warning("telegram polling error: %s", type(error).__name__)
+
+
+def _quiet_http_logs() -> None:
+    """httpx logs every request URL at INFO, and Bot API URLs contain the token."""
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)

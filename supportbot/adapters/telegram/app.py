@@ -1,0 +1,216 @@
+"""The PTB Application and the one handler that turns Telegram updates into engine calls."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from telegram import Bot, Message, MessageEntity, Update
+from telegram.constants import ChatType
+from telegram.ext import Application, ContextTypes, TypeHandler
+
+from supportbot.adapters.telegram.desk import TelegramDesk, current_message
+from supportbot.adapters.telegram.sink import EditThrottle, TelegramSink, typing
+from supportbot.config import Settings
+from supportbot.engine import Engine, IncomingMessage, Status
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+ALLOWED_UPDATES = ["message", "edited_message"]
+COMMANDS = {"/start", "/help", "/human", "/new"}
+
+# Used only when the prompt library has no text for a name (it normally has them all).
+DEFAULT_WORDS = {
+    "en": {
+        "greeting": "Hi! Ask me a question, or send /human to talk to a person.",
+        "help": "Ask me anything. /human talks to a person, /new starts over.",
+        "text_only": "Sorry, I can only read text messages. Please type your question.",
+        "new_conversation": "Starting a fresh conversation. How can I help?",
+        "handoff_requested": "Thanks, a person from our team will reply here shortly.",
+    },
+    "zh": {
+        "greeting": "您好！请直接提问，或发送 /human 联系人工客服。",
+        "help": "请直接提问。/human 联系人工客服，/new 开始新的对话。",
+        "text_only": "抱歉，我只能阅读文字消息，请输入您的问题。",
+        "new_conversation": "已开始新的对话。请问有什么可以帮您？",
+        "handoff_requested": "好的，我们的工作人员会尽快在这里回复您。",
+    },
+}
+
+
+def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any, Any]:
+    """Everything points at ``telegram_api_url`` so the bot can run against a loopback fake.
+
+    Updates run concurrently (the engine orders messages within one conversation), and in
+    webhook mode PTB's own web server is not used: our Starlette route feeds the queue.
+    """
+    assert settings.telegram_bot_token is not None
+    base = settings.telegram_api_url.rstrip("/")
+    builder = (
+        Application.builder()
+        .token(settings.telegram_bot_token.get_secret_value())
+        .base_url(base)
+        .base_file_url(base.removesuffix("/bot") + "/file/bot")
+        .concurrent_updates(64)
+    )
+    if settings.telegram_webhook_url:
+        builder = builder.updater(None)
+    return builder.build()
+
+
+def words(engine: Engine, name: str, language: str | None, **context: Any) -> str:
+    lang = (language or engine.settings.default_language or "en").split("-")[0].lower()
+    text = engine.prompts.message(name, lang, **context)
+    if text and text != name:
+        return text
+    return DEFAULT_WORDS.get(lang, DEFAULT_WORDS["en"]).get(name, DEFAULT_WORDS["en"][name])
+
+
+class UpdateRouter:
+    """Decides what an update is (customer text, command, media, staff message) and acts."""
+
+    def __init__(self, engine: Engine, bot: Bot, desk: TelegramDesk | None, throttle: EditThrottle):
+        self.engine, self.bot, self.desk, self.throttle = engine, bot, desk, throttle
+
+    def handler(self) -> TypeHandler[Update, Any]:
+        return TypeHandler(Update, self.on_update)
+
+    async def on_update(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+        msg = update.effective_message
+        if msg is None or (update.message is None and update.edited_message is None):
+            return
+        if self.desk is not None and msg.chat.id == self.desk.chat_id:
+            await self.desk.on_staff_message(update)
+            return
+        if update.edited_message is not None:
+            return  # customers' edits are not re-answered
+        user = msg.from_user
+        if user is None or user.is_bot:
+            return
+        text = msg.text if msg.text is not None else None
+        if msg.chat.type == ChatType.PRIVATE:
+            addressed = True
+        elif msg.chat.type in (ChatType.GROUP, ChatType.SUPERGROUP):
+            addressed, text = self._addressed(msg)
+        else:
+            return
+        if not addressed:
+            return
+        thread_id = msg.message_thread_id if msg.is_topic_message else None
+        thread_key = f"{msg.chat.id}:{thread_id}" if thread_id else str(msg.chat.id)
+        sink = TelegramSink(
+            self.bot,
+            msg.chat.id,
+            thread_id=thread_id,
+            reply_to=msg.message_id if msg.chat.type != ChatType.PRIVATE else None,
+            throttle=self.throttle,
+        )
+        token = current_message.set((msg.chat.id, msg.message_id))
+        try:
+            if msg.text is None:
+                await self._media(update, msg, thread_key, sink)
+            elif (command := _command(text or "", self.bot.username)) is not None:
+                if command == "":
+                    return  # addressed to another bot
+                await self._command(update, msg, command, thread_key, sink)
+            else:
+                await self._customer_text(update, msg, text or "", thread_key, sink)
+        finally:
+            current_message.reset(token)
+
+    def _addressed(self, msg: Message) -> tuple[bool, str | None]:
+        """In groups the bot answers only when mentioned, replied to, or given a command."""
+        text = msg.text
+        replied = msg.reply_to_message.from_user if msg.reply_to_message else None
+        if replied is not None and replied.id == self.bot.id:
+            return True, text
+        if text is None:
+            return False, None
+        handle = f"@{self.bot.username}".lower()
+        for entity, value in msg.parse_entities([MessageEntity.MENTION]).items():
+            if value.lower() == handle:
+                units = text.encode("utf-16-le")  # entity offsets count UTF-16 units
+                rest = units[: 2 * entity.offset] + units[2 * (entity.offset + entity.length) :]
+                return True, " ".join(rest.decode("utf-16-le").split())
+        for entity in msg.entities:
+            if entity.type == MessageEntity.TEXT_MENTION and entity.user == self.bot.bot:
+                return True, text
+        command = _command(text, self.bot.username)
+        return command is not None and command != "", text
+
+    async def _customer_text(
+        self, update: Update, msg: Message, text: str, thread_key: str, sink: TelegramSink
+    ) -> None:
+        user = msg.from_user
+        assert user is not None
+        incoming = IncomingMessage(
+            platform=PLATFORM,
+            thread_key=thread_key,
+            customer_id=str(user.id),
+            text=text,
+            message_id=str(update.update_id),
+            customer_name=user.full_name,
+            workspace=str(msg.chat.id),
+            language=user.language_code,
+            received_at=msg.date,
+        )
+        conv = await self.engine.find_conversation(PLATFORM, thread_key)
+        if conv is not None and conv.status in (Status.WAITING, Status.HUMAN):
+            await self.engine.handle(incoming, sink)  # relayed to staff: no "typing…"
+            return
+        async with typing(self.bot, msg.chat.id, sink.thread_id):
+            await self.engine.handle(incoming, sink)
+
+    async def _command(
+        self, update: Update, msg: Message, command: str, thread_key: str, sink: TelegramSink
+    ) -> None:
+        user = msg.from_user
+        assert user is not None
+        if command not in COMMANDS:
+            command = "/help"
+        if not await self.engine.claim_event(PLATFORM, str(update.update_id)):
+            return
+        lang = user.language_code
+        actor = f"{PLATFORM}:{user.id}"
+        if command == "/human":
+            before = await self.engine.find_conversation(PLATFORM, thread_key)
+            await self.engine.request_handoff(
+                PLATFORM, thread_key, str(user.id), "customer asked for a person", actor,
+                sink=sink, language=_lang(lang),
+            )  # fmt: skip
+            if before is not None and before.status in (Status.WAITING, Status.HUMAN):
+                await sink.send(words(self.engine, "handoff_requested", lang))
+            return
+        if command == "/new":
+            await self.engine.new_conversation(PLATFORM, thread_key, actor)
+            await sink.send(words(self.engine, "new_conversation", lang))
+            return
+        name = "greeting" if command == "/start" else "help"
+        await sink.send(words(self.engine, name, lang, customer_name=user.first_name))
+
+    async def _media(self, update: Update, msg: Message, thread_key: str, sink: TelegramSink):
+        """Photos, stickers, voice: staff see them during a handoff; otherwise ask for text."""
+        if not await self.engine.claim_event(PLATFORM, str(update.update_id)):
+            return
+        conv = await self.engine.find_conversation(PLATFORM, thread_key)
+        if self.desk and conv and conv.status in (Status.WAITING, Status.HUMAN):
+            await self.desk.relay_copy(conv, msg.chat.id, msg.message_id)
+            return
+        lang = msg.from_user.language_code if msg.from_user else None
+        await sink.send(words(self.engine, "text_only", lang))
+
+
+def _lang(code: str | None) -> str | None:
+    return code.split("-")[0].lower() if code else None
+
+
+def _command(text: str, bot_username: str | None) -> str | None:
+    """``/cmd`` or ``/cmd@thisbot`` -> "/cmd"; a command for another bot -> ""; else None."""
+    if not text.startswith("/"):
+        return None
+    head = text.split(maxsplit=1)[0]
+    name, _, target = head.partition("@")
+    if target and bot_username and target.lower() != bot_username.lower():
+        return ""
+    return name.lower()

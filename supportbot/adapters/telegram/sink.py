@@ -1,0 +1,379 @@
+"""Sending text to Telegram: 4096-unit splitting, Markdown→HTML with a plain-text fallback,
+throttled streaming edits, typing indicator and flood-control (RetryAfter) waits.
+
+Everything here takes a ``telegram.Bot`` so the desk and the customer sink share one way to send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import re
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from telegram import Bot, Message, ReplyParameters
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import BadRequest, RetryAfter
+
+log = logging.getLogger(__name__)
+
+MAX_UNITS = 4096  # Telegram's limit, in UTF-16 code units of visible text
+_FENCE = "```"
+T = TypeVar("T")
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def retry_seconds(exc: RetryAfter) -> float:
+    """``RetryAfter.retry_after`` is int or timedelta depending on PTB_TIMEDELTA; accept both."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def is_parse_error(exc: BadRequest) -> bool:
+    return "can't parse entities" in exc.message.lower()
+
+
+def is_not_modified(exc: BadRequest) -> bool:
+    return "message is not modified" in exc.message.lower()
+
+
+class ThreadNotFound(Exception):
+    """The forum topic we tried to post into no longer exists (staff deleted it)."""
+
+
+class TopicClosed(Exception):
+    """The forum topic exists but is closed."""
+
+
+async def with_flood_retry(
+    call: Callable[[], Awaitable[T]], *, attempts: int = 5, max_wait: float = 120.0
+) -> T:
+    """Run ``call``, sleeping through Telegram's flood control so the message is not lost.
+
+    A 429 means Telegram did not accept the request, so repeating it cannot duplicate anything.
+    """
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except RetryAfter as exc:
+            wait = min(retry_seconds(exc), max_wait)
+            if attempt == attempts - 1:
+                raise
+            log.warning("telegram flood control: waiting %.1fs", wait)
+            await asyncio.sleep(wait + 0.05)
+    raise AssertionError("unreachable")
+
+
+def _split_once(text: str, limit: int) -> tuple[str, int, bool]:
+    """Cut the head off ``text``: (head, index where the rest starts, head left a fence open)."""
+    budget = limit - len(_FENCE) - 1  # room to close a fence cut in two
+    cut = budget
+    while utf16_len(text[:cut]) > budget:
+        cut -= utf16_len(text[:cut]) - budget
+    window = text[:cut]
+    for sep in ("\n\n", "\n", " "):
+        at = window.rfind(sep)
+        if at > cut // 3:
+            cut = at
+            break
+    head = text[:cut].rstrip()
+    fence_open = head.count(_FENCE) % 2 == 1
+    return (f"{head}\n{_FENCE}" if fence_open else head), cut, fence_open
+
+
+def split_text(text: str, limit: int = MAX_UNITS) -> list[str]:
+    """Split at paragraph, line, then word boundaries so each part fits ``limit`` UTF-16 units.
+
+    A code fence cut in two is closed and reopened so both halves still render as code.
+    """
+    parts: list[str] = []
+    text, prefix = text.strip(), ""
+    while text:
+        text = prefix + text
+        if utf16_len(text) <= limit:
+            parts.append(text)
+            break
+        head, rest_at, fence_open = _split_once(text, limit)
+        parts.append(head)
+        text, prefix = text[rest_at:].strip(), (f"{_FENCE}\n" if fence_open else "")
+    return [p for p in parts if p.strip()]
+
+
+_MD = re.compile(
+    r"```[^\n`]*\n(?P<pre>.*?)```"
+    r"|`(?P<code>[^`\n]+)`"
+    r"|\[(?P<label>[^\]\n]+)\]\((?P<url>https?://[^\s)]+)\)"
+    r"|\*\*(?P<bold>[^\n]+?)\*\*"
+    r"|__(?P<bold2>[^\n]+?)__"
+    r"|(?<![\w*])\*(?P<italic>[^*\n]+?)\*(?![\w*])"
+    r"|^#{1,6}[ \t]+(?P<heading>[^\n]+)$",
+    re.DOTALL | re.MULTILINE,
+)
+
+
+def markdown_to_html(text: str) -> str:
+    """Render the Markdown an LLM writes as Telegram HTML; everything else is escaped."""
+    out: list[str] = []
+    pos = 0
+    for m in _MD.finditer(text):
+        out.append(html.escape(text[pos : m.start()], quote=False))
+        pos = m.end()
+        g = m.groupdict()
+        if g["pre"] is not None:
+            out.append(f"<pre>{html.escape(g['pre'].rstrip(), quote=False)}</pre>")
+        elif g["code"] is not None:
+            out.append(f"<code>{html.escape(g['code'], quote=False)}</code>")
+        elif g["label"] is not None:
+            url = html.escape(g["url"], quote=True)
+            out.append(f'<a href="{url}">{html.escape(g["label"], quote=False)}</a>')
+        elif g["italic"] is not None:
+            out.append(f"<i>{html.escape(g['italic'], quote=False)}</i>")
+        else:
+            inner = g["bold"] or g["bold2"] or g["heading"] or ""
+            out.append(f"<b>{html.escape(inner, quote=False)}</b>")
+    out.append(html.escape(text[pos:], quote=False))
+    return "".join(out)
+
+
+def _reply_params(reply_to: int | None) -> ReplyParameters | None:
+    if reply_to is None:
+        return None
+    return ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
+
+
+def _translate(exc: BadRequest) -> Exception:
+    msg = exc.message.lower()
+    if "thread not found" in msg:
+        return ThreadNotFound(exc.message)
+    if "topic_closed" in msg:
+        return TopicClosed(exc.message)
+    return exc
+
+
+async def send_part(
+    bot: Bot,
+    chat_id: int,
+    text: str,
+    *,
+    thread_id: int | None = None,
+    reply_to: int | None = None,
+    markdown: bool = True,
+    attempts: int = 5,
+) -> Message:
+    """Send one part (already within the limit): HTML first, plain text if Telegram rejects it."""
+
+    async def attempt(rendered: bool) -> Message:
+        kwargs: dict[str, Any] = {"message_thread_id": thread_id}
+        if reply_to is not None:
+            kwargs["reply_parameters"] = _reply_params(reply_to)
+        if rendered:
+            kwargs.update(text=markdown_to_html(text), parse_mode=ParseMode.HTML)
+        else:
+            kwargs["text"] = text
+        return await with_flood_retry(
+            lambda: bot.send_message(chat_id, **kwargs), attempts=attempts
+        )
+
+    try:
+        return await attempt(markdown)
+    except BadRequest as exc:
+        if markdown and is_parse_error(exc):
+            log.info("telegram rejected markup; sending plain text")
+            try:
+                return await attempt(False)
+            except BadRequest as exc2:
+                raise _translate(exc2) from exc2
+        raise _translate(exc) from exc
+
+
+async def send_text(
+    bot: Bot,
+    chat_id: int,
+    text: str,
+    *,
+    thread_id: int | None = None,
+    reply_to: int | None = None,
+    markdown: bool = True,
+) -> list[Message]:
+    """Send ``text`` as as many messages as it needs; only the first one is a reply."""
+    sent: list[Message] = []
+    for part in split_text(text):
+        sent.append(
+            await send_part(
+                bot,
+                chat_id,
+                part,
+                thread_id=thread_id,
+                reply_to=reply_to if not sent else None,
+                markdown=markdown,
+            )
+        )
+    return sent
+
+
+async def edit_part(
+    bot: Bot, chat_id: int, message_id: int, text: str, *, final: bool, attempts: int = 5
+) -> None:
+    """Edit a streamed message; the final edit renders Markdown (plain text on parse errors)."""
+
+    async def attempt(rendered: bool) -> None:
+        kwargs: dict[str, Any] = {"chat_id": chat_id, "message_id": message_id}
+        if rendered:
+            kwargs.update(text=markdown_to_html(text), parse_mode=ParseMode.HTML)
+        else:
+            kwargs["text"] = text
+        await with_flood_retry(lambda: bot.edit_message_text(**kwargs), attempts=attempts)
+
+    try:
+        await attempt(final)
+    except BadRequest as exc:
+        if is_not_modified(exc):
+            return
+        if final and is_parse_error(exc):
+            try:
+                await attempt(False)
+            except BadRequest as exc2:
+                if not is_not_modified(exc2):
+                    raise
+            return
+        raise
+
+
+class EditThrottle:
+    """About one edit per second per chat, shared by every stream in that chat."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._next: dict[int, float] = {}
+
+    def ready(self, chat_id: int) -> bool:
+        return time.monotonic() >= self._next.get(chat_id, 0.0)
+
+    def used(self, chat_id: int, delay: float | None = None) -> None:
+        now = time.monotonic()
+        if len(self._next) > 10_000:
+            self._next = {k: v for k, v in self._next.items() if v > now}
+        self._next[chat_id] = now + (self.interval if delay is None else delay)
+
+
+@contextlib.asynccontextmanager
+async def typing(bot: Bot, chat_id: int, thread_id: int | None = None) -> AsyncIterator[None]:
+    """Show "typing…" until the block ends (Telegram clears it after ~5 s, so repeat)."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                await bot.send_chat_action(chat_id, ChatAction.TYPING, message_thread_id=thread_id)
+            except RetryAfter as exc:
+                await asyncio.sleep(retry_seconds(exc))
+                continue
+            except Exception as exc:  # cosmetic: never let it break the reply
+                log.debug("typing indicator failed: %s", type(exc).__name__)
+                return
+            await asyncio.sleep(4.0)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class TelegramSink:
+    """The engine's ReplySink for one Telegram chat (and forum topic)."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        chat_id: int,
+        *,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+        throttle: EditThrottle | None = None,
+    ) -> None:
+        self.bot, self.chat_id, self.thread_id, self.reply_to = bot, chat_id, thread_id, reply_to
+        self.throttle = throttle or EditThrottle()
+        self.sent: list[int] = []  # message ids, for tests and relay mapping
+
+    async def send(self, text: str) -> str | None:
+        messages = await send_text(
+            self.bot, self.chat_id, text, thread_id=self.thread_id, reply_to=self.reply_to
+        )
+        self.sent.extend(m.message_id for m in messages)
+        return str(messages[0].message_id) if messages else None
+
+    async def send_stream(self, chunks: AsyncIterator[str]) -> str | None:
+        """Post the first words, then edit the message as text arrives (throttled per chat)."""
+        stream = _Stream(self)
+        async for chunk in chunks:
+            stream.buffer += chunk
+            if self.throttle.ready(self.chat_id):
+                await stream.flush(final=False)
+        await stream.flush(final=True)
+        return str(self.sent[0]) if self.sent else None
+
+
+class _Stream:
+    """State of one streamed reply: finished messages plus the one being edited."""
+
+    def __init__(self, sink: TelegramSink) -> None:
+        self.sink = sink
+        self.buffer = ""
+        self.done = 0  # chars of buffer already in finished messages
+        self.prefix = ""  # reopens a code fence the previous message had to close
+        self.current: int | None = None  # message id being edited
+        self.shown = ""
+
+    async def _post(self, text: str, *, final: bool) -> None:
+        s = self.sink
+        attempts = 5 if final else 1  # a skipped intermediate edit is caught up by the next
+        if self.current is None:
+            msg = await send_part(
+                s.bot,
+                s.chat_id,
+                text,
+                thread_id=s.thread_id,
+                reply_to=s.reply_to if not s.sent else None,
+                markdown=final,
+                attempts=attempts,
+            )
+            self.current = msg.message_id
+            s.sent.append(msg.message_id)
+        elif text != self.shown or final:
+            await edit_part(s.bot, s.chat_id, self.current, text, final=final, attempts=attempts)
+        self.shown = text
+        s.throttle.used(s.chat_id)
+
+    async def flush(self, *, final: bool) -> None:
+        while True:
+            live = self.prefix + self.buffer[self.done :].lstrip()
+            if not live.strip():
+                return
+            if utf16_len(live) <= MAX_UNITS:
+                break
+            # Too long for one message: finish this one and continue in a new message.
+            head, rest_at, fence_open = _split_once(live, MAX_UNITS)
+            skipped = len(self.buffer[self.done :]) - len(self.buffer[self.done :].lstrip())
+            await self._post(head, final=True)
+            self.done += skipped + rest_at - len(self.prefix)
+            self.prefix = f"{_FENCE}\n" if fence_open else ""
+            self.current, self.shown = None, ""
+        try:
+            await self._post(live.strip(), final=final)
+        except RetryAfter as exc:
+            if final:
+                raise
+            self.sink.throttle.used(self.sink.chat_id, retry_seconds(exc))

@@ -1,0 +1,35 @@
+"""``supportbot`` command line: chat, serve, check, and the staff tools."""
+
+from __future__ import annotations
+
+import click
+
+from supportbot.cli.app import chat, check, serve
+from supportbot.cli.conversations import conversations
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="supportbot")
+def cli() -> None:
+    """A customer-support bot for Slack and Telegram that answers from your FAQ."""
+
+
+cli.add_command(chat)
+cli.add_command(check)
+cli.add_command(serve)
+cli.add_command(conversations)
+
+
+def _optional_groups() -> None:
+    from supportbot.cli.handoff import handoff
+    from supportbot.cli.knowledge import knowledge
+
+    cli.add_command(handoff)
+    cli.add_command(knowledge)
+
+
+_optional_groups()
+
+
+def main() -> None:
+    cli()

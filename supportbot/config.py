@@ -1,0 +1,120 @@
+"""Settings from environment variables (prefix ``SUPPORTBOT_``) and an optional ``.env`` file.
+
+Every outside endpoint is a setting, so the whole bot can run against loopback fakes.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SUPPORTBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # identity
+    bot_name: str = "Ada"
+    company_name: str = "Acme Cloud"
+    default_language: str = "en"
+    timezone: str = "UTC"
+
+    # files staff edit
+    prompts_dir: Path = Path("prompts")
+    knowledge_dir: Path = Path("knowledge")
+    data_dir: Path = Path(".supportbot")
+
+    # storage
+    database_url: str | None = None
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
+
+    # conversation
+    history_token_budget: int = 3000
+    max_message_chars: int = 4000
+    faq_confidence: float = 0.5
+    faq_top_k: int = 3
+    knowledge_reload_seconds: float = 2.0
+    failures_before_handoff: int = 2
+    recover_max_age_seconds: int = 900
+
+    # LLM (any OpenAI-compatible chat completions server)
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_temperature: float = 0.2
+    llm_max_tokens: int = 600
+    llm_timeout: float = 30.0
+    llm_deadline: float = 60.0
+    llm_max_retries: int = 4
+    llm_extra_headers: dict[str, str] = Field(default_factory=dict)
+    llm_stream: bool = True
+
+    # embeddings (optional, OpenAI /v1/embeddings)
+    embeddings_base_url: str | None = None
+    embeddings_api_key: SecretStr | None = None
+    embeddings_model: str = "text-embedding-3-small"
+
+    # handoff
+    handoff_wait_seconds: int = 600
+    business_hours: str = ""  # e.g. "Mon-Fri 09:00-18:00"; empty = always open
+
+    # HTTP server
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, validation_alias="PORT")
+
+    # Slack
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None  # set => Socket Mode
+    slack_api_url: str = "https://slack.com/api/"
+    slack_staff_channel: str | None = None
+    slack_staff_user_ids: list[str] = Field(default_factory=list)
+    slack_support_channels: list[str] = Field(default_factory=list)
+
+    # Telegram
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org/bot"
+    telegram_webhook_url: str | None = None  # set => webhook mode, else long polling
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_staff_chat_id: int | None = None
+
+    # logging
+    log_level: str = "INFO"
+    log_format: str = "auto"  # auto | json | text
+    log_message_text: bool = False
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'supportbot.db'}"
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.llm_base_url)
+
+    @property
+    def slack_configured(self) -> bool:
+        return self.slack_bot_token is not None
+
+    @property
+    def telegram_configured(self) -> bool:
+        return self.telegram_bot_token is not None
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so log filters and tests can make sure none leaks."""
+        values = [
+            self.llm_api_key,
+            self.embeddings_api_key,
+            self.slack_bot_token,
+            self.slack_signing_secret,
+            self.slack_app_token,
+            self.telegram_bot_token,
+            self.telegram_webhook_secret,
+        ]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]

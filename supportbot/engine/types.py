@@ -1,0 +1,140 @@
+"""What adapters hand the engine and what they get back.
+
+Adapters translate platform events into :class:`IncomingMessage` and implement
+:class:`ReplySink` / :class:`StaffDesk`; the engine never imports a platform SDK.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+
+class Status(enum.StrEnum):
+    BOT = "bot"
+    WAITING = "waiting"
+    HUMAN = "human"
+    CLOSED = "closed"
+
+
+class Outcome(enum.StrEnum):
+    """How the engine dealt with one customer message."""
+
+    FAQ = "faq"  # answered from the FAQ without an LLM
+    LLM = "llm"  # answered by the LLM
+    DONT_KNOW = "dont_know"  # honest "I don't know", offered a human
+    LLM_FAILED = "llm_failed"  # the LLM could not answer; apologised and offered a human
+    HANDOFF = "handoff"  # thread handed to staff
+    RELAYED = "relayed"  # a human owns the thread: relayed to staff, no bot reply
+    LIMITED = "limited"  # rate limit or budget reached
+    DUPLICATE = "duplicate"  # redelivery of a message already handled
+    IGNORED = "ignored"  # empty or otherwise not for the bot
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """One customer message, normalized.
+
+    ``thread_key`` identifies the conversation within the platform and must already include the
+    workspace/chat (Slack: ``team:channel:thread_ts``; Telegram: ``chat_id[:topic_id]``).
+    ``message_id`` is the platform's id for this message (Slack ``event_id`` or ``client_msg_id``,
+    Telegram ``update_id``); redeliveries carry the same id and are answered once.
+    """
+
+    platform: str
+    thread_key: str
+    customer_id: str
+    text: str
+    message_id: str
+    customer_name: str = ""
+    workspace: str = ""
+    language: str | None = None  # a hint from the platform (Telegram language_code), may be None
+    received_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Source:
+    """An FAQ entry an answer used."""
+
+    id: str
+    title: str
+    url: str | None = None
+    score: float = 0.0
+
+
+@dataclass(slots=True)
+class Reply:
+    """The engine's result for one incoming message.
+
+    ``text`` is ``None`` when nothing is sent to the customer (duplicate, a human owns the thread).
+    """
+
+    conversation_id: int | None
+    outcome: Outcome
+    text: str | None = None
+    sources: list[Source] = field(default_factory=list)
+    handed_off: bool = False
+    language: str = "en"
+    message_id: int | None = None  # our stored assistant message id (for feedback)
+
+
+@runtime_checkable
+class ReplySink(Protocol):
+    """Where the engine delivers a reply for one conversation; implemented by each adapter.
+
+    The engine calls it while it holds the conversation's lock and right after re-checking that
+    the bot still owns the thread, so adapters must not send bot replies any other way.
+    """
+
+    async def send(self, text: str) -> str | None:
+        """Send a complete reply; return the platform message id if there is one."""
+        ...
+
+    async def send_stream(self, chunks: AsyncIterator[str]) -> str | None:
+        """Send a reply as it is generated (placeholder + edits). May just join and send."""
+        ...
+
+
+@runtime_checkable
+class StaffDesk(Protocol):
+    """The place staff work on a platform (a Slack channel, a Telegram staff group)."""
+
+    async def handoff_requested(self, conversation: ConversationView, reason: str) -> None:
+        """A thread went to ``waiting``: notify staff with a summary."""
+        ...
+
+    async def relay_to_staff(self, conversation: ConversationView, text: str) -> None:
+        """A customer wrote while a human owns (or is awaited in) the thread."""
+        ...
+
+    async def status_changed(self, conversation: ConversationView, actor: str) -> None:
+        """Taken over, handed back or closed: update the staff-side view."""
+        ...
+
+
+@dataclass(slots=True)
+class TurnView:
+    role: str  # user | assistant | staff | system
+    text: str
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class ConversationView:
+    """A read-only snapshot handed to adapters (never a live ORM object)."""
+
+    id: int
+    platform: str
+    thread_key: str
+    customer_id: str
+    customer_name: str
+    status: Status
+    assignee: str | None
+    language: str
+    summary: str
+    staff_ref: str | None  # adapter's handle for the staff-side thread/topic
+    created_at: datetime
+    recent: list[TurnView] = field(default_factory=list)

@@ -1,0 +1,16 @@
+"""The FAQ: loading staff-edited files, an FTS5 index with optional embeddings, retrieval."""
+
+from supportbot.knowledge.base import KnowledgeBase
+from supportbot.knowledge.embeddings import Embedder, EmbeddingsError
+from supportbot.knowledge.loader import check_knowledge, load_directory
+from supportbot.knowledge.models import FaqEntry, Hit
+
+__all__ = [
+    "Embedder",
+    "EmbeddingsError",
+    "FaqEntry",
+    "Hit",
+    "KnowledgeBase",
+    "check_knowledge",
+    "load_directory",
+]

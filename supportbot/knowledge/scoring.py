@@ -1,0 +1,82 @@
+"""Calibrated confidence for FAQ hits.
+
+BM25 scores are unbounded and not comparable across queries, so they rank but cannot be
+thresholded. The confidence the engine compares with ``Settings.faq_confidence`` is instead::
+
+    lexical = sum(w(t) * m(t, entry) for t in Q) / sum(w(t) for t in Q)
+
+over the distinct query terms Q (after stop words and stemming), where ``w(t)`` is the term's
+BM25 idf in the FAQ corpus and ``m`` is 1 when the term occurs in the entry's question,
+alternative phrasings or tags, ``ANSWER_CREDIT`` when it occurs only in the answer, else 0.
+It is the share of the query's information that the entry covers: a question the entry asks
+(in any phrasing) scores near 1; "what's the weather on Mars" scores ~0 because its rare
+terms (never seen in the FAQ, hence maximal idf) are unmatched. Chinese character unigrams
+weigh ``CJK_UNIGRAM_WEIGHT`` of their idf (bigrams carry the meaning), and Chinese bigrams
+absent from the corpus are ignored: most of them straddle a word boundary ("款需" in
+"退款需要") and say nothing about relevance.
+
+With embeddings, the dense confidence maps cosine similarity linearly from ``DENSE_FLOOR``
+(unrelated) to ``DENSE_CEIL`` (paraphrase) onto [0, 1], and the hit score is
+``DENSE_WEIGHT * dense + (1 - DENSE_WEIGHT) * lexical``.
+"""
+
+from __future__ import annotations
+
+import math
+
+ANSWER_CREDIT = 0.4
+CJK_UNIGRAM_WEIGHT = 0.3
+DENSE_FLOOR = 0.15
+DENSE_CEIL = 0.65
+DENSE_WEIGHT = 0.6
+
+
+def idf(df: int, n: int) -> float:
+    return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+
+def _is_cjk_term(term: str) -> bool:
+    return not term.isascii() and ord(term[0]) >= 0x2E80
+
+
+def term_weights(query_terms: list[str], dfs: dict[str, int], n: int) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for t in dict.fromkeys(query_terms):
+        df = dfs.get(t, 0)
+        w = idf(df, max(n, 1))
+        if _is_cjk_term(t):
+            if len(t) == 1:
+                w *= CJK_UNIGRAM_WEIGHT
+            elif df == 0:
+                w = 0.0
+        weights[t] = w
+    return weights
+
+
+def lexical_confidence(weights: dict[str, float], qset: set[str], aset: set[str]) -> float:
+    total = sum(weights.values())
+    if total <= 0:
+        return 0.0
+    got = 0.0
+    for t, w in weights.items():
+        if t in qset:
+            got += w
+        elif t in aset:
+            got += w * ANSWER_CREDIT
+    return min(1.0, got / total)
+
+
+def dense_confidence(cosine: float) -> float:
+    return min(1.0, max(0.0, (cosine - DENSE_FLOOR) / (DENSE_CEIL - DENSE_FLOOR)))
+
+
+def hybrid_score(lexical: float, dense: float) -> float:
+    return DENSE_WEIGHT * dense + (1.0 - DENSE_WEIGHT) * lexical
+
+
+BM25_RANK_WEIGHT = 0.1
+
+
+def lexical_rank(lexical: float, bm25_relative: float) -> float:
+    """Order lexical hits: BM25 relative to the best hit, nudged by the calibrated coverage."""
+    return BM25_RANK_WEIGHT * bm25_relative + (1.0 - BM25_RANK_WEIGHT) * lexical

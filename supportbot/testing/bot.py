@@ -1,0 +1,80 @@
+"""Run the whole bot inside a test, offline, so users' own tests read like a conversation::
+
+    async with OfflineBot(tmp_path) as bot:
+        reply = await bot.ask("How long do refunds take?")
+        assert "business days" in reply.text
+
+Real engine, real SQLite store, your ``knowledge/`` and ``prompts/``; point ``llm_base_url`` at a
+:class:`~supportbot.testing.fake_llm.FakeLLM` to exercise the LLM path.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from supportbot.config import Settings
+from supportbot.engine import Engine, IncomingMessage, Reply, ReplySink
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class OfflineBot:
+    def __init__(self, data_dir: Path, *, platform: str = "test", **settings: Any) -> None:
+        settings.setdefault("knowledge_dir", REPO / "knowledge")
+        settings.setdefault("prompts_dir", REPO / "prompts")
+        self.settings = Settings(_env_file=None, data_dir=Path(data_dir), **settings)
+        self.platform = platform
+        self.engine: Engine | None = None
+        self._ids = itertools.count(1)
+
+    async def __aenter__(self) -> OfflineBot:
+        self.engine = await Engine.open(self.settings)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.engine is not None:
+            await self.engine.aclose()
+
+    async def ask(
+        self,
+        text: str,
+        *,
+        thread: str = "thread-1",
+        customer: str = "customer-1",
+        message_id: str | None = None,
+        sink: ReplySink | None = None,
+        language: str | None = None,
+    ) -> Reply:
+        assert self.engine is not None, "use 'async with OfflineBot(...)'"
+        return await self.engine.handle(
+            IncomingMessage(
+                platform=self.platform,
+                thread_key=thread,
+                customer_id=customer,
+                customer_name=customer,
+                text=text,
+                message_id=message_id or f"m{next(self._ids)}",
+                language=language,
+            ),
+            sink,
+        )
+
+
+class RecordingSink:
+    """A ReplySink that keeps what the bot sent (and the streamed chunks) for assertions."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.chunks: list[list[str]] = []
+
+    async def send(self, text: str) -> str | None:
+        self.sent.append(text)
+        return f"sent-{len(self.sent)}"
+
+    async def send_stream(self, chunks: Any) -> str | None:
+        parts = [chunk async for chunk in chunks]
+        self.chunks.append(parts)
+        self.sent.append("".join(parts))
+        return f"sent-{len(self.sent)}"

@@ -1,0 +1,446 @@
+"""A loopback OpenAI-compatible server for tests: chat completions (streamed or not) and embeddings.
+
+It runs a real aiohttp server on 127.0.0.1 in a background thread with its own event loop, so
+sync tests, async tests and a bot running as a subprocess can all talk to it over real HTTP::
+
+    with FakeLLM(responder=lambda messages: "Hello!") as fake:
+        settings = Settings(llm_base_url=fake.url, llm_api_key="sk-test")
+        ...
+        fake.fail_next("429", retry_after=0.1)   # the next chat call gets a rate limit
+        assert fake.requests[-1].messages[-1]["content"] == "hi"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+Responder = Callable[[list[dict[str, Any]]], str]
+
+FAULT_KINDS = frozenset({"400", "401", "429", "500", "slow", "cut", "bad_json", "context_length"})
+_ERROR_KINDS = ("400", "401", "429", "500", "context_length")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
+    json: Any
+    at: float  # time.monotonic() on arrival
+    peer_port: int  # client's port: the same port means a reused keep-alive connection
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list((self.json or {}).get("messages") or [])
+
+
+@dataclass
+class _Fault:
+    kind: str
+    times: int
+    endpoint: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def default_responder(messages: list[dict[str, Any]]) -> str:
+    """A canned answer that quotes the last user message, so tests can tell replies apart."""
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    return f"Thanks for reaching out! You asked: {last.get('content', '')}"
+
+
+def count_tokens(text: str) -> int:
+    """The fake's notion of a token: one per whitespace-separated word."""
+    return len(text.split())
+
+
+def embed(text: str, dimensions: int = 64) -> list[float]:
+    """Deterministic hashed bag-of-words vector, L2-normalised (same text, same vector)."""
+    vector = [0.0] * dimensions
+    for word in re.findall(r"\w+", text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        index = int.from_bytes(digest[:4], "big") % dimensions
+        vector[index] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
+class FakeLLM:
+    """Knobs: ``responder``, ``delay`` (seconds per reply), ``require_key``, ``include_usage``,
+    and ``fail_next(kind, times=1, endpoint="chat", **options)`` with kinds:
+
+    - ``"400"``: a bad request; ``message``, ``param`` and ``code`` fill the OpenAI error body.
+    - ``"429"``: rate limited; ``retry_after`` (seconds or an HTTP date, default 1) header.
+    - ``"500"``: server error; ``status`` overrides (502, 503, ...).
+    - ``"401"``: rejects the key, echoing it back as OpenAI does (clients must not log it).
+    - ``"slow"``: sleeps ``seconds`` (default 30) before answering normally.
+    - ``"cut"``: streams ``after`` deltas (default 2) then stops without a finish or ``[DONE]``;
+      ``abrupt=True`` drops the connection instead. Non-streaming: half a body, then drop.
+    - ``"bad_json"``: malformed JSON (after ``after`` good deltas when streaming, default 0).
+    - ``"context_length"``: a 400 like OpenAI's ``context_length_exceeded`` (``message`` overrides).
+    """
+
+    def __init__(
+        self,
+        *,
+        responder: Responder | None = None,
+        delay: float = 0.0,
+        require_key: str | None = None,
+        include_usage: bool = True,
+        model: str = "fake-model",
+        embedding_dimensions: int = 64,
+    ) -> None:
+        self.responder = responder or default_responder
+        self.delay = delay
+        self.require_key = require_key
+        self.include_usage = include_usage
+        self.model = model
+        self.embedding_dimensions = embedding_dimensions
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._faults: deque[_Fault] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+        self._port = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if not self._port:
+            raise RuntimeError("FakeLLM is not started")
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    def start(self) -> FakeLLM:
+        if self._thread is not None:
+            return self
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="FakeLLM", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(10) or not self._port:
+            raise RuntimeError("FakeLLM did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+        future.result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+        self._thread, self._loop, self._port = None, None, 0
+
+    def __enter__(self) -> FakeLLM:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FakeLLM:
+        return self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event) -> None:
+        assert self._loop is not None
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        finally:
+            ready.set()
+        self._loop.run_forever()
+
+    async def _serve(self) -> None:
+        self._stopping = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self._port = self._runner.addresses[0][1]
+
+    async def _shutdown(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()  # wakes "slow" handlers
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- knobs and records -------------------------------------------------------------------
+
+    def fail_next(
+        self, kind: str, times: int = 1, *, endpoint: str = "chat", **options: Any
+    ) -> None:
+        """Queue a fault for the next ``times`` requests to ``endpoint`` ("chat"/"embeddings")."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; choose from {sorted(FAULT_KINDS)}")
+        with self._lock:
+            self._faults.append(_Fault(kind, times, endpoint, options))
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far (including failed ones), oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def chat_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    def reset(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._faults.clear()
+
+    def _take_fault(self, endpoint: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.endpoint == endpoint:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    async def _record(self, request: web.Request) -> RecordedRequest:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        record = RecordedRequest(
+            path=request.path,
+            query=dict(request.query),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            json=body,
+            at=time.monotonic(),
+            peer_port=peer[1] if peer else 0,
+        )
+        with self._lock:
+            self._requests.append(record)
+        return record
+
+    def _unauthorised(self, record: RecordedRequest) -> web.Response | None:
+        if self.require_key is None or record.headers.get("authorization") == (
+            f"Bearer {self.require_key}"
+        ):
+            return None
+        return _auth_error(record)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep that ends early when the server stops, so shutdown never waits on it."""
+        if seconds > 0 and self._stopping is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # --- endpoints ---------------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        record = await self._record(request)
+        if (denied := self._unauthorised(record)) is not None:
+            return denied
+        body = record.json if isinstance(record.json, dict) else {}
+        messages = list(body.get("messages") or [])
+        stream = bool(body.get("stream"))
+        fault = self._take_fault("chat")
+        options = fault.options if fault else {}
+        kind = fault.kind if fault else None
+        if kind in _ERROR_KINDS:
+            return _error_response(kind, options, record)
+        if kind == "slow":
+            await self._sleep(float(options.get("seconds", 30)))
+        await self._sleep(self.delay)
+        text = self.responder(messages)
+        usage = {
+            "prompt_tokens": sum(count_tokens(str(m.get("content") or "")) for m in messages),
+            "completion_tokens": count_tokens(text),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if stream:
+            want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return await self._stream(request, text, usage if want_usage else None, kind, options)
+        reply = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
+        if self.include_usage:
+            reply["usage"] = usage
+        payload = json.dumps(reply).encode()
+        if kind == "bad_json":
+            return web.Response(body=b'{"choices": [', content_type="application/json")
+        if kind == "cut":
+            return await _cut_body(request, payload)
+        return web.Response(body=payload, content_type="application/json")
+
+    async def _stream(
+        self,
+        request: web.Request,
+        text: str,
+        usage: dict[str, int] | None,
+        kind: str | None,
+        options: dict[str, Any],
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        pieces = split_deltas(text)
+        stop_after = int(options.get("after", 2 if kind == "cut" else 0))
+        try:
+            await response.prepare(request)
+            await _send(response, self._chunk({"role": "assistant", "content": ""}))
+            for index, piece in enumerate(pieces):
+                if kind in ("cut", "bad_json") and index == stop_after:
+                    break
+                await _send(response, self._chunk({"content": piece}))
+            else:
+                if kind is None or kind == "slow":
+                    await _send(response, self._chunk({}, finish_reason="stop"))
+                    if usage is not None and self.include_usage:
+                        await _send(response, {**self._chunk(None), "usage": usage})
+                    await response.write(b"data: [DONE]\n\n")
+                    await response.write_eof()
+                    return response
+            if kind == "bad_json":
+                await response.write(b'data: {"choices": [{"delta": \n\n')
+            elif options.get("abrupt") and request.transport is not None:
+                request.transport.close()
+                return response
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away; nothing to tell it
+        return response
+
+    def _chunk(self, delta: dict[str, Any] | None, finish_reason: str | None = None) -> dict:
+        choices = (
+            [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+        )
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": choices,
+        }
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        record = await self._record(request)
+        if (denied := self._unauthorised(record)) is not None:
+            return denied
+        fault = self._take_fault("embeddings")
+        if fault is not None and fault.kind in _ERROR_KINDS:
+            return _error_response(fault.kind, fault.options, record)
+        if fault is not None and fault.kind == "slow":
+            await self._sleep(float(fault.options.get("seconds", 30)))
+        if fault is not None and fault.kind in ("bad_json", "cut"):
+            return web.Response(body=b'{"data": [', content_type="application/json")
+        body = record.json if isinstance(record.json, dict) else {}
+        inputs = body.get("input", "")
+        texts: Sequence[str] = [inputs] if isinstance(inputs, str) else list(inputs)
+        dimensions = int(body.get("dimensions") or self.embedding_dimensions)
+        await self._sleep(self.delay)
+        tokens = sum(count_tokens(t) for t in texts)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": embed(t, dimensions)}
+                    for i, t in enumerate(texts)
+                ],
+                "model": body.get("model") or "fake-embedding",
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+
+def split_deltas(text: str) -> list[str]:
+    """Word-sized pieces (each keeps its trailing space), so joining them gives ``text`` back."""
+    return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
+
+
+async def _send(response: web.StreamResponse, chunk: dict[str, Any]) -> None:
+    await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+
+async def _cut_body(request: web.Request, payload: bytes) -> web.StreamResponse:
+    """Promise the whole body, send half of it, then drop the connection."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/json", "Content-Length": str(len(payload))}
+    )
+    await response.prepare(request)
+    await response.write(payload[: len(payload) // 2])
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
+def _auth_error(record: RecordedRequest) -> web.Response:
+    given = record.headers.get("authorization", "").removeprefix("Bearer ")
+    return _json_error(
+        401,
+        f"Incorrect API key provided: {given}. You can find your API key in your account.",
+        "invalid_request_error",
+        "invalid_api_key",
+    )
+
+
+def _error_response(kind: str, options: dict[str, Any], record: RecordedRequest) -> web.Response:
+    if kind == "401":
+        return _auth_error(record)
+    if kind == "429":
+        response = _json_error(
+            429, "Rate limit reached, please retry later.", "requests", "rate_limit_exceeded"
+        )
+        response.headers["Retry-After"] = str(options.get("retry_after", 1))
+        return response
+    if kind == "400":
+        message = options.get("message", "Invalid request.")
+        return _json_error(
+            400, message, "invalid_request_error", options.get("code"), options.get("param")
+        )
+    if kind == "500":
+        status = int(options.get("status", 500))
+        return _json_error(
+            status, "The server had an error processing your request.", "server_error"
+        )
+    message = options.get(
+        "message",
+        "This model's maximum context length is 8192 tokens. However, your messages resulted "
+        "in 9000 tokens. Please reduce the length of the messages.",
+    )
+    return _json_error(
+        400, message, "invalid_request_error", options.get("code", "context_length_exceeded")
+    )
+
+
+def _json_error(
+    status: int, message: str, type_: str, code: str | None = None, param: str | None = None
+) -> web.Response:
+    error = {"message": message, "type": type_, "param": param, "code": code}
+    return web.json_response({"error": error}, status=status)

@@ -1,0 +1,387 @@
+"""Handoff phrase detection against the shipped phrases file, reload, marker and CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from supportbot.cli.handoff import handoff
+from supportbot.handoff import (
+    HANDOFF_MARKER,
+    HandoffDetector,
+    MarkerStreamFilter,
+    check_phrases,
+    normalize,
+    split_marker,
+)
+from supportbot.problems import Problem
+
+PHRASES = Path(__file__).resolve().parent.parent / "prompts" / "handoff_phrases.yaml"
+
+POSITIVE = {
+    "en": [
+        "can I talk to a real person",
+        "Can I speak with a human, please?",
+        "I want to talk to an agent",
+        "connect me to a live agent",
+        "is there a human I can talk to?",
+        "give me a real person!!",
+        "Please transfer me to someone",
+        "human",
+        "AGENT",
+        "I need a human being",
+        "you're useless, let me speak to a manager",
+        "escalate this to a supervisor",
+        "ＣＡＮ Ｉ ＴＡＬＫ ＴＯ Ａ ＨＵＭＡＮ",
+        "talk   to\ta   real\nperson",
+    ],
+    "zh": [
+        "转人工",
+        "我要人工客服",
+        "人工",
+        "请帮我转人工，谢谢",
+        "能不能找个真人",
+        "我想和真人聊聊",
+        "人工服务",
+        "轉人工",
+        "我要找人工！",
+        "联系人工客服",
+        "转 人工",
+        "人工智能是什么？算了，转人工吧",
+    ],
+    "es": [
+        "quiero hablar con una persona",
+        "¿Puedo hablar con un agente humano?",
+        "necesito un asesor",
+        "Pásame con alguien, por favor",
+        "quiero hablar con alguien",
+    ],
+    "fr": [
+        "Je voudrais parler à un conseiller",
+        "je veux parler a quelqu'un",
+        "Est-ce que je peux parler avec un humain ?",
+        "mettez-moi avec un agent svp",
+    ],
+    "de": [
+        "Ich möchte mit einem Mitarbeiter sprechen",
+        "kann ich mit einem echten Menschen reden?",
+        "Verbinden Sie mich bitte mit einem Berater",
+        "ich brauche einen Menschen",
+    ],
+    "ja": [
+        "担当者につないでください",
+        "オペレーターと話したい",
+        "人間と話したいです",
+        "有人対応をお願いします",
+    ],
+    "pt": [
+        "Quero falar com um atendente",
+        "posso falar com uma pessoa real?",
+        "preciso de atendimento humano",
+        "me transfere para alguém por favor",
+    ],
+    "ru": [
+        "Соедините меня с оператором",
+        "хочу поговорить с живым человеком",
+        "позовите оператора",
+        "нужен живой человек",
+    ],
+}
+
+NEGATIVE = {
+    "en": [
+        "is a human reviewing my refund?",
+        "do real people read these messages?",
+        "are you a real person?",
+        "how many employees do you have",
+        "I don't want to talk to a person, just answer",
+        "the person at the store was rude",
+        "where do I find my agenda settings",
+        "does a human check the invoices before they are sent",
+        "what is human resources' email",
+    ],
+    "zh": [
+        "人工智能是什么",
+        "你们有多少员工",
+        "退款是人工审核吗",
+        "你是真人吗",
+        "我不需要人工客服",
+        "人工费多少钱",
+        "我要退款",
+    ],
+    "es": ["¿hay una persona que revisa mi pedido?", "¿eres un robot?", "hablar con una amiga"],
+    "fr": ["êtes-vous un robot ?", "parler à un ami", "je ne veux pas parler à un humain"],
+    "de": ["Bist du ein Mensch?", "Wie viele Mitarbeiter habt ihr?"],
+    "ja": ["人工知能とは何ですか", "人に優しいデザイン"],
+    "pt": ["você é um robô?", "falar com um amigo"],
+    "ru": ["ты живой человек?", "человек проверяет мой заказ?"],
+}
+
+
+@pytest.fixture(scope="module")
+def detector() -> HandoffDetector:
+    d = HandoffDetector.load(PHRASES)
+    assert d.problems == []
+    return d
+
+
+def _cases(table: dict[str, list[str]]) -> list[tuple[str, str]]:
+    return [(lang, text) for lang, texts in table.items() for text in texts]
+
+
+@pytest.mark.parametrize(("lang", "text"), _cases(POSITIVE))
+def test_positive_phrases_hand_off(detector: HandoffDetector, lang: str, text: str) -> None:
+    result = detector.detect(text)
+    assert result.handoff, f"{text!r} should hand off ({result.reason})"
+    assert result.reason.startswith("phrase:")
+    assert result.lang is not None
+
+
+@pytest.mark.parametrize(("lang", "text"), _cases(NEGATIVE))
+def test_mentions_of_people_do_not_hand_off(detector: HandoffDetector, lang: str, text: str) -> None:
+    result = detector.detect(text)
+    assert not result.handoff, f"{text!r} should not hand off ({result.reason})"
+    assert result.reason == "none" or result.reason.startswith("negative:")
+
+
+def test_table_is_big_enough() -> None:
+    for lang in ("en", "zh"):
+        assert len(POSITIVE[lang]) >= 8 and len(NEGATIVE[lang]) >= 5
+    for lang in ("es", "fr", "de", "ja", "pt", "ru"):
+        assert len(POSITIVE[lang]) >= 4 and len(NEGATIVE[lang]) >= 2
+
+
+def test_reason_names_language_and_pattern() -> None:
+    d = HandoffDetector.from_text("en:\n  positive:\n    - talk to a (real) person\n")
+    assert d.detect("Talk to a person!").reason == 'phrase:en:"talk to a (real) person"'
+    assert d.detect("hello").reason == "none"
+    assert d.detect("").reason == "none"
+
+
+def test_negative_vetoes_only_where_it_overlaps() -> None:
+    d = HandoffDetector.from_text(
+        "zh:\n  positive:\n    - 人工\n  negative:\n    - 人工智能\n"
+    )
+    vetoed = d.detect("人工智能是什么")
+    assert not vetoed.handoff and vetoed.reason == 'negative:zh:"人工智能"'
+    assert d.detect("人工智能是什么？人工").handoff
+    # A later occurrence that is not covered by the negative still counts.
+    assert d.detect("人工智能人工").handoff
+
+
+def test_syntax_optional_choice_wildcard_prefix_whole() -> None:
+    d = HandoffDetector.from_text(
+        """
+en:
+  positive:
+    - "[speak|talk] to (a|an) (real|live) [person|human]"
+    - escalate * manager
+    - agent*
+    - = help
+"""
+    )
+    assert d.problems == []
+    assert d.detect("I want to speak to a live human").handoff
+    assert d.detect("talk to person").handoff
+    assert not d.detect("talk to a robot").handoff
+    assert d.detect("please escalate my ticket to the manager").handoff
+    assert not d.detect("escalate my very old broken ticket to the manager").handoff  # 5 words
+    assert d.detect("agents!").handoff
+    assert not d.detect("reagent").handoff
+    assert d.detect("Help!").handoff
+    assert not d.detect("help me with billing").handoff
+    # Latin words only match whole words.
+    assert not d.detect("stalk to a person").handoff
+
+
+def test_normalize() -> None:
+    assert normalize("  Ｔａｌｋ   TO\u3000a  Person!!? ") == "talk to a person"
+    assert normalize("转 人工") == "转人工"
+    assert normalize("Café  Straße") == "cafe strasse"
+    assert normalize("ガイド") == "ガイド"  # dakuten survive
+    assert normalize("ｶﾞｲﾄﾞ") == "ガイド"  # half-width katakana → full-width
+
+
+BROKEN = """\
+en:
+  positive:
+    - talk to a (real person
+    - "[a|b"
+    - "(optional) (only)"
+    - "human | person"
+    - fine phrase
+  bogus:
+    - x
+"""
+
+
+def test_check_phrases_reports_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "handoff_phrases.yaml"
+    path.write_text(BROKEN, encoding="utf-8")
+    problems = check_phrases(path)
+    assert all(isinstance(p, Problem) for p in problems)
+    lines = sorted(p.line for p in problems)
+    assert lines == [3, 4, 5, 6, 8]
+    text = "\n".join(str(p) for p in problems)
+    assert f"{path}:3: " in text and "missing ')'" in text
+    assert "only optional parts" in text
+    assert "'|' outside brackets" in text
+    assert "unknown key 'bogus'" in text
+
+
+def test_check_phrases_invalid_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("en:\n  positive:\n    - ok\n  - broken: [\n", encoding="utf-8")
+    problems = check_phrases(path)
+    assert len(problems) == 1
+    assert problems[0].line == 4 and "invalid YAML" in problems[0].message
+    assert check_phrases(tmp_path / "missing.yaml")[0].message == "phrases file not found"
+    assert check_phrases(PHRASES) == []
+
+
+def _write(path: Path, text: str, bump: int) -> None:
+    path.write_text(text, encoding="utf-8")
+    # Move mtime explicitly so the test does not depend on the file system's clock granularity.
+    stamp = 1_700_000_000 + bump
+    os.utime(path, (stamp, stamp))
+
+
+def test_live_reload_keeps_last_good_version(tmp_path: Path) -> None:
+    path = tmp_path / "handoff_phrases.yaml"
+    _write(path, "en:\n  positive:\n    - talk to a person\n", 0)
+    d = HandoffDetector.load(path)
+    assert d.detect("talk to a person").handoff
+    assert not d.detect("operator please").handoff
+    assert d.refresh() is False  # unchanged: nothing to do
+
+    _write(path, "en:\n  positive:\n    - operator please\n", 1)
+    assert d.refresh() is True
+    assert d.detect("operator please").handoff
+    assert not d.detect("talk to a person").handoff
+
+    # Broken YAML: keep the previous rules, record the problem.
+    _write(path, "en:\n  positive: [\n", 2)
+    assert d.refresh() is False
+    assert d.detect("operator please").handoff
+    assert d.problems and d.problems[0].path == path
+
+    # One bad phrase: the good ones load, the bad one is reported.
+    _write(path, "en:\n  positive:\n    - agent please\n    - (oops\n", 3)
+    assert d.refresh() is True
+    assert d.detect("agent please").handoff
+    assert [p.line for p in d.problems] == [4]
+
+    # File removed: last good rules stay.
+    path.unlink()
+    d.refresh()
+    assert d.detect("agent please").handoff
+    assert "not found" in d.problems[0].message
+
+
+def test_load_never_raises(tmp_path: Path) -> None:
+    d = HandoffDetector.load(tmp_path / "nope.yaml")
+    assert not d.detect("talk to a person").handoff
+    assert d.problems
+    (tmp_path / "list.yaml").write_text("- a\n- b\n", encoding="utf-8")
+    d = HandoffDetector.load(tmp_path / "list.yaml")
+    assert d.problems[0].line == 1
+
+
+def test_pathological_input_is_fast_enough_to_finish(detector: HandoffDetector) -> None:
+    # Long unspaced text and long word runs must not blow up the wildcard patterns.
+    assert not detector.detect("a" * 4000).handoff
+    assert not detector.detect("word " * 800).handoff
+    assert detector.detect("人" * 2000 + "转人工").handoff
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected", "found"),
+    [
+        ("Sorry, I can't help with that. [[HANDOFF]]", "Sorry, I can't help with that.", True),
+        ("[[ handoff ]] Let me get someone.", "Let me get someone.", True),
+        ("one [[Hand_Off]] two", "one two", True),
+        ("line one\n[[HANDOFF]]\nline two", "line one\n\nline two", True),
+        ("No marker here [[other]]", "No marker here [[other]]", False),
+        (HANDOFF_MARKER, "", True),
+    ],
+)
+def test_split_marker(reply: str, expected: str, found: bool) -> None:
+    assert split_marker(reply) == (expected, found)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 100])
+def test_marker_stream_filter(size: int) -> None:
+    reply = "I cannot help here. [[ HANDOFF ]] A colleague [x] will follow up."
+    chunks = [reply[i : i + size] for i in range(0, len(reply), size)]
+    f = MarkerStreamFilter()
+    shown = "".join(f.feed(c) for c in chunks) + f.flush()
+    assert f.found
+    assert shown == "I cannot help here. A colleague [x] will follow up."
+    g = MarkerStreamFilter()
+    plain = "a [b] c [[d]] e ["
+    assert "".join(g.feed(c) for c in plain) + g.flush() == plain
+    assert not g.found
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_test_json(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        handoff,
+        ["test", "--json", "--phrases", str(PHRASES), "转人工", "is a human reviewing my refund?"],
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["handoff"] for r in rows] == [True, False]
+    assert rows[0]["text"] == "转人工" and rows[0]["reason"].startswith("phrase:zh:")
+    assert set(rows[1]) == {"text", "handoff", "reason"}
+
+
+def test_cli_test_stdin_and_plain_output() -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        handoff,
+        ["test", "--phrases", str(PHRASES)],
+        input="can I talk to a real person\n\n人工智能是什么\n",
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("HANDOFF") and "[en]" in lines[0]
+    assert lines[2].startswith("bot") and "[zh]" in lines[2]
+    assert len(lines) == 4  # the blank line is skipped
+
+
+def test_cli_default_path_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "handoff_phrases.yaml").write_text(
+        "en:\n  positive:\n    - banana\n", encoding="utf-8"
+    )
+    monkeypatch.setenv("SUPPORTBOT_PROMPTS_DIR", str(tmp_path))
+    result = CliRunner().invoke(handoff, ["test", "--json", "banana"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["reason"] == 'phrase:en:"banana"'
+
+
+def test_cli_check(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(handoff, ["check", "--phrases", str(PHRASES)])
+    assert ok.exit_code == 0 and "OK" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BROKEN, encoding="utf-8")
+    result = runner.invoke(handoff, ["check", "--phrases", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:3:" in result.output
+
+
+def test_cli_warns_about_broken_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BROKEN, encoding="utf-8")
+    result = CliRunner().invoke(handoff, ["test", "--json", "--phrases", str(bad), "fine phrase"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["handoff"] is True
+    assert f"{bad}:3:" in result.stderr

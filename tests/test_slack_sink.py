@@ -1,0 +1,150 @@
+"""Posting through the real slack_sdk client to FakeSlack: pacing, 429s, splitting, streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from supportbot.adapters.slack.sink import PLACEHOLDER, SlackPoster, SlackSink
+from supportbot.testing.fake_slack import FakeSlack
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+def poster_for(fake: FakeSlack, **kw: object) -> SlackPoster:
+    client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
+    return SlackPoster(client, **{"min_interval": 0.0, **kw})  # type: ignore[arg-type]
+
+
+async def test_send_converts_markdown_into_thread(fake: FakeSlack) -> None:
+    sink = SlackSink(poster_for(fake), "C1", "100.1")
+    ts = await sink.send("**Hi** see [docs](https://d.io)")
+    [msg] = fake.messages(channel="C1")
+    assert msg.ts == ts
+    assert msg.thread_ts == "100.1"
+    assert msg.text == "*Hi* see <https://d.io|docs>"
+
+
+async def test_dm_reply_without_thread(fake: FakeSlack) -> None:
+    await SlackSink(poster_for(fake), "D1", None).send("hello")
+    [call] = fake.calls("chat.postMessage")
+    assert "thread_ts" not in call.params
+
+
+async def test_long_reply_is_split(fake: FakeSlack) -> None:
+    sink = SlackSink(poster_for(fake, limit=500), "C1", "1.1")
+    text = "\n\n".join(f"Paragraph {i}: " + "word " * 30 for i in range(20))
+    await sink.send(text)
+    msgs = fake.messages(channel="C1")
+    assert len(msgs) > 1
+    assert all(len(m.text) <= 500 for m in msgs)
+    assert " ".join(m.text for m in msgs).split() == text.split()
+    assert len(sink.sent) == len(msgs)
+
+
+async def test_msg_too_long_from_slack_is_split_not_dropped(fake: FakeSlack) -> None:
+    fake.max_text_chars = 1000  # Slack's own limit is lower than we assumed
+    sink = SlackSink(poster_for(fake, limit=3000), "C1", "1.1")
+    text = " ".join(f"w{i}" for i in range(700))  # ~3.4k chars
+    await sink.send(text)
+    assert any(c.error == "msg_too_long" for c in fake.calls("chat.postMessage"))
+    msgs = fake.messages(channel="C1")
+    assert len(msgs) >= 4
+    assert " ".join(m.text for m in msgs).split() == text.split()
+
+
+async def test_429_waits_for_retry_after_and_delivers(fake: FakeSlack) -> None:
+    fake.rate_limit("chat.postMessage", retry_after=1, times=1)
+    sink = SlackSink(poster_for(fake), "C1", "1.1")
+    started = time.monotonic()
+    await sink.send("still delivered")
+    calls = fake.calls("chat.postMessage")
+    assert [c.status for c in calls] == [429, 200]
+    assert calls[1].at - calls[0].at >= 0.9  # honoured Retry-After
+    assert time.monotonic() - started >= 0.9
+    assert [m.text for m in fake.messages(channel="C1")] == ["still delivered"]
+
+
+async def test_persistent_429_gives_up_with_error(fake: FakeSlack) -> None:
+    fake.rate_limit("chat.postMessage", retry_after=0, times=10)
+    sink = SlackSink(poster_for(fake, max_attempts=3), "C1", "1.1")
+    with pytest.raises(SlackApiError):
+        await sink.send("x")
+    assert len(fake.calls("chat.postMessage")) == 3
+
+
+async def test_other_errors_raise(fake: FakeSlack) -> None:
+    fake.fail("chat.postMessage", "channel_not_found")
+    with pytest.raises(SlackApiError) as info:
+        await SlackSink(poster_for(fake), "C1", None).send("x")
+    assert info.value.response["error"] == "channel_not_found"
+
+
+async def test_one_post_per_interval_per_channel(fake: FakeSlack) -> None:
+    poster = poster_for(fake, min_interval=0.2)
+    await asyncio.gather(*(poster.post("C1", f"m{i}") for i in range(3)),
+                         poster.post("C2", "other"))
+    c1 = [c.at for c in fake.calls("chat.postMessage") if c.params["channel"] == "C1"]
+    assert len(c1) == 3
+    gaps = [b - a for a, b in zip(c1, c1[1:], strict=False)]
+    assert all(g >= 0.17 for g in gaps), gaps
+
+
+async def chunks(parts: list[str], pause: float = 0.0) -> AsyncIterator[str]:
+    for part in parts:
+        if pause:
+            await asyncio.sleep(pause)
+        yield part
+
+
+async def test_stream_posts_placeholder_then_updates(fake: FakeSlack) -> None:
+    sink = SlackSink(poster_for(fake), "C1", "1.1", stream_interval=0.05)
+    parts = ["**Step", " one**", " and", " more", " text", " done"]
+    ts = await sink.send_stream(chunks(parts, pause=0.03))
+    [msg] = fake.messages(channel="C1")
+    assert msg.ts == ts
+    assert msg.edits[0] == PLACEHOLDER
+    assert msg.text == "*Step one* and more text done"
+    assert len(msg.edits) >= 3  # placeholder, at least one partial, final
+    assert all(e.endswith(PLACEHOLDER) for e in msg.edits[:-1])
+
+
+async def test_stream_updates_are_throttled(fake: FakeSlack) -> None:
+    sink = SlackSink(poster_for(fake), "C1", "1.1", stream_interval=10)
+    await sink.send_stream(chunks([f"w{i} " for i in range(50)]))
+    # a placeholder and one final edit, however many chunks arrived
+    assert len(fake.calls("chat.postMessage")) == 1
+    assert len(fake.calls("chat.update")) == 1
+
+
+async def test_stream_past_the_limit_continues_in_new_messages(fake: FakeSlack) -> None:
+    sink = SlackSink(poster_for(fake, limit=300), "C1", "1.1", stream_interval=0)
+    words = [f"word{i} " for i in range(200)]
+    await sink.send_stream(chunks(words))
+    msgs = fake.messages(channel="C1")
+    assert len(msgs) >= 4
+    assert all(len(m.text) <= 300 for m in msgs)
+    assert " ".join(m.text for m in msgs).split() == "".join(words).split()
+
+
+async def test_stream_with_429_on_update_still_finishes(fake: FakeSlack) -> None:
+    fake.rate_limit("chat.update", retry_after=1, times=1)
+    sink = SlackSink(poster_for(fake), "C1", "1.1", stream_interval=0)
+    await sink.send_stream(chunks(["a", "b", "c"]))
+    [msg] = fake.messages(channel="C1")
+    assert msg.text == "abc"
+
+
+async def test_empty_stream_posts_nothing(fake: FakeSlack) -> None:
+    sink = SlackSink(poster_for(fake), "C1", "1.1")
+    assert await sink.send_stream(chunks([])) is None
+    assert fake.messages() == []

@@ -16,40 +16,45 @@ __all__ = ["detect_language", "normalize_hint"]
 _HINT_ALIASES = {"iw": "he", "in": "id", "ji": "yi", "jw": "jv", "nb": "no", "nn": "no"}
 _CYRILLIC_LANGS = {"ru", "uk", "bg", "sr", "mk", "be", "kk", "ky", "mn", "tg"}
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # Short, frequent, fairly distinctive words. Shared words ("de", "la") count for each language.
 _STOPWORDS: dict[str, frozenset[str]] = {
-    "en": frozenset(
-        "the a an is are was i you my your me to and of it in on for with can could please how "
-        "what why when do does did not no have has this that need want help hello hi hey thanks "
-        "thank would like talk speak person someone there be will just get".split()
+    "en": _words(
+        "the a an is are was i you my your me to and of it in on for with can could please "
+        "how what why when do does did not no have has this that need want help hello hi hey "
+        "thanks thank would like talk speak person someone there be will just get"
     ),
-    "es": frozenset(
-        "el la los las de del que y en un una por con para es no mi me quiero hablar como cómo "
-        "qué hola gracias necesito ayuda puedo persona está estoy pero muy favor se lo al su "
-        "tengo hay usted buenos buenas dónde cuándo".split()
+    "es": _words(
+        "el la los las de del que y en un una por con para es no mi me quiero hablar como "
+        "cómo qué hola gracias necesito ayuda puedo persona está estoy pero muy favor se lo "
+        "al su tengo hay usted buenos buenas dónde cuándo"
     ),
-    "fr": frozenset(
-        "le la les de des du un une et est je tu vous nous pas ne pour avec mon ma mes que qui "
-        "bonjour merci parler veux voudrais suis c j l d qu n personne aide aider comment au aux "
-        "ce cette sur dans il elle on mais oui".split()
+    "fr": _words(
+        "le la les de des du un une et est je tu vous nous pas ne pour avec mon ma mes que "
+        "qui bonjour merci parler veux voudrais suis c j l d qu n personne aide aider comment "
+        "au aux ce cette sur dans il elle on mais oui"
     ),
-    "de": frozenset(
+    "de": _words(
         "der die das und ist ich nicht mit ein eine einen zu mein meine sie wir bitte danke "
         "hallo möchte sprechen kann können wie was auf für den dem habe mitarbeiter mensch "
-        "menschen ja nein auch noch mir mich bin es im".split()
+        "menschen ja nein auch noch mir mich bin es im"
     ),
-    "pt": frozenset(
+    "pt": _words(
         "o a os as de do da que e em um uma para com não meu minha eu você falar quero olá "
         "obrigado obrigada ajuda preciso pessoa atendente por favor como está é no na uma "
-        "isso pode sim oi".split()
+        "isso pode sim oi"
     ),
-    "it": frozenset(
+    "it": _words(
         "il lo la gli le di che e è un una per con non mio mia io voglio parlare ciao grazie "
-        "aiuto sono come persona posso vorrei della".split()
+        "aiuto sono come persona posso vorrei della"
     ),
-    "nl": frozenset(
+    "nl": _words(
         "de het een en is ik niet met van dat wil spreken hallo bedankt alsjeblieft mijn je u "
-        "kan graag dank wat hoe".split()
+        "kan graag dank wat hoe"
     ),
 }
 _LATIN_ORDER = ("en", "es", "pt", "fr", "de", "it", "nl")

@@ -76,7 +76,9 @@ def setup(level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = (),
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
-        JsonFormatter() if use_json else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        JsonFormatter()
+        if use_json
+        else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     handler.addFilter(ContextFilter(secrets))
     root = logging.getLogger()

@@ -118,7 +118,7 @@ async def test_different_threads_run_concurrently(tmp_path):
             task = asyncio.gather(
                 *(bot.ask("hi there", thread=f"t{i}", sink=sink) for i in range(3))
             )
-            while len(fake.chat_requests()) < 3 and not task.done():
+            while len(fake.chat_requests()) < 3 and not task.done():  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             delivered_before_all_arrived = len(sink.sent)
             await task

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,7 @@ NEGATIVE = {
         "where do I find my agenda settings",
         "does a human check the invoices before they are sent",
         "what is human resources' email",
+        "I don't need a human, thanks",
     ],
     "zh": [
         "人工智能是什么",
@@ -113,12 +115,26 @@ NEGATIVE = {
         "人工费多少钱",
         "我要退款",
     ],
-    "es": ["¿hay una persona que revisa mi pedido?", "¿eres un robot?", "hablar con una amiga"],
+    "es": [
+        "¿hay una persona que revisa mi pedido?",
+        "¿eres un robot?",
+        "hablar con una amiga",
+        "no quiero hablar con una persona",
+    ],
     "fr": ["êtes-vous un robot ?", "parler à un ami", "je ne veux pas parler à un humain"],
-    "de": ["Bist du ein Mensch?", "Wie viele Mitarbeiter habt ihr?"],
-    "ja": ["人工知能とは何ですか", "人に優しいデザイン"],
-    "pt": ["você é um robô?", "falar com um amigo"],
-    "ru": ["ты живой человек?", "человек проверяет мой заказ?"],
+    "de": [
+        "Bist du ein Mensch?",
+        "Wie viele Mitarbeiter habt ihr?",
+        "Ich möchte nicht mit einem Menschen sprechen",
+    ],
+    "ja": [
+        "人工知能とは何ですか",
+        "人に優しいデザイン",
+        "人間と話したくない",
+        "担当者と話す必要はありません",
+    ],
+    "pt": ["você é um robô?", "falar com um amigo", "não quero falar com um atendente"],
+    "ru": ["ты живой человек?", "человек проверяет мой заказ?", "мне не нужен живой человек"],
 }
 
 
@@ -142,10 +158,25 @@ def test_positive_phrases_hand_off(detector: HandoffDetector, lang: str, text: s
 
 
 @pytest.mark.parametrize(("lang", "text"), _cases(NEGATIVE))
-def test_mentions_of_people_do_not_hand_off(detector: HandoffDetector, lang: str, text: str) -> None:
+def test_mentions_of_people_do_not_hand_off(
+    detector: HandoffDetector, lang: str, text: str
+) -> None:
     result = detector.detect(text)
     assert not result.handoff, f"{text!r} should not hand off ({result.reason})"
     assert result.reason == "none" or result.reason.startswith("negative:")
+
+
+def test_negatives_in_every_language_do_veto(detector: HandoffDetector) -> None:
+    # Without the negative list each of these would hand off: the veto is what stops them.
+    vetoed = {
+        lang: [t for t in texts if detector.detect(t).reason.startswith("negative:")]
+        for lang, texts in NEGATIVE.items()
+    }
+    assert all(vetoed[lang] for lang in NEGATIVE), vetoed
+    no_negatives = HandoffDetector(None, replace(detector._rules, negative=()))
+    for texts in vetoed.values():
+        for text in texts:
+            assert no_negatives.detect(text).handoff, text
 
 
 def test_table_is_big_enough() -> None:
@@ -157,15 +188,14 @@ def test_table_is_big_enough() -> None:
 
 def test_reason_names_language_and_pattern() -> None:
     d = HandoffDetector.from_text("en:\n  positive:\n    - talk to a (real) person\n")
-    assert d.detect("Talk to a person!").reason == 'phrase:en:"talk to a (real) person"'
+    hit = d.detect("Talk to a person!")
+    assert hit.reason == 'phrase:en:"talk to a (real) person"' and hit.line == 3
     assert d.detect("hello").reason == "none"
     assert d.detect("").reason == "none"
 
 
 def test_negative_vetoes_only_where_it_overlaps() -> None:
-    d = HandoffDetector.from_text(
-        "zh:\n  positive:\n    - 人工\n  negative:\n    - 人工智能\n"
-    )
+    d = HandoffDetector.from_text("zh:\n  positive:\n    - 人工\n  negative:\n    - 人工智能\n")
     vetoed = d.detect("人工智能是什么")
     assert not vetoed.handoff and vetoed.reason == 'negative:zh:"人工智能"'
     assert d.detect("人工智能是什么？人工").handoff
@@ -353,6 +383,7 @@ def test_cli_test_stdin_and_plain_output() -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("HANDOFF") and "[en]" in lines[0]
+    assert "(line " in lines[1]
     assert lines[2].startswith("bot") and "[zh]" in lines[2]
     assert len(lines) == 4  # the blank line is skipped
 

@@ -23,7 +23,8 @@ from supportbot.llm import (
     estimate_tokens,
     shorten_history,
 )
-from supportbot.llm.client import estimate_prompt_tokens, retry_after_seconds
+from supportbot.llm.client import retry_after_seconds
+from supportbot.llm.tokens import estimate_prompt_tokens
 from supportbot.testing.fake_llm import FakeLLM, count_tokens, split_deltas
 
 KEY = "sk-test-9f8e7d6c5b4a"
@@ -51,7 +52,7 @@ async def make_client(fake: FakeLLM) -> AsyncIterator[Callable[..., LLMClient]]:
             "model": "test-model",
             "timeout": 5.0,
             "deadline": 10.0,
-            "backoff_base": 0.01,
+            "base_backoff": 0.01,
         }
         base_url = overrides.pop("base_url", fake.url)
         client = LLMClient(base_url, **(options | overrides))
@@ -185,7 +186,7 @@ async def test_one_pooled_connection_is_reused_across_calls(fake: FakeLLM, make_
 async def test_429_waits_for_retry_after_then_succeeds(fake: FakeLLM, make_client) -> None:
     fake.fail_next("429", retry_after=0.4)
 
-    result = await make_client(backoff_base=0.001).complete(CONVERSATION)
+    result = await make_client(base_backoff=0.001).complete(CONVERSATION)
 
     assert result.text.endswith("The one from March")
     first, second = fake.requests
@@ -229,17 +230,13 @@ async def test_deadline_bounds_all_retries(fake: FakeLLM, make_client) -> None:
     started = time.monotonic()
 
     with pytest.raises(LLMUnavailable, match="deadline"):
-        await make_client(deadline=0.5, max_retries=1000, backoff_base=0.05).complete(
-            CONVERSATION
-        )
+        await make_client(deadline=0.5, max_retries=1000, base_backoff=0.05).complete(CONVERSATION)
 
     assert time.monotonic() - started < 3.0
     assert 1 < len(fake.requests) < 1000
 
 
-async def test_retry_after_beyond_the_deadline_gives_up_at_once(
-    fake: FakeLLM, make_client
-) -> None:
+async def test_retry_after_beyond_the_deadline_gives_up_at_once(fake: FakeLLM, make_client) -> None:
     fake.fail_next("429", retry_after=30)
 
     with pytest.raises(LLMUnavailable, match="deadline") as caught:
@@ -285,11 +282,12 @@ async def test_wrong_key_is_not_retried_and_never_leaks(
 ) -> None:
     wrong_key = "sk-wrong-5ecret-0000"
     # The fake echoes the presented key back, like OpenAI does: the client must scrub it.
-    echo = httpx.post(
-        fake.url + "/chat/completions",
-        json={"messages": []},
-        headers={"Authorization": f"Bearer {wrong_key}"},
-    )
+    async with httpx.AsyncClient() as probe:
+        echo = await probe.post(
+            fake.url + "/chat/completions",
+            json={"messages": []},
+            headers={"Authorization": f"Bearer {wrong_key}"},
+        )
     assert echo.status_code == 401 and wrong_key in echo.text
     client = make_client(api_key=wrong_key)
     caplog.set_level(logging.DEBUG)
@@ -313,9 +311,7 @@ async def test_wrong_key_is_not_retried_and_never_leaks(
         assert KEY not in text
 
 
-async def test_401_fault_with_no_key_names_the_missing_setting(
-    fake: FakeLLM, make_client
-) -> None:
+async def test_401_fault_with_no_key_names_the_missing_setting(fake: FakeLLM, make_client) -> None:
     fake.require_key = None
     fake.fail_next("401")
 
@@ -430,9 +426,7 @@ async def test_non_streamed_body_cut_midway_is_retried(fake: FakeLLM, make_clien
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_bad_json_is_retried_then_reported(
-    fake: FakeLLM, make_client, stream: bool
-) -> None:
+async def test_bad_json_is_retried_then_reported(fake: FakeLLM, make_client, stream: bool) -> None:
     client = make_client(max_retries=2)
     fake.fail_next("bad_json")
 
@@ -469,7 +463,7 @@ async def test_other_4xx_is_a_bad_response_without_retry(fake: FakeLLM, make_cli
 async def test_wrong_base_url_names_the_setting(fake: FakeLLM, make_client) -> None:
     client = make_client(base_url=fake.url.removesuffix("/v1"))
 
-    with pytest.raises(LLMBadResponse, match="404.*SUPPORTBOT_LLM_BASE_URL"):
+    with pytest.raises(LLMBadResponse, match=r"404.*SUPPORTBOT_LLM_BASE_URL"):
         await client.complete(CONVERSATION)
 
 

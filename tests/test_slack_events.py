@@ -7,14 +7,19 @@ from supportbot.adapters.slack.events import parse_text_event, strip_mention
 
 def ev(**kw: object) -> dict[str, object]:
     base: dict[str, object] = {
-        "type": "message", "channel": "C1", "channel_type": "channel", "user": "U1",
-        "text": "hi", "ts": "100.000001", "team": "T1",
+        "type": "message",
+        "channel": "C1",
+        "channel_type": "channel",
+        "user": "U1",
+        "text": "hi",
+        "ts": "100.000001",
+        "team": "T1",
     }
     base.update(kw)
     return base
 
 
-def parse(event: dict[str, object]):  # noqa: ANN201
+def parse(event: dict[str, object]):
     return parse_text_event(event, "T1", "UBOT", "BBOT")
 
 

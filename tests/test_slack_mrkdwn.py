@@ -86,6 +86,7 @@ def test_split_does_not_cut_links() -> None:
 def test_split_bounds_and_keeps_content(text: str, limit: int) -> None:
     pieces = split_text(text, limit)
     assert all(len(p) <= limit for p in pieces)
+
     # Nothing but whitespace and the fences we add may be lost or gained.
     def core(s: str) -> str:
         return "".join(s.replace("```", "").split())

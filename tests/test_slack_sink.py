@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -91,11 +92,12 @@ async def test_other_errors_raise(fake: FakeSlack) -> None:
 
 async def test_one_post_per_interval_per_channel(fake: FakeSlack) -> None:
     poster = poster_for(fake, min_interval=0.2)
-    await asyncio.gather(*(poster.post("C1", f"m{i}") for i in range(3)),
-                         poster.post("C2", "other"))
+    await asyncio.gather(
+        *(poster.post("C1", f"m{i}") for i in range(3)), poster.post("C2", "other")
+    )
     c1 = [c.at for c in fake.calls("chat.postMessage") if c.params["channel"] == "C1"]
     assert len(c1) == 3
-    gaps = [b - a for a, b in zip(c1, c1[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(c1)]
     assert all(g >= 0.17 for g in gaps), gaps
 
 
@@ -148,3 +150,25 @@ async def test_empty_stream_posts_nothing(fake: FakeSlack) -> None:
     sink = SlackSink(poster_for(fake), "C1", "1.1")
     assert await sink.send_stream(chunks([])) is None
     assert fake.messages() == []
+
+
+async def test_stream_falls_back_to_new_message_when_edit_fails(fake: FakeSlack) -> None:
+    fake.fail("chat.update", "cant_update_message", times=100)
+    sink = SlackSink(poster_for(fake), "C1", "1.1", stream_interval=0)
+    ts = await sink.send_stream(chunks(["final ", "answer", " is", " here"]))
+    msgs = fake.messages(channel="C1")
+    assert [m.text for m in msgs] == [PLACEHOLDER, "final answer is here"]  # no partial spam
+    assert ts == msgs[-1].ts
+
+
+async def test_stream_error_propagates_and_keeps_partial_text(fake: FakeSlack) -> None:
+    async def broken() -> AsyncIterator[str]:
+        yield "partial"
+        yield " answer"
+        raise RuntimeError("llm went away")
+
+    sink = SlackSink(poster_for(fake), "C1", "1.1", stream_interval=0)
+    with pytest.raises(RuntimeError):
+        await sink.send_stream(broken())
+    [msg] = fake.messages(channel="C1")
+    assert msg.text.startswith("partial answer")

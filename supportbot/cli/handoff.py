@@ -52,7 +52,8 @@ def test_cmd(texts: tuple[str, ...], phrases: Path | None, as_json: bool) -> Non
         else:
             verdict = "HANDOFF" if result.handoff else "bot    "
             lang = detect_language(text)
-            click.echo(f"{verdict}  [{lang}] {text}\n         {result.reason}")
+            where = f"  (line {result.line})" if result.line else ""
+            click.echo(f"{verdict}  [{lang}] {text}\n         {result.reason}{where}")
 
 
 @handoff.command("check")

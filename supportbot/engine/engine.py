@@ -9,6 +9,7 @@ recovered on the next start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import unicodedata
@@ -124,7 +125,7 @@ class Engine:
         if not text:
             return Reply(None, Outcome.IGNORED)
         language = detect_language(text, msg.language, default=self.settings.default_language)
-        async with self.locks.hold((msg.platform, msg.thread_key)):
+        async with self._thread(msg.platform, msg.thread_key):
             accepted = await self.store.accept(
                 platform=msg.platform,
                 event_id=msg.message_id,
@@ -153,6 +154,14 @@ class Engine:
                 return reply
             finally:
                 logs.conversation_id.reset(token)
+
+    @contextlib.asynccontextmanager
+    async def _thread(self, platform: str, thread_key: str) -> AsyncIterator[None]:
+        """One thread at a time: in this process, then across processes (PostgreSQL)."""
+        async with self.locks.hold((platform, thread_key)), self.store.thread_lock(
+            platform, thread_key
+        ):
+            yield
 
     def _clean(self, raw: str) -> tuple[str, bool]:
         """Drop control characters and cap the length, so nothing hostile reaches storage."""
@@ -339,7 +348,7 @@ class Engine:
             reply.outcome = Outcome.RELAYED
             return reply
         reply.message_id = delivered
-        if conv.failures or conv.bot_failed:
+        if outcome in (Outcome.FAQ, Outcome.LLM) and conv.failures:
             await self.store.update_conversation(conv.id, failures=0)
         return reply
 
@@ -523,7 +532,7 @@ class Engine:
         language: str | None = None,
     ) -> ConversationView:
         """An explicit request (``/human``): open the conversation if needed and hand it over."""
-        async with self.locks.hold((platform, thread_key)):
+        async with self._thread(platform, thread_key):
             lang = language or self.settings.default_language
             conv = await self.store.open_conversation(
                 platform=platform, thread_key=thread_key, customer_id=customer_id, language=lang
@@ -545,7 +554,7 @@ class Engine:
         await self.store.add_message(conversation_id, "staff", text, "sent", author=actor)
 
     async def new_conversation(self, platform: str, thread_key: str, actor: str) -> None:
-        async with self.locks.hold((platform, thread_key)):
+        async with self._thread(platform, thread_key):
             conv = await self.store.find_open(platform, thread_key)
             if conv is not None:
                 await self.close(conv.id, actor, notify=False)
@@ -627,7 +636,7 @@ class Engine:
             if conv is None or conv.platform not in self._sinks:
                 counts["skipped"] += 1
                 continue
-            async with self.locks.hold((conv.platform, conv.thread_key)):
+            async with self._thread(conv.platform, conv.thread_key):
                 conv = await self.store.conversation(message.conversation_id)
                 assert conv is not None
                 if now - message.created_at > max_age:

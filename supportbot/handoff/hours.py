@@ -105,7 +105,8 @@ class BusinessHours:
                 end = _minutes(bounds[1], clause, end=True)
                 if end == start:
                     raise ValueError(
-                        f"empty time range {rng.strip()!r} in {clause!r} (for all day use 00:00-24:00)"
+                        f"empty time range {rng.strip()!r} in {clause!r} "
+                        "(for all day use 00:00-24:00)"
                     )
                 if end < start:
                     end += 1440  # overnight: closes the next morning
@@ -130,7 +131,7 @@ class BusinessHours:
         return any(s <= m < e for s, e in self.intervals for m in (minute, minute + _WEEK))
 
     def next_open(self, now: datetime | None = None) -> datetime | None:
-        """``now`` if open, else the next opening time (in the business's zone); ``None`` if never."""
+        """``now`` if open, else the next opening (in the business's zone); ``None`` if never."""
         now = now or datetime.now(UTC)
         if self.is_open(now):
             return now

@@ -42,12 +42,14 @@ HANDOFF_MARKER = "[[HANDOFF]]"
 
 # --------------------------------------------------------------------------- normalisation
 
-# Scripts written without spaces: no word boundaries, spaces between them are dropped.
-_CJK = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+# Scripts written without spaces (Chinese, Japanese): no word boundaries, so normalisation
+# drops spaces between their characters and puts one between them and any other script.
+# Every other word is then delimited by spaces, and patterns need only cheap boundaries:
+# big Unicode classes inside each of ~100 patterns would take seconds to compile.
+_CJK = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RE = re.compile(f"[{_CJK}]")
 _CJK_GAP = re.compile(f"(?<=[{_CJK}])\\s+(?=[{_CJK}])")
-# A letter/digit that is not CJK: what a Latin/Cyrillic/Greek word boundary looks at.
-_W = f"[^\\W_{_CJK}]"
+_CJK_EDGE = re.compile(f"(?<=[{_CJK}])(?=[^\\s{_CJK}])|(?<=[^\\s{_CJK}])(?=[{_CJK}])")
 _SPACES = re.compile(r"\s+")
 
 
@@ -68,19 +70,30 @@ def normalize(text: str) -> str:
         out.append(" " if cat[0] in "PSZC" else ch)
     text = unicodedata.normalize("NFC", "".join(out))
     text = _SPACES.sub(" ", text).strip()
-    return _CJK_GAP.sub("", text)
+    return _CJK_EDGE.sub(" ", _CJK_GAP.sub("", text))
 
 
 # --------------------------------------------------------------------------- pattern language
 
-# Up to four whole words, or up to eight CJK characters. Units are whole words so a long
-# word cannot be split many ways (no catastrophic backtracking).
-_WILDCARD = f"(?:\\s*(?:(?<!{_W}){_W}+(?!{_W})|[{_CJK}]{{1,2}})){{0,4}}?"
+# Up to four units, each a whole space-delimited word or one or two characters (for Chinese
+# and Japanese, which have no spaces): four words or eight CJK characters. Bounded, so a long
+# message cannot make it backtrack badly.
+_WILDCARD = r"(?:\s*(?:(?<!\S)\S+(?!\S)|\S{1,2})){0,4}?"
 _TOKEN = re.compile(r"\s*(?:([()\[\]|])|([^\s()\[\]|]+))")
 
 
 class PatternError(ValueError):
     """A phrase template that cannot be compiled; the message is for staff."""
+
+
+Needles = frozenset[str] | None  # substrings one of which every match contains (a prefilter)
+
+
+def _best(a: Needles, b: Needles) -> Needles:
+    """The more selective of two needle sets (longest shortest needle)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return a if min(map(len, a)) >= min(map(len, b)) else b
 
 
 def _literal(word: str) -> str:
@@ -93,11 +106,11 @@ def _literal(word: str) -> str:
         return ""
     rx = r"\s*".join(re.escape(part) for part in norm.split(" "))
     if not _CJK_RE.match(norm[0]):
-        rx = f"(?<!{_W}){rx}"
+        rx = rf"(?<!\S){rx}"
     if prefix:
-        rx += f"{_W}*"
+        rx += r"\S*"
     elif not _CJK_RE.match(norm[-1]):
-        rx += f"(?!{_W})"
+        rx += r"(?!\S)"
     return rx
 
 
@@ -117,8 +130,9 @@ class _Parser:
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
 
-    def seq(self, closer: str | None) -> str:
+    def seq(self, closer: str | None) -> tuple[str, Needles]:
         parts: list[tuple[str, str]] = []
+        needles: Needles = None
         while (tok := self.peek()) is not None:
             kind, value = tok
             if kind == "op" and value in ")]|":
@@ -137,15 +151,19 @@ class _Parser:
                 rx = _literal(value)
                 if rx:
                     parts.append(("req", rx))
+                    chunk = max(normalize(value.rstrip("*")).split(" "), key=len)
+                    needles = _best(needles, frozenset([chunk]))
                 continue
             close = ")" if value == "(" else "]"
             alts = self.alternatives(close)
-            if value == "(" or any(a == "" for a in alts):
+            if value == "(" or any(a == "" for a, _ in alts):
                 # "(a|b)" is optional; "[a|]" with an empty choice is optional too.
-                body = "|".join(a for a in alts if a)
+                body = "|".join(a for a, _ in alts if a)
                 parts.append(("opt", f"(?:{body})"))
             else:
-                parts.append(("req", "(?:" + "|".join(alts) + ")"))
+                parts.append(("req", "(?:" + "|".join(a for a, _ in alts) + ")"))
+                if all(n is not None for _, n in alts):
+                    needles = _best(needles, frozenset().union(*(n for _, n in alts if n)))
         out = ""
         for n, (kind, rx) in enumerate(parts):
             sep = r"\s*" if n else ""
@@ -155,9 +173,9 @@ class _Parser:
                 out += f"(?:{sep}{rx})?"
             else:
                 out += f"{sep}{rx}"
-        return out
+        return out, needles
 
-    def alternatives(self, close: str) -> list[str]:
+    def alternatives(self, close: str) -> list[tuple[str, Needles]]:
         alts = [self.seq(close)]
         while True:
             tok = self.peek()
@@ -167,7 +185,7 @@ class _Parser:
             if tok[1] == "|":
                 alts.append(self.seq(close))
             elif tok[1] == close:
-                if all(a == "" for a in alts):
+                if all(a == "" for a, _ in alts):
                     raise PatternError("empty brackets")
                 return alts
             else:
@@ -183,8 +201,14 @@ class Rule:
     regex: re.Pattern[str]
     whole: bool
     line: int = 0
+    needles: Needles = None
+
+    def could_match(self, text: str) -> bool:
+        return self.needles is None or any(n in text for n in self.needles)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
+        if not self.could_match(text):
+            return []
         if self.whole:
             return [(0, len(text))] if self.regex.fullmatch(text) else []
         found = []
@@ -196,6 +220,8 @@ class Rule:
 
     def first_span(self, text: str, blocked: list[tuple[int, int]]) -> tuple[int, int] | None:
         """The first match that no blocked span overlaps, trying every start position."""
+        if not self.could_match(text):
+            return None
         if self.whole:
             spans = self.spans(text)
             return spans[0] if spans and not _overlaps(spans[0], blocked) else None
@@ -229,7 +255,7 @@ def compile_pattern(source: str, lang: str = "", line: int = 0) -> Rule:
     if not text:
         raise PatternError("empty pattern")
     parser = _Parser(text)
-    body = parser.seq(None)
+    body, needles = parser.seq(None)
     if not body:
         raise PatternError("pattern has no words left after removing punctuation")
     try:
@@ -238,7 +264,7 @@ def compile_pattern(source: str, lang: str = "", line: int = 0) -> Rule:
         raise PatternError(f"cannot compile: {exc}") from exc
     if regex.fullmatch(""):
         raise PatternError("pattern has only optional parts, so it would match every message")
-    return Rule(lang=lang, source=source.strip(), regex=regex, whole=whole, line=line)
+    return Rule(lang, source.strip(), regex, whole, line, needles)
 
 
 # --------------------------------------------------------------------------- phrases file
@@ -251,6 +277,7 @@ class Detection:
     handoff: bool
     reason: str = "none"
     lang: str | None = None
+    line: int = 0  # line of the deciding phrase in the phrases file (0 = none)
 
     def __bool__(self) -> bool:
         return self.handoff
@@ -418,7 +445,8 @@ class HandoffDetector:
         vetoed: Rule | None = None
         for rule in rules.positive:
             if rule.first_span(norm, blocked) is not None:
-                return Detection(True, f'phrase:{rule.lang}:"{rule.source}"', rule.lang)
+                reason = f'phrase:{rule.lang}:"{rule.source}"'
+                return Detection(True, reason, rule.lang, rule.line)
             if vetoed is None and blocked and rule.first_span(norm, []) is not None:
                 vetoed = rule
         if vetoed is not None:
@@ -426,7 +454,8 @@ class HandoffDetector:
             assert span is not None
             for neg, b in zip(blocked_by, blocked, strict=True):
                 if _overlaps(span, [b]):
-                    return Detection(False, f'negative:{neg.lang}:"{neg.source}"', neg.lang)
+                    reason = f'negative:{neg.lang}:"{neg.source}"'
+                    return Detection(False, reason, neg.lang, neg.line)
         return Detection(False)
 
 

@@ -247,7 +247,7 @@ class KnowledgeBase:
                 d = scoring.dense_confidence(cos or 0.0)
                 details.update(cosine=cos or 0.0, dense=d)
                 score = scoring.hybrid_score(lex, d)
-                rank = score
+                rank = scoring.hybrid_rank(lex, cos or 0.0)
             else:
                 score = lex
                 rank = scoring.lexical_rank(lex, bm25.get(rid, 0.0) / top_bm25)

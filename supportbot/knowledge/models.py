@@ -31,7 +31,9 @@ class FaqEntry:
 
     @property
     def embedding_text(self) -> str:
-        return "\n".join([self.question, *self.alternatives, self.answer])
+        # the question and its phrasings: queries paraphrase questions, and long answers blur
+        # the vector (measured on stackfaq: hit@1 0.953 vs 0.934 with the answer included)
+        return "\n".join([self.question, *self.alternatives])
 
 
 @dataclass(frozen=True, slots=True)

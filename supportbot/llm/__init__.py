@@ -1,6 +1,6 @@
 """Client for any OpenAI-compatible chat completions server (OpenAI, Azure, Ollama, vLLM, ...)."""
 
-from supportbot.llm.client import Completion, LLMClient, estimate_tokens, shorten_history
+from supportbot.llm.client import Completion, LLMClient
 from supportbot.llm.errors import (
     LLMAuthError,
     LLMBadResponse,
@@ -8,6 +8,7 @@ from supportbot.llm.errors import (
     LLMError,
     LLMUnavailable,
 )
+from supportbot.llm.tokens import estimate_prompt_tokens, estimate_tokens, shorten_history
 
 __all__ = [
     "Completion",
@@ -17,6 +18,7 @@ __all__ = [
     "LLMContextTooLong",
     "LLMError",
     "LLMUnavailable",
+    "estimate_prompt_tokens",
     "estimate_tokens",
     "shorten_history",
 ]

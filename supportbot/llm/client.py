@@ -8,14 +8,13 @@ that never re-sends text the customer already saw, and errors that never carry t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
-import math
 import random
-import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from supportbot.llm.errors import (
     LLMError,
     LLMUnavailable,
 )
+from supportbot.llm.tokens import estimate_prompt_tokens, estimate_tokens, shorten_history
 
 if TYPE_CHECKING:
     from supportbot.config import Settings
@@ -53,10 +53,6 @@ _CONTEXT_HINTS = (
     "exceed_context_size",
     "prompt is too long",
 )
-# Hangul, CJK, kana and full-width forms: roughly one token per character.
-_WIDE_CHARS = re.compile(
-    "[\u1100-\u11ff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f]"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,34 +63,6 @@ class Completion:
     model: str
     finish_reason: str | None
     usage_estimated: bool = False
-
-
-def estimate_tokens(text: str) -> int:
-    """~4 characters per token, CJK ~1 per character: good enough for budgets and metrics."""
-    if not text:
-        return 0
-    wide = len(_WIDE_CHARS.findall(text))
-    return wide + math.ceil((len(text) - wide) / 4)
-
-
-def estimate_prompt_tokens(messages: Sequence[Message]) -> int:
-    """Per-message overhead of ~4 tokens plus 3 for the reply primer, as OpenAI documents."""
-    return 3 + sum(4 + estimate_tokens(_content_text(m.get("content"))) for m in messages)
-
-
-def shorten_history(messages: Sequence[Message]) -> list[dict[str, Any]] | None:
-    """Keep system messages and the last user message; drop the oldest half of the turns between.
-
-    Returns None when there is nothing left to drop.
-    """
-    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
-    if last_user is None:
-        return None
-    middle = [i for i in range(last_user) if messages[i].get("role") != "system"]
-    if not middle:
-        return None
-    dropped = set(middle[: (len(middle) + 1) // 2])
-    return [dict(m) for i, m in enumerate(messages) if i not in dropped]
 
 
 def retry_after_seconds(headers: httpx.Headers, *, now: float | None = None) -> float | None:
@@ -119,14 +87,6 @@ def retry_after_seconds(headers: httpx.Headers, *, now: float | None = None) -> 
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return json.dumps(content, ensure_ascii=False)
 
 
 def _display_url(url: httpx.URL) -> str:
@@ -175,6 +135,10 @@ class _Unsupported(Exception):
 class _CallbackFailed(Exception):
     """Carries the caller's own on_delta exception past our error handling, untouched."""
 
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
 
 @dataclass(slots=True)
 class _Progress:
@@ -204,8 +168,8 @@ class LLMClient:
         deadline: float = 60.0,
         max_retries: int = 4,
         extra_headers: Mapping[str, str] | None = None,
-        backoff_base: float = 0.5,
-        backoff_max: float = 8.0,
+        base_backoff: float = 0.5,
+        max_backoff: float = 8.0,
         max_connections: int = 20,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
@@ -220,8 +184,8 @@ class LLMClient:
         self.timeout = timeout
         self.deadline = deadline
         self.max_retries = max_retries
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.base_backoff = base_backoff
+        self.max_backoff = max_backoff
         self._unsupported: set[str] = set()
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
@@ -295,7 +259,7 @@ class LLMClient:
                 async with asyncio.timeout(remaining):
                     result = await self._attempt(msgs, on_delta, progress)
             except _CallbackFailed as exc:
-                raise exc.__cause__ from None  # type: ignore[misc]
+                raise exc.error from exc.error.__cause__
             except TimeoutError:
                 extra["latency_ms"] = _ms(attempt_start)
                 message = f"no complete reply from the LLM within the {self.deadline:g} s deadline"
@@ -417,12 +381,13 @@ class LLMClient:
         progress: _Progress,
     ) -> Completion:
         model, finish, usage, done = self.model, None, None, False
-        async for event in EventSource(response).aiter_sse():
+        events = EventSource(response).aiter_sse()
+        async for event in events:
             data = event.data.strip()
-            if done or not data:
-                continue  # read to the end so the connection goes back to the pool
             if data == "[DONE]":
                 done = True
+                break
+            if not data:
                 continue
             try:
                 chunk = json.loads(data)
@@ -442,7 +407,9 @@ class LLMClient:
                 if isinstance(piece, str) and piece:
                     await _deliver(on_delta, piece, progress)
                 finish = choice.get("finish_reason") or finish
-        if not done and finish is None:
+        if done:
+            await _drain(events)
+        elif finish is None:
             raise _Retry(LLMBadResponse, "the LLM stream stopped before the reply was complete")
         return _completion("".join(progress.streamed), usage, model, finish, messages)
 
@@ -565,7 +532,7 @@ class LLMClient:
         return text[:300]
 
     def _backoff(self, failures: int) -> float:
-        delay = min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
+        delay = min(self.max_backoff, self.base_backoff * 2 ** (failures - 1))
         return delay * (0.5 + random.random() / 2)
 
 
@@ -590,7 +557,15 @@ async def _deliver(on_delta: OnDelta, piece: str, progress: _Progress) -> None:
     try:
         await on_delta(piece)
     except Exception as exc:
-        raise _CallbackFailed from exc
+        raise _CallbackFailed(exc) from None
+
+
+async def _drain(events: AsyncIterator[Any]) -> None:
+    """Read what follows ``[DONE]`` so the connection goes back to the pool; never wait long."""
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(1.0):
+            async for _ in events:
+                pass
 
 
 def _error_detail(data: Any) -> _ErrorDetail:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -29,6 +31,26 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    @asynccontextmanager
+    async def thread_lock(self, platform: str, thread_key: str) -> AsyncIterator[None]:
+        """Serialise one thread across processes sharing a PostgreSQL database.
+
+        A session-level advisory lock on a connection of its own; SQLite serves one process,
+        whose in-memory locks are enough, so there it is a no-op."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        digest = hashlib.blake2b(f"{platform}\0{thread_key}".encode(), digest_size=8).digest()
+        key = int.from_bytes(digest, "big", signed=True)
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                await conn.commit()
 
     # --- events --------------------------------------------------------------------------
 

@@ -214,15 +214,24 @@ class FakeSlack:
             return [c for c in self._calls if method is None or c.method == method]
 
     def messages(
-        self, *, channel: str | None = None, thread_ts: str | None = None, ephemeral: bool = False
+        self,
+        *,
+        channel: str | None = None,
+        thread_ts: str | None = None,
+        top_level: bool = False,
+        ephemeral: bool = False,
     ) -> list[Message]:
-        """Messages the bot posted (current text), oldest first; ephemeral ones only on request."""
+        """Messages the bot posted (current text), oldest first; ephemeral ones only on request.
+
+        ``thread_ts`` keeps one thread's replies, ``top_level`` only messages outside threads.
+        """
         with self._lock:
             return [
                 m
                 for m in self._messages
                 if (channel is None or m.channel == channel)
                 and (thread_ts is None or m.thread_ts == thread_ts)
+                and (not top_level or m.thread_ts is None)
                 and (m.ephemeral_to is not None) == ephemeral
             ]
 
@@ -350,9 +359,7 @@ class FakeSlack:
                     return {"ok": True, "channel": msg.channel, "ts": msg.ts, "text": msg.text}
         return {"ok": False, "error": "message_not_found"}
 
-    def _m_chat_postEphemeral(
-        self, params: dict[str, Any], request: web.Request
-    ) -> dict[str, Any]:
+    def _m_chat_postEphemeral(self, params: dict[str, Any], request: web.Request) -> dict[str, Any]:
         if (err := self._check_text(params)) is not None:
             return err
         if not params.get("user"):
@@ -385,9 +392,7 @@ class FakeSlack:
         profile = {"display_name": user.get("display_name", ""), "real_name": user["real_name"]}
         return {"ok": True, "user": {**user, "team_id": self.team_id, "profile": profile}}
 
-    def _m_conversations_info(
-        self, params: dict[str, Any], request: web.Request
-    ) -> dict[str, Any]:
+    def _m_conversations_info(self, params: dict[str, Any], request: web.Request) -> dict[str, Any]:
         cid = params.get("channel", "")
         is_im = cid.startswith("D")
         return {
@@ -606,8 +611,10 @@ class FakeSlack:
         if payload is None:
             payload = self.event_callback(event, event_id=event_id)
         body = json.dumps(payload).encode()
-        headers = {"Content-Type": "application/json", **self.sign(body, timestamp=timestamp,
-                                                                     secret=secret)}
+        headers = {
+            "Content-Type": "application/json",
+            **self.sign(body, timestamp=timestamp, secret=secret),
+        }
         if retry_num is not None:
             headers["X-Slack-Retry-Num"] = str(retry_num)
             headers["X-Slack-Retry-Reason"] = "http_timeout"

@@ -46,8 +46,11 @@ class SlackAdapter:
         if settings.slack_bot_token is None:
             raise ValueError("SUPPORTBOT_SLACK_BOT_TOKEN is not set")
         self.socket_mode = settings.slack_app_token is not None
-        secret = settings.slack_signing_secret.get_secret_value() if (
-            settings.slack_signing_secret is not None) else ""
+        secret = (
+            settings.slack_signing_secret.get_secret_value()
+            if (settings.slack_signing_secret is not None)
+            else ""
+        )
         if not self.socket_mode and not secret:
             raise ValueError(
                 "SUPPORTBOT_SLACK_SIGNING_SECRET is required for the HTTP Events API "

@@ -81,8 +81,9 @@ class SlackListeners:
 
     # -- entry points (called by Bolt listeners; must not block) --------------------------
 
-    def on_event(self, body: dict[str, Any], event: dict[str, Any], context: Any,
-                 *, mentioned: bool) -> None:
+    def on_event(
+        self, body: dict[str, Any], event: dict[str, Any], context: Any, *, mentioned: bool
+    ) -> None:
         text = parse_text_event(event, body.get("team_id"), context.bot_user_id, context.bot_id)
         if text is None:
             return
@@ -113,8 +114,9 @@ class SlackListeners:
             workspace=t.team,
             received_at=t.received_at,
         )
-        sink = SlackSink(self.poster, t.channel, t.reply_thread_ts,
-                         stream_interval=self.stream_interval)
+        sink = SlackSink(
+            self.poster, t.channel, t.reply_thread_ts, stream_interval=self.stream_interval
+        )
         await self.engine.handle(msg, sink)
 
     async def _addressed(self, t: SlackText, *, mentioned: bool, bot_user_id: str | None) -> bool:
@@ -124,16 +126,20 @@ class SlackListeners:
             return False  # the app_mention delivery of this message answers it
         if t.thread_ts:
             return await self.engine.find_conversation(PLATFORM, t.thread_key) is not None
+        if self.desk.is_staff(t.user):
+            return False  # staff posting in a support channel are not customers
         return await self._is_support_channel(t.channel)
 
-    async def _staff_reply(self, conv: ConversationView, t: SlackText,
-                           bot_user_id: str | None) -> None:
+    async def _staff_reply(
+        self, conv: ConversationView, t: SlackText, bot_user_id: str | None
+    ) -> None:
         # message + app_mention (and Slack's retries) deliver it more than once: store it once.
         if not await self.engine.claim_event(PLATFORM, f"staff:{t.message_id}"):
             return
         log.info("staff reply in customer thread", extra={"conversation": conv.id})
-        await self.engine.staff_message(conv.id, f"slack:{t.user}",
-                                        strip_mention(t.text, bot_user_id))
+        await self.engine.staff_message(
+            conv.id, f"slack:{t.user}", strip_mention(t.text, bot_user_id)
+        )
 
     async def _is_support_channel(self, channel: str) -> bool:
         if channel in self.support_ids:

@@ -55,8 +55,10 @@ class SlackDesk:
 
     async def handoff_requested(self, conversation: ConversationView, reason: str) -> None:
         if not self.staff_channel:
-            log.warning("handoff for conversation %s but no Slack staff channel is configured",
-                        conversation.id)
+            log.warning(
+                "handoff for conversation %s but no Slack staff channel is configured",
+                conversation.id,
+            )
             return
         text, blocks = await self._render(conversation, reason)
         stamps = await self.poster.post(self.staff_channel, text, blocks=blocks)
@@ -157,8 +159,10 @@ class SlackDesk:
         ]
         if recent:
             blocks.append(
-                {"type": "context",
-                 "elements": [{"type": "mrkdwn", "text": "\n".join(recent)[:2900]}]}
+                {
+                    "type": "context",
+                    "elements": [{"type": "mrkdwn", "text": "\n".join(recent)[:2900]}],
+                }
             )
         buttons = _buttons(status, conversation.id)
         if buttons:
@@ -175,8 +179,7 @@ class SlackDesk:
         if len(parts) < 3:
             return f" in <#{channel}>" if channel[:1] != "D" else " (direct message)"
         try:
-            resp = await self.poster.call("chat.getPermalink", channel=channel,
-                                          message_ts=parts[2])
+            resp = await self.poster.call("chat.getPermalink", channel=channel, message_ts=parts[2])
             return f" in <{resp['permalink']}|this thread>"
         except SlackApiError:
             return f" in <#{channel}>"

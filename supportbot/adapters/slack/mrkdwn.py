@@ -71,9 +71,9 @@ def _line(line: str) -> str:
         return "──────────"
     if m := _TASK.match(line):
         box = "☑" if m.group(2).lower() == "x" else "☐"
-        return f"{m.group(1)}{box} {line[m.end():]}"
+        return f"{m.group(1)}{box} {line[m.end() :]}"
     if m := _BULLET.match(line):
-        return f"{m.group(1)}• {line[m.end():]}"
+        return f"{m.group(1)}• {line[m.end() :]}"
     if line.startswith("&gt; ") or line == "&gt;":
         return ">" + line[4:]
     return line

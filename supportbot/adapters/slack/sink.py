@@ -76,19 +76,22 @@ class SlackPoster:
                 self._method_blocked_until[method] = time.monotonic() + delay
         raise AssertionError("unreachable")
 
-    async def post(self, channel: str, text: str, *, thread_ts: str | None = None,
-                   **kwargs: Any) -> list[str]:
+    async def post(
+        self, channel: str, text: str, *, thread_ts: str | None = None, **kwargs: Any
+    ) -> list[str]:
         """Post mrkdwn ``text``, split as needed; return the ts of every message posted."""
         stamps: list[str] = []
         for piece in split_text(text, self.limit):
             stamps.extend(await self._post_piece(channel, piece, thread_ts, kwargs))
         return stamps
 
-    async def _post_piece(self, channel: str, text: str, thread_ts: str | None,
-                          extra: dict[str, Any]) -> list[str]:
+    async def _post_piece(
+        self, channel: str, text: str, thread_ts: str | None, extra: dict[str, Any]
+    ) -> list[str]:
         try:
-            resp = await self.call("chat.postMessage", channel=channel, text=text,
-                                   **_thread(thread_ts), **extra)
+            resp = await self.call(
+                "chat.postMessage", channel=channel, text=text, **_thread(thread_ts), **extra
+            )
             return [resp["ts"]]
         except SlackApiError as exc:
             if exc.response.get("error") != "msg_too_long" or len(text) < 200:
@@ -102,17 +105,25 @@ class SlackPoster:
     async def update(self, channel: str, ts: str, text: str, **kwargs: Any) -> None:
         await self.call("chat.update", channel=channel, ts=ts, text=text, **kwargs)
 
-    async def ephemeral(self, channel: str, user: str, text: str,
-                        thread_ts: str | None = None) -> None:
-        await self.call("chat.postEphemeral", channel=channel, user=user, text=text,
-                        **_thread(thread_ts))
+    async def ephemeral(
+        self, channel: str, user: str, text: str, thread_ts: str | None = None
+    ) -> None:
+        await self.call(
+            "chat.postEphemeral", channel=channel, user=user, text=text, **_thread(thread_ts)
+        )
 
 
 class SlackSink:
     """Delivers one conversation's replies into its Slack thread (implements ``ReplySink``)."""
 
-    def __init__(self, poster: SlackPoster, channel: str, thread_ts: str | None,
-                 *, stream_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        poster: SlackPoster,
+        channel: str,
+        thread_ts: str | None,
+        *,
+        stream_interval: float = 1.0,
+    ) -> None:
         self.poster = poster
         self.channel = channel
         self.thread_ts = thread_ts
@@ -129,21 +140,21 @@ class SlackSink:
         stream = _Stream(self)
         buffer: list[str] = []
         last = 0.0
-        try:
-            async for chunk in chunks:
-                buffer.append(chunk)
-                if not stream.stamps:
-                    await stream.start()
-                    last = time.monotonic()
-                elif time.monotonic() - last >= self.stream_interval:
-                    await stream.show("".join(buffer), final=False)
-                    last = time.monotonic()
-        finally:
-            text = "".join(buffer)
-            if text.strip():
-                await stream.show(text, final=True)
-            elif stream.stamps:
-                await stream.discard()
+        # If the producer fails mid-way the error propagates and the partial text stays visible
+        # (ending in the placeholder); the engine then sends its apology as a separate message.
+        async for chunk in chunks:
+            buffer.append(chunk)
+            if not stream.stamps:
+                await stream.start()
+                last = time.monotonic()
+            elif time.monotonic() - last >= self.stream_interval:
+                await stream.show("".join(buffer), final=False)
+                last = time.monotonic()
+        text = "".join(buffer)
+        if text.strip():
+            await stream.show(text, final=True)
+        elif stream.stamps:
+            await stream.discard()
         self.sent.extend(stream.stamps)
         return stream.stamps[0] if stream.stamps else None
 
@@ -180,7 +191,7 @@ class _Stream:
         for i, piece in enumerate(pieces):
             if i < len(self.stamps):
                 if self.shown[i] != piece:
-                    await self._update(i, piece)
+                    await self._update(i, piece, final=final)
             else:
                 self.stamps.append(await self._post(piece))
                 self.shown.append(piece)
@@ -194,12 +205,23 @@ class _Stream:
 
     async def _post(self, text: str) -> str:
         sink = self.sink
-        resp = await sink.poster.call("chat.postMessage", channel=sink.channel, text=text,
-                                      **_thread(sink.thread_ts))
+        resp = await sink.poster.call(
+            "chat.postMessage", channel=sink.channel, text=text, **_thread(sink.thread_ts)
+        )
         return resp["ts"]
 
-    async def _update(self, i: int, text: str) -> None:
-        await self.sink.poster.update(self.sink.channel, self.stamps[i], text)
+    async def _update(self, i: int, text: str, *, final: bool = True) -> None:
+        try:
+            await self.sink.poster.update(self.sink.channel, self.stamps[i], text)
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            if error == "msg_too_long" or exc.response.status_code == 429:
+                raise
+            log.warning("chat.update failed (%s)", error)
+            if not final:
+                return  # a later edit will carry this text too
+            # The placeholder is gone or cannot be edited: deliver in a fresh message instead.
+            self.stamps[i] = await self._post(text)
         self.shown[i] = text
 
 

@@ -256,6 +256,7 @@ class EditThrottle:
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self._next: dict[int, float] = {}
+        self._flood: dict[int, float] = {}
 
     def ready(self, chat_id: int) -> bool:
         return time.monotonic() >= self._next.get(chat_id, 0.0)
@@ -264,7 +265,18 @@ class EditThrottle:
         now = time.monotonic()
         if len(self._next) > 10_000:
             self._next = {k: v for k, v in self._next.items() if v > now}
+            self._flood = {k: v for k, v in self._flood.items() if v > now}
         self._next[chat_id] = now + (self.interval if delay is None else delay)
+
+    def flooded(self, chat_id: int, seconds: float) -> None:
+        """Telegram said "retry after": nothing more for this chat until then."""
+        self._flood[chat_id] = time.monotonic() + seconds
+        self.used(chat_id, seconds)
+
+    async def wait_flood(self, chat_id: int) -> None:
+        remaining = self._flood.get(chat_id, 0.0) - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
 
 
 @contextlib.asynccontextmanager
@@ -340,6 +352,8 @@ class _Stream:
     async def _post(self, text: str, *, final: bool) -> None:
         s = self.sink
         attempts = 5 if final else 1  # a skipped intermediate edit is caught up by the next
+        if final:
+            await s.throttle.wait_flood(s.chat_id)
         if self.current is None:
             msg = await send_part(
                 s.bot,
@@ -376,4 +390,4 @@ class _Stream:
         except RetryAfter as exc:
             if final:
                 raise
-            self.sink.throttle.used(self.sink.chat_id, retry_seconds(exc))
+            self.sink.throttle.flooded(self.sink.chat_id, retry_seconds(exc))

@@ -1,0 +1,78 @@
+"""Prompt templates: rendering, per-platform overrides, live edits, last good version."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from jinja2 import TemplateError
+
+from supportbot.prompts import PromptLibrary, Snippet
+
+REPO = Path(__file__).resolve().parents[1]
+
+CONTEXT = dict(
+    bot_name="Ada", company_name="Acme", customer_name="Lin", language="zh",
+    now=datetime(2026, 3, 1, 10, 0), timezone="UTC", handoff_marker="[[HANDOFF]]",
+    business_hours="", snippets=[Snippet("refunds", "How long do refunds take?", "5-10 days")],
+)
+
+
+@pytest.fixture
+def prompts(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / "prompts", tmp_path / "prompts")
+    return tmp_path / "prompts"
+
+
+def touch_later(path: Path, text: str) -> None:
+    stat = path.stat()
+    path.write_text(text)
+    os.utime(path, (stat.st_atime + 5, stat.st_mtime + 5))  # jinja reloads on mtime change
+
+
+def test_system_prompt_carries_snippets_and_instructions(prompts):
+    text = PromptLibrary(prompts).render_system("slack", **CONTEXT)
+    assert "[refunds] How long do refunds take?" in text
+    assert "[[HANDOFF]]" in text and "Lin" in text and "slack" in text
+    assert "around the clock" in text
+
+
+def test_missing_variable_is_an_error_not_a_blank(prompts):
+    context = dict(CONTEXT)
+    del context["snippets"]
+    with pytest.raises(TemplateError):
+        PromptLibrary(prompts).render_system("cli", **context)
+
+
+def test_platform_override_wins(prompts):
+    (prompts / "telegram.md.j2").write_text("Telegram prompt for {{ customer_name }}")
+    library = PromptLibrary(prompts)
+    assert library.render_system("telegram", **CONTEXT) == "Telegram prompt for Lin"
+    assert library.render_system("slack", **CONTEXT).startswith("You are Ada")
+
+
+def test_edits_apply_live_and_a_broken_edit_keeps_the_last_good(prompts):
+    library = PromptLibrary(prompts)
+    system = prompts / "system.md.j2"
+    library.render_system("cli", **CONTEXT)
+    touch_later(system, "Version two for {{ customer_name }}")
+    assert library.render_system("cli", **CONTEXT) == "Version two for Lin"
+    touch_later(system, "Version three {% if %}")
+    assert library.render_system("cli", **CONTEXT) == "Version two for Lin"
+
+
+def test_messages_follow_the_language_and_fall_back_to_english(prompts):
+    library = PromptLibrary(prompts, defaults={"bot_name": "Ada", "company_name": "Acme"})
+    assert "人工客服" in library.message("dont_know", "zh-Hans")
+    assert "don't know" in library.message("dont_know", "fr")
+    assert "Acme" in library.message("help", "en")
+
+
+def test_broken_message_file_keeps_last_good(prompts):
+    library = PromptLibrary(prompts)
+    before = library.message("closed", "en")
+    touch_later(prompts / "messages" / "en.yaml", "closed: [unterminated\n")
+    assert library.message("closed", "en") == before

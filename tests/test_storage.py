@@ -1,0 +1,64 @@
+"""The store: migrations at start, SQLite tuned for concurrency, atomic status changes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import inspect, text
+
+from supportbot.storage import Store
+
+
+async def open_store(tmp_path) -> Store:
+    return await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+
+
+async def test_migrations_create_the_schema_and_are_idempotent(tmp_path):
+    store = await open_store(tmp_path)
+    await store.close()
+    store = await open_store(tmp_path)  # second start: nothing to do, nothing breaks
+    async with store.engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        version = (await conn.execute(text("select version_num from alembic_version"))).scalar()
+        mode = (await conn.execute(text("pragma journal_mode"))).scalar()
+    await store.close()
+    assert {"conversations", "messages", "transitions", "handled_events"} <= tables
+    assert version == "0001"
+    assert mode == "wal"
+
+
+async def test_event_ids_are_claimed_once(tmp_path):
+    store = await open_store(tmp_path)
+    results = await asyncio.gather(*(store.claim_event("slack", "Ev1") for _ in range(5)))
+    other = await store.claim_event("telegram", "Ev1")
+    await store.close()
+    assert sorted(results) == [False] * 4 + [True]
+    assert other is True
+
+
+async def test_accept_stores_message_and_rejects_redelivery(tmp_path):
+    store = await open_store(tmp_path)
+    fields = dict(platform="slack", thread_key="T:C:1", customer_id="U1", customer_name="Ann",
+                  language="en", text="hello")
+    first = await store.accept(event_id="e1", **fields)
+    second = await store.accept(event_id="e1", **fields)
+    third = await store.accept(event_id="e2", **fields)
+    messages = await store.messages(first[0].id)
+    await store.close()
+    assert second is None
+    assert third[0].id == first[0].id
+    assert [m.state for m in messages] == ["received", "received"]
+
+
+async def test_one_open_conversation_per_thread(tmp_path):
+    store = await open_store(tmp_path)
+    fields = dict(platform="slack", thread_key="T:C:1", customer_id="U1", customer_name="",
+                  language="en", text="hi")
+    conv, _ = await store.accept(event_id="e1", **fields)
+    closed = await store.transition(conv.id, to="closed", allowed_from=("bot",), actor="x")
+    fresh, _ = await store.accept(event_id="e2", **fields)
+    again = await store.transition(conv.id, to="closed", allowed_from=("bot",), actor="x")
+    await store.close()
+    assert closed.status == "closed"
+    assert fresh.id != conv.id
+    assert again is None

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     llm_timeout: float = 30.0
     llm_deadline: float = 60.0
     llm_max_retries: int = 4
+    llm_base_backoff: float = 0.5
     llm_extra_headers: dict[str, str] = Field(default_factory=dict)
     llm_stream: bool = True
 
@@ -117,4 +118,5 @@ class Settings(BaseSettings):
             self.telegram_bot_token,
             self.telegram_webhook_secret,
         ]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        return found + [v for v in self.llm_extra_headers.values() if v]

@@ -41,8 +41,7 @@ async def test_repeated_dont_know_hands_off(tmp_path):
 async def test_customer_message_is_stored_before_the_llm_fails(tmp_path, fake_llm: FakeLLM):
     fake_llm.fail_next("500", times=20)
     async with OfflineBot(tmp_path, llm_base_url=fake_llm.url, llm_api_key="k",
-                          llm_deadline=1.0) as bot:
-        bot.engine.llm.base_backoff = 0.01
+                          llm_deadline=1.0, llm_base_backoff=0.01) as bot:
         reply = await bot.ask("How long do refunds take?")
         messages = await bot.engine.store.messages(reply.conversation_id)
         conv = await bot.engine.store.conversation(reply.conversation_id)

@@ -62,3 +62,14 @@ async def test_one_open_conversation_per_thread(tmp_path):
     assert closed.status == "closed"
     assert fresh.id != conv.id
     assert again is None
+
+
+def test_head_revision_matches_alembic():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from supportbot.storage.db import MIGRATIONS, head_revision
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert head_revision() == ScriptDirectory.from_config(config).get_current_head()

@@ -58,4 +58,8 @@ def serve(host: str | None, port: int | None) -> None:
     from supportbot.server import run_server
 
     settings = load_settings()
-    asyncio.run(run_server(settings, host=host or settings.host, port=port or settings.port))
+    try:
+        asyncio.run(run_server(settings, host=host or settings.host, port=port or settings.port))
+    except ValueError as exc:  # an adapter refused its configuration
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)

@@ -40,8 +40,9 @@ class IncomingMessage:
 
     ``thread_key`` identifies the conversation within the platform and must already include the
     workspace/chat (Slack: ``team:channel:thread_ts``; Telegram: ``chat_id[:topic_id]``).
-    ``message_id`` is the platform's id for this message (Slack ``event_id`` or ``client_msg_id``,
-    Telegram ``update_id``); redeliveries carry the same id and are answered once.
+    ``message_id`` is the platform's id for this message (Slack ``channel:ts``, the same whether
+    it came as ``message`` or ``app_mention``; Telegram ``update_id``); redeliveries carry the
+    same id and are answered once.
     """
 
     platform: str

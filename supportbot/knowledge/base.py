@@ -68,6 +68,7 @@ class KnowledgeBase:
 
     def _rebuild_maps(self) -> None:
         self.entries: dict[str, FaqEntry] = {e.id: e for e, _ in self._by_rowid.values()}
+        self._qsets = self._store.question_terms()
 
     @property
     def problems(self) -> list[Problem]:
@@ -219,7 +220,9 @@ class KnowledgeBase:
     def search_sync(self, query: str, k: int = 5, qvec: array | None = None) -> list[Hit]:
         store = self._store
         qterms = terms(query)
-        lexical = store.match(qterms, CANDIDATES)
+        n = len(self._by_rowid)
+        dfs = store.doc_freqs(qterms)
+        lexical = store.match(qterms, CANDIDATES, dfs, n)
         bm25 = dict(lexical)
         dense: dict[int, float] = {}
         if qvec is not None:
@@ -230,15 +233,16 @@ class KnowledgeBase:
         pool = list(dict.fromkeys([rid for rid, _ in lexical] + list(dense)))
         if not pool:
             return []
-        weights = scoring.term_weights(qterms, store.doc_freqs(qterms), len(self._by_rowid))
-        sets = store.term_sets(pool)
+        weights = scoring.term_weights(qterms, dfs, n)
+        qsets = self._qsets
+        in_answer = store.answer_matches([t for t in weights if weights[t] > 0], pool)
         top_bm25 = max(bm25.values(), default=0.0) or 1.0
         scored = []
         for rid in pool:
-            if rid not in self._by_rowid or rid not in sets:
+            if rid not in self._by_rowid or rid not in qsets:
                 continue  # index changed between the two reads
-            qset, aset = sets[rid]
-            lex = scoring.lexical_confidence(weights, qset, aset)
+            aset = {t for t, rows in in_answer.items() if rid in rows}
+            lex = scoring.lexical_confidence(weights, qsets[rid], aset)
             details = {"lexical": lex, "bm25": bm25.get(rid, 0.0)}
             if qvec is not None:
                 cos = dense.get(rid)

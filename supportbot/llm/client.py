@@ -211,6 +211,7 @@ class LLMClient:
             "deadline": settings.llm_deadline,
             "max_retries": settings.llm_max_retries,
             "extra_headers": settings.llm_extra_headers,
+            "base_backoff": settings.llm_base_backoff,
         }
         return cls(settings.llm_base_url, **(kwargs | overrides))
 

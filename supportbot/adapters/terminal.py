@@ -91,7 +91,8 @@ async def run_chat(
             continue
         if command == "/human":
             view = await engine.request_handoff(
-                PLATFORM, thread, customer, "command:/human", f"customer:{customer}", sink=sink
+                PLATFORM, thread, customer, "command:/human", f"customer:{customer}", sink=sink,
+                customer_name=customer,
             )
             if as_json:
                 stdout.write(json.dumps({"conversation_id": view.id, "handed_off": True,

@@ -530,12 +530,14 @@ class Engine:
         *,
         sink: ReplySink | None = None,
         language: str | None = None,
+        customer_name: str = "",
     ) -> ConversationView:
         """An explicit request (``/human``): open the conversation if needed and hand it over."""
         async with self._thread(platform, thread_key):
             lang = language or self.settings.default_language
             conv = await self.store.open_conversation(
-                platform=platform, thread_key=thread_key, customer_id=customer_id, language=lang
+                platform=platform, thread_key=thread_key, customer_id=customer_id, language=lang,
+                customer_name=customer_name,
             )
             if conv.status == Status.BOT:
                 await self._hand_off(conv, None, reason=reason, actor=actor,

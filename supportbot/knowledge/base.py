@@ -241,8 +241,7 @@ class KnowledgeBase:
         for rid in pool:
             if rid not in self._by_rowid or rid not in qsets:
                 continue  # index changed between the two reads
-            aset = {t for t, rows in in_answer.items() if rid in rows}
-            lex = scoring.lexical_confidence(weights, qsets[rid], aset)
+            lex = scoring.lexical_confidence(weights, qsets[rid], in_answer.get(rid, set()))
             details = {"lexical": lex, "bm25": bm25.get(rid, 0.0)}
             if qvec is not None:
                 cos = dense.get(rid)

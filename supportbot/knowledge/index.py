@@ -215,13 +215,13 @@ class IndexStore:
         rows = self.writer.execute("SELECT rowid, qterms FROM entries")
         return {rid: frozenset(q.split()) for rid, q in rows}
 
-    def answer_matches(self, query_terms: list[str], rowids: list[int]) -> dict[str, set[int]]:
-        """For each term, which of ``rowids`` contain it in their answer."""
+    def answer_matches(self, query_terms: list[str], rowids: list[int]) -> dict[int, set[str]]:
+        """For each of ``rowids``, which query terms its answer contains."""
         if not rowids:
             return {}
         marks = ",".join("?" * len(rowids))
-        sql = f"SELECT rowid FROM fts WHERE fts MATCH ? AND rowid IN ({marks})"
-        return {
-            t: {r[0] for r in self.reader.execute(sql, (f'answer : "{t}"', *rowids))}
-            for t in dict.fromkeys(query_terms)
-        }
+        rows = self.reader.execute(
+            f"SELECT rowid, ' ' || aterms || ' ' FROM entries WHERE rowid IN ({marks})", rowids
+        )
+        needles = [(t, f" {t} ") for t in dict.fromkeys(query_terms)]
+        return {rid: {t for t, needle in needles if needle in text} for rid, text in rows}

@@ -156,7 +156,8 @@ class Store:
             )
 
     async def open_conversation(
-        self, *, platform: str, thread_key: str, customer_id: str, language: str
+        self, *, platform: str, thread_key: str, customer_id: str, language: str,
+        customer_name: str = "",
     ) -> Conversation:
         """The open conversation of a thread, created when there is none (for /human before
         any question)."""
@@ -167,7 +168,7 @@ class Store:
                     platform=platform,
                     thread_key=thread_key,
                     customer_id=customer_id,
-                    customer_name="",
+                    customer_name=customer_name,
                     language=language,
                     status="bot",
                     failures=0,

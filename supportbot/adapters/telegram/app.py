@@ -177,7 +177,7 @@ class UpdateRouter:
             before = await self.engine.find_conversation(PLATFORM, thread_key)
             await self.engine.request_handoff(
                 PLATFORM, thread_key, str(user.id), "customer asked for a person", actor,
-                sink=sink, language=_lang(lang),
+                sink=sink, language=_lang(lang), customer_name=user.full_name,
             )  # fmt: skip
             if before is not None and before.status in (Status.WAITING, Status.HUMAN):
                 await sink.send(words(self.engine, "handoff_requested", lang))

@@ -1,0 +1,42 @@
+"""Retrieval quality regressions: stackfaq (English) and the Chinese paraphrase set."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from supportbot.knowledge import KnowledgeBase
+from supportbot.knowledge.evaluation import evaluate, read_queries
+
+REPO = Path(__file__).resolve().parents[1]
+STACKFAQ = REPO.parent / "shared" / "datasets" / "stackfaq"
+
+
+@pytest.mark.skipif(
+    not (STACKFAQ / "faq.jsonl").is_file(),
+    reason=f"stackfaq dataset not found at {STACKFAQ} (../shared is absent)",
+)
+async def test_stackfaq_lexical_quality(tmp_path: Path) -> None:
+    kdir = tmp_path / "kb"
+    kdir.mkdir()
+    shutil.copy(STACKFAQ / "faq.jsonl", kdir / "faq.jsonl")
+    kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3")
+    await kb.refresh()
+    summary, rows = await evaluate(kb, read_queries(STACKFAQ / "queries.jsonl"))
+    await kb.aclose()
+    assert len(rows) > 1000
+    assert summary["hit@1"] >= 0.75
+    assert summary["recall@5"] >= 0.93
+
+
+async def test_chinese_paraphrases(tmp_path: Path) -> None:
+    kb = KnowledgeBase(REPO / "knowledge", tmp_path / "idx.sqlite3")
+    await kb.refresh()
+    queries = read_queries(REPO / "tests" / "data" / "zh_paraphrases.jsonl")
+    summary, _ = await evaluate(kb, queries)
+    await kb.aclose()
+    assert len(queries) >= 40
+    assert summary["hit@1"] >= 0.85
+    assert summary["recall@5"] >= 0.95

@@ -57,15 +57,18 @@ def main() -> None:
                 return
             with lock:
                 vecs = model.encode(texts, batch_size=64, normalize_embeddings=True)
-            self._send(200, {
-                "object": "list",
-                "model": req.get("model", MODEL_NAME),
-                "data": [
-                    {"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
-                    for i, v in enumerate(vecs)
-                ],
-                "usage": {"prompt_tokens": 0, "total_tokens": 0},
-            })
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "model": req.get("model", MODEL_NAME),
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
+                        for i, v in enumerate(vecs)
+                    ],
+                    "usage": {"prompt_tokens": 0, "total_tokens": 0},
+                },
+            )
 
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     print(f"embeddings server on http://{args.host}:{args.port}/v1", flush=True)

@@ -48,8 +48,12 @@ def baseline(entries, queries, tokenize: str, query_terms, columns: str = "qa") 
         ranked = []
         if terms:
             expr = " OR ".join('"' + t.replace('"', '""') + '"' for t in dict.fromkeys(terms))
-            ranked = [r[0] for r in db.execute(
-                "SELECT id FROM f WHERE f MATCH ? ORDER BY rank LIMIT 10", (expr,))]
+            ranked = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM f WHERE f MATCH ? ORDER BY rank LIMIT 10", (expr,)
+                )
+            ]
         rel = set(item["relevant"])
         h1 += bool(ranked[:1]) and ranked[0] in rel
         r5 += len(rel & set(ranked[:5])) / len(rel)
@@ -114,9 +118,15 @@ async def scale(src_entries, queries) -> None:
         noop = (time.perf_counter() - t) * 1000
         await kb.aclose()
     times.sort()
-    emit(figure="scale-10k", entries=10_000, build_s=round(build, 2), reopen_s=round(reopen, 3),
-         noop_refresh_ms=round(noop, 2), search_p50_ms=round(statistics.median(times), 3),
-         search_p95_ms=round(times[int(len(times) * 0.95)], 3))
+    emit(
+        figure="scale-10k",
+        entries=10_000,
+        build_s=round(build, 2),
+        reopen_s=round(reopen, 3),
+        noop_refresh_ms=round(noop, 2),
+        search_p50_ms=round(statistics.median(times), 3),
+        search_p95_ms=round(times[int(len(times) * 0.95)], 3),
+    )
 
 
 async def main() -> None:
@@ -130,8 +140,11 @@ async def main() -> None:
     zh_entries, _ = load_directory(ROOT / "knowledge")
     zq = read_queries(zh_queries)
     await quality("zh-paraphrases", ROOT / "knowledge", zh_queries, None)
-    emit(figure="zh-paraphrases", mode="fts5-trigram", **baseline(zh_entries, zq, "trigram",
-                                                                  trigrams))
+    emit(
+        figure="zh-paraphrases",
+        mode="fts5-trigram",
+        **baseline(zh_entries, zq, "trigram", trigrams),
+    )
 
     if args.stackfaq.is_dir():
         with tempfile.TemporaryDirectory() as tmp:
@@ -141,8 +154,11 @@ async def main() -> None:
             qfile = args.stackfaq / "queries.jsonl"
             entries, _ = load_directory(kdir)
             queries = read_queries(qfile)
-            emit(figure="stackfaq", mode="fts5-plain-bm25",
-                 **baseline(entries, queries, "unicode61", words))
+            emit(
+                figure="stackfaq",
+                mode="fts5-plain-bm25",
+                **baseline(entries, queries, "unicode61", words),
+            )
             await quality("stackfaq", kdir, qfile, None)
             if args.embeddings_url:
                 emb = Embedder(args.embeddings_url, args.embeddings_model, timeout=120)
@@ -155,11 +171,14 @@ async def main() -> None:
     print(f"{'figure':<16}{'mode':<18}{'hit@1':>8}{'recall@5':>10}{'MRR@10':>8}")
     for r in RESULTS:
         if "hit@1" in r:
-            print(f"{r['figure']:<16}{r['mode']:<18}{r['hit@1']:>8.3f}{r['recall@5']:>10.3f}"
-                  f"{r['mrr@10']:>8.3f}")
+            print(
+                f"{r['figure']:<16}{r['mode']:<18}{r['hit@1']:>8.3f}{r['recall@5']:>10.3f}"
+                f"{r['mrr@10']:>8.3f}"
+            )
         else:
-            print(f"{r['figure']:<16}" + "  ".join(f"{k}={v}" for k, v in r.items()
-                                                   if k != "figure"))
+            print(
+                f"{r['figure']:<16}" + "  ".join(f"{k}={v}" for k, v in r.items() if k != "figure")
+            )
 
 
 if __name__ == "__main__":

@@ -84,6 +84,16 @@ class Settings(BaseSettings):
     telegram_webhook_secret: SecretStr | None = None
     telegram_staff_chat_id: int | None = None
 
+    # abuse limits per customer (0 = unlimited) and the price of tokens for reports
+    rate_limit_per_minute: int = 10
+    daily_token_budget: int = 50000
+    price_prompt_per_1k: float = 0.0
+    price_completion_per_1k: float = 0.0
+
+    # staff CLI: OS user names allowed to run staff actions (`conversations take/handback/close`,
+    # `export`, `purge`); empty = anyone who can read the database
+    staff_cli_users: list[str] = Field(default_factory=list)
+
     # logging
     log_level: str = "INFO"
     log_format: str = "auto"  # auto | json | text

@@ -1,4 +1,4 @@
-"""``supportbot serve``: the HTTP server (``/healthz`` plus each adapter's routes)."""
+"""``supportbot serve``: the HTTP server (``/healthz``, ``/metrics`` and each adapter's routes)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from supportbot import metrics
 from supportbot.adapters.base import Adapter
 from supportbot.config import Settings
 from supportbot.engine import Engine
@@ -51,7 +52,11 @@ def create_app(engine: Engine, adapters: list[Adapter]) -> Starlette:
             for adapter in reversed(adapters):
                 await adapter.stop()
 
-    routes = [Route("/healthz", healthz)]
+    async def metrics_endpoint(_: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    routes = [Route("/healthz", healthz), Route("/metrics", metrics_endpoint)]
     for adapter in adapters:
         routes.extend(adapter.routes())
     return Starlette(routes=routes, lifespan=lifespan)

@@ -1,18 +1,165 @@
-"""Shared fixtures: a temp data dir per test and a FakeLLM on loopback."""
+"""Shared fixtures: a temp data dir per test, a FakeLLM on loopback, and the PostgreSQL pass.
+
+With ``SUPPORTBOT_TEST_POSTGRES_URL`` set (e.g.
+``postgresql+asyncpg://postgres@127.0.0.1:5432/postgres``) every test gets a fresh PostgreSQL
+database, cloned from a template migrated once per session (a clone takes tens of milliseconds,
+migrating each one would not), and ``SUPPORTBOT_DATABASE_URL`` points at it, so every
+``Settings()`` and every subprocess the test starts uses PostgreSQL instead of SQLite.
+Mark a test ``@pytest.mark.sqlite_only`` when it is about SQLite itself.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import itertools
+import os
+import threading
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from supportbot.testing.fake_llm import FakeLLM
 
 REPO = Path(__file__).resolve().parents[1]
+POSTGRES_ENV = "SUPPORTBOT_TEST_POSTGRES_URL"
+POSTGRES_URL = os.environ.get(POSTGRES_ENV, "")
+ENABLE_HINT = (
+    f"PostgreSQL only: set {POSTGRES_ENV}=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres "
+    "(a server where that user may CREATE DATABASE) to run it"
+)
+T = TypeVar("T")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: about SQLite itself; skipped on PostgreSQL")
+    config.addinivalue_line("markers", "postgres_only: needs " + POSTGRES_ENV)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if POSTGRES_URL:
+        return f"database: PostgreSQL ({make_url(POSTGRES_URL).render_as_string()})"
+    return f"database: SQLite (set {POSTGRES_ENV} for the PostgreSQL pass)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if POSTGRES_URL and item.get_closest_marker("sqlite_only"):
+            item.add_marker(pytest.mark.skip(reason="SQLite-specific; this is the PostgreSQL pass"))
+        if not POSTGRES_URL and item.get_closest_marker("postgres_only"):
+            item.add_marker(pytest.mark.skip(reason=ENABLE_HINT))
 
 
 @pytest.fixture
 def fake_llm() -> Iterator[FakeLLM]:
     with FakeLLM() as fake:
         yield fake
+
+
+class PostgresAdmin:
+    """CREATE/DROP DATABASE on one asyncpg connection, from a loop in a thread of its own, so
+    sync fixtures can use it without touching the event loop pytest-asyncio gives each test."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        self.url = parsed
+        self.dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.prefix = f"supportbot_test_{os.getpid()}"
+        self.template = f"{self.prefix}_template"
+        self._names = itertools.count(1)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._conn: Any = None
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=120)
+
+    def database_url(self, name: str) -> str:
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    async def _execute(self, sql: str) -> None:
+        import asyncpg
+
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self.dsn)
+        await self._conn.execute(sql)
+
+    def start(self) -> None:
+        from supportbot.storage import Store
+
+        async def build() -> None:
+            await self._execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
+            await self._execute(f'CREATE DATABASE "{self.template}"')
+            store = await Store.open(self.database_url(self.template))
+            await store.close()
+
+        self.run(build())
+
+    def create(self) -> str:
+        name = f"{self.prefix}_{next(self._names)}"
+        self.run(self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
+        return name
+
+    def drop(self, name: str) -> None:
+        self.run(self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def close(self) -> None:
+        async def finish() -> None:
+            await self._execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
+            await self._conn.close()
+
+        try:
+            self.run(finish())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[PostgresAdmin | None]:
+    if not POSTGRES_URL:
+        yield None
+        return
+    admin = PostgresAdmin(POSTGRES_URL)
+    admin.start()
+    try:
+        yield admin
+    finally:
+        admin.close()
+
+
+@pytest.fixture(autouse=True)
+def database_url(
+    postgres_admin: PostgresAdmin | None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str | None]:
+    """The PostgreSQL database this test uses (``None`` on the SQLite pass)."""
+    if postgres_admin is None:
+        monkeypatch.delenv("SUPPORTBOT_DATABASE_URL", raising=False)
+        yield None
+        return
+    name = postgres_admin.create()
+    url = postgres_admin.database_url(name)
+    monkeypatch.setenv("SUPPORTBOT_DATABASE_URL", url)
+    try:
+        yield url
+    finally:
+        postgres_admin.drop(name)
+
+
+@pytest.fixture
+def postgres_url(database_url: str | None) -> str:
+    """This test's fresh PostgreSQL database; skips the test on the SQLite pass."""
+    if database_url is None:
+        pytest.skip(ENABLE_HINT)
+    return database_url
+
+
+@pytest.fixture
+def postgres_admin_dsn(postgres_admin: PostgresAdmin | None) -> str:
+    """A plain asyncpg DSN to the maintenance database, for pg_locks / pg_terminate_backend."""
+    if postgres_admin is None:
+        pytest.skip(ENABLE_HINT)
+    return postgres_admin.dsn

@@ -29,12 +29,19 @@ def md(id_: str, question: str, answer: str) -> str:
 @pytest.fixture
 def kdir(tmp_path: Path) -> Path:
     d = tmp_path / "knowledge"
-    write(d / "refunds.md", md("refunds", "How long do refunds take?",
-                               "Refunds take 5-10 business days."))
-    write(d / "password.md", md("password", "How do I reset my password?",
-                                "Use the Forgot password link."))
-    write(d / "zh.yaml", "- id: zh-refunds\n  question: 退款需要多长时间？\n"
-                         "  answer: 退款通常需要 5-10 个工作日到账。\n  lang: zh\n")
+    write(
+        d / "refunds.md",
+        md("refunds", "How long do refunds take?", "Refunds take 5-10 business days."),
+    )
+    write(
+        d / "password.md",
+        md("password", "How do I reset my password?", "Use the Forgot password link."),
+    )
+    write(
+        d / "zh.yaml",
+        "- id: zh-refunds\n  question: 退款需要多长时间？\n"
+        "  answer: 退款通常需要 5-10 个工作日到账。\n  lang: zh\n",
+    )
     return d
 
 
@@ -87,8 +94,11 @@ async def test_empty_and_stopword_queries(kb: KnowledgeBase) -> None:
 async def test_live_reload_reindexes_only_the_changed_file(kb: KnowledgeBase, kdir: Path) -> None:
     await kb.refresh()
     assert kb.last_reindexed == []
-    write(kdir / "password.md", md("password", "How do I change my email address?",
-                                   "Go to Settings, Account."), bump=5)
+    write(
+        kdir / "password.md",
+        md("password", "How do I change my email address?", "Go to Settings, Account."),
+        bump=5,
+    )
     await kb.refresh()
     assert kb.last_reindexed == ["password.md"]
     assert await top(kb, "change email address") == "password"
@@ -136,10 +146,12 @@ async def test_broken_file_keeps_last_good_version(
 async def test_duplicate_id_in_new_file_is_reported_and_skipped(
     kb: KnowledgeBase, kdir: Path
 ) -> None:
-    write(kdir / "more.jsonl",
-          '{"id": "shipping", "question": "Do you ship?", "answer": "No, all digital."}\n'
-          '{"id": "refunds", "question": "dup", "answer": "dup"}\n'
-          "{not json}\n")
+    write(
+        kdir / "more.jsonl",
+        '{"id": "shipping", "question": "Do you ship?", "answer": "No, all digital."}\n'
+        '{"id": "refunds", "question": "dup", "answer": "dup"}\n'
+        "{not json}\n",
+    )
     await kb.refresh()
     lines = sorted((p.line, p.message.split(" ")[0]) for p in kb.problems)
     assert lines == [(2, "duplicate"), (3, "bad")]
@@ -190,10 +202,12 @@ async def test_example_faq(tmp_path: Path) -> None:
         hits = await kb.search("How long do refunds take?")
         assert hits[0].entry.id == "refunds" and hits[0].score >= 0.5
         assert "5–10 business days" in hits[0].entry.answer
-        for query, want in [("I forgot my password", "password-reset"),
-                            ("how do I cancel my subscription", "cancel"),
-                            ("is there a shipping fee", "delivery"),
-                            ("忘记密码了", "zh-password-reset")]:
+        for query, want in [
+            ("I forgot my password", "password-reset"),
+            ("how do I cancel my subscription", "cancel"),
+            ("is there a shipping fee", "delivery"),
+            ("忘记密码了", "zh-password-reset"),
+        ]:
             assert await top(kb, query) == want, query
         mars = await kb.search("what's the weather on Mars")
         assert all(h.score < 0.5 for h in mars)

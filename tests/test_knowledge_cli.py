@@ -38,8 +38,10 @@ def test_search_json(env: Path) -> None:
 
 def test_eval_text_and_json(env: Path) -> None:
     q = env / "q.jsonl"
-    q.write_text('{"query": "reset my password", "relevant": ["password-reset"]}\n'
-                 '{"query": "weather on mars", "relevant": ["refunds"]}\n')
+    q.write_text(
+        '{"query": "reset my password", "relevant": ["password-reset"]}\n'
+        '{"query": "weather on mars", "relevant": ["refunds"]}\n'
+    )
     r = CliRunner().invoke(knowledge, ["eval", str(q), "--knowledge-dir", str(REPO / "knowledge")])
     assert r.exit_code == 0, r.output
     assert "hit@1 0.500" in r.output and "recall@5 0.500" in r.output

@@ -138,8 +138,13 @@ def test_from_settings(tmp_path: Path, fake_llm: FakeLLM) -> None:
     assert kb.embedder is None
     assert kb.index_path.parent == tmp_path / "d"
     kb._store.close()
-    s = Settings(_env_file=None, knowledge_dir=tmp_path / "k", data_dir=tmp_path / "d",
-                 embeddings_base_url=fake_llm.url, embeddings_api_key=KEY)
+    s = Settings(
+        _env_file=None,
+        knowledge_dir=tmp_path / "k",
+        data_dir=tmp_path / "d",
+        embeddings_base_url=fake_llm.url,
+        embeddings_api_key=KEY,
+    )
     kb = KnowledgeBase.from_settings(s)
     assert isinstance(kb.embedder, Embedder) and kb.embedder.base_url == fake_llm.url
     kb._store.close()

@@ -104,8 +104,11 @@ def test_empty_markdown_body_is_missing_answer(tmp_path: Path) -> None:
 
 def test_duplicate_ids_across_files(tmp_path: Path) -> None:
     write(tmp_path / "a.md", MD)
-    b = write(tmp_path / "b.jsonl", '{"id": "other", "question": "q", "answer": "a"}\n'
-              '{"id": "refunds", "question": "dup", "answer": "dup"}\n')
+    b = write(
+        tmp_path / "b.jsonl",
+        '{"id": "other", "question": "q", "answer": "a"}\n'
+        '{"id": "refunds", "question": "dup", "answer": "dup"}\n',
+    )
     entries, problems = load_directory(tmp_path)
     assert sorted(e.id for e in entries) == ["other", "refunds"]
     assert entries[0].question == "How long do refunds take?"

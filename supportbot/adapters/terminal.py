@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import TextIO
 
 from supportbot.engine import Engine, IncomingMessage, Reply
+from supportbot.storage import reports
 
 PLATFORM = "cli"
 
@@ -71,7 +72,8 @@ async def run_chat(
     if interactive:
         stdout.write(
             f"{engine.settings.bot_name} from {engine.settings.company_name}. Type a question; "
-            "/human for a person, /new to start over, /quit to leave.\n"
+            "/human for a person, /new to start over, /feedback good|bad [comment] on the last "
+            "answer, /quit to leave.\n"
         )
     while True:
         if interactive:
@@ -88,6 +90,16 @@ async def run_chat(
             await engine.new_conversation(PLATFORM, thread, f"customer:{customer}")
             if sink:
                 await sink.send(engine.prompts.message("new_conversation"))
+            continue
+        if command == "/feedback" or command.startswith("/feedback "):
+            result = await record_feedback(engine, thread, customer, text.strip()[9:])
+            if as_json:
+                stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+            elif sink:
+                await sink.send(result["text"])
+            else:
+                stdout.write(result["text"] + "\n")
+            stdout.flush()
             continue
         if command == "/human":
             view = await engine.request_handoff(
@@ -113,6 +125,25 @@ async def run_chat(
             stdout.write(reply_json(reply) + "\n")
             stdout.flush()
     return 0
+
+
+VOTES = {"good": True, "yes": True, "+1": True, "bad": False, "no": False, "-1": False}
+
+
+async def record_feedback(engine: Engine, thread: str, customer: str, args: str) -> dict:
+    """``/feedback good|bad [comment]``: rate the last bot answer in this thread."""
+    vote, _, comment = args.strip().partition(" ")
+    helpful = VOTES.get(vote.lower())
+    if helpful is None:
+        return {"feedback": False, "text": "Usage: /feedback good|bad [comment]"}
+    view = await engine.find_conversation(PLATFORM, thread)
+    message_id = await reports.last_answer_id(engine.store, view.id) if view else None
+    if message_id is None:
+        return {"feedback": False, "text": "There is no answer to rate yet."}
+    ok = await engine.record_feedback(message_id, helpful, f"{PLATFORM}:{customer}",
+                                      comment.strip() or None)
+    words = engine.prompts.message("feedback_thanks", view.language) if ok else "Not recorded."
+    return {"feedback": ok, "message_id": message_id, "helpful": helpful, "text": words}
 
 
 def _whoami() -> str:

@@ -6,6 +6,8 @@ import click
 
 from supportbot.cli.app import chat, check, serve
 from supportbot.cli.conversations import conversations
+from supportbot.cli.data import export, purge
+from supportbot.cli.report import report
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +20,9 @@ cli.add_command(chat)
 cli.add_command(check)
 cli.add_command(serve)
 cli.add_command(conversations)
+cli.add_command(report)
+cli.add_command(export)
+cli.add_command(purge)
 
 
 def _optional_groups() -> None:

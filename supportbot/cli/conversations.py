@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from supportbot.cli.common import load_settings, with_engine
+from supportbot.cli.data import require_staff
 from supportbot.engine import Engine
 
 STATUSES = ("bot", "waiting", "human", "closed")
@@ -121,7 +122,9 @@ def _staff_action(action: str, conversation_id: int, as_user: str) -> None:
         method = getattr(engine, action)
         return bool(await method(conversation_id, f"cli:{as_user}"))
 
-    if not with_engine(load_settings(), work):
+    settings = load_settings()
+    require_staff(settings, f"conversations {action}")
+    if not with_engine(settings, work):
         click.echo(f"conversation {conversation_id}: nothing to {action.replace('_', ' ')} "
                    "(not found, or not in a state that allows it)", err=True)
         sys.exit(1)

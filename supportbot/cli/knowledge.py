@@ -31,7 +31,9 @@ def _open_kb(
 
 
 _dir_option = click.option(
-    "--knowledge-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--knowledge-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="FAQ directory (default: SUPPORTBOT_KNOWLEDGE_DIR).",
 )
 _lexical_option = click.option(
@@ -70,10 +72,20 @@ def search(
         for hit in hits:
             e = hit.entry
             if as_json:
-                click.echo(json.dumps({
-                    "id": e.id, "score": hit.score, "question": e.question,
-                    "answer": e.answer, "url": e.url, "path": str(e.path), "line": e.line,
-                }, ensure_ascii=False))
+                click.echo(
+                    json.dumps(
+                        {
+                            "id": e.id,
+                            "score": hit.score,
+                            "question": e.question,
+                            "answer": e.answer,
+                            "url": e.url,
+                            "path": str(e.path),
+                            "line": e.line,
+                        },
+                        ensure_ascii=False,
+                    )
+                )
             else:
                 mark = "*" if hit.score >= threshold else " "
                 click.echo(f"{mark} {hit.score:.2f}  {e.id}  {e.question}")
@@ -125,10 +137,12 @@ def eval_cmd(
     summary, rows = asyncio.run(run())
     if as_json:
         for row in rows:
-            click.echo(json.dumps(
-                {"query": row["query"], "relevant": row["relevant"], "ranked": row["ranked"]},
-                ensure_ascii=False,
-            ))
+            click.echo(
+                json.dumps(
+                    {"query": row["query"], "relevant": row["relevant"], "ranked": row["ranked"]},
+                    ensure_ascii=False,
+                )
+            )
         click.echo(json.dumps({"summary": summary}))
     else:
         click.echo(

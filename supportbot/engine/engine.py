@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from supportbot import logs
+from supportbot import logs, metrics
 from supportbot.config import Settings
 from supportbot.engine.history import trim_history
 from supportbot.engine.locks import KeyedLocks
@@ -42,9 +42,10 @@ from supportbot.handoff import (
 )
 from supportbot.knowledge import Hit, KnowledgeBase
 from supportbot.language import detect_language
+from supportbot.limits import Limits, Verdict
 from supportbot.llm import Completion, LLMClient, LLMError
 from supportbot.prompts import PromptLibrary, Snippet
-from supportbot.storage import Store
+from supportbot.storage import Store, reports
 from supportbot.storage.models import Conversation, Message
 
 log = logging.getLogger("supportbot.engine")
@@ -70,6 +71,7 @@ class Engine:
         self.llm = llm
         self.hours = BusinessHours.parse(settings.business_hours, settings.timezone)
         self.locks = KeyedLocks()
+        self.limits = Limits(settings.rate_limit_per_minute, settings.daily_token_budget)
         self._desks: dict[str, StaffDesk] = {}
         self._sinks: dict[str, SinkFactory] = {}
         self._knowledge_checked = 0.0
@@ -102,9 +104,7 @@ class Engine:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.llm is not None:
             await self.llm.aclose()
-        aclose = getattr(self.knowledge, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await self.knowledge.aclose()
         await self.store.close()
 
     # --- wiring for adapters ---------------------------------------------------------------
@@ -121,9 +121,10 @@ class Engine:
 
     async def handle(self, msg: IncomingMessage, sink: ReplySink | None = None) -> Reply:
         started = time.perf_counter()
+        metrics.MESSAGES_IN.labels(msg.platform).inc()
         text, truncated = self._clean(msg.text)
         if not text:
-            return Reply(None, Outcome.IGNORED)
+            return metrics.count_reply(msg.platform, Reply(None, Outcome.IGNORED))
         language = detect_language(text, msg.language, default=self.settings.default_language)
         async with self._thread(msg.platform, msg.thread_key):
             accepted = await self.store.accept(
@@ -138,15 +139,22 @@ class Engine:
             if accepted is None:
                 log.info("duplicate delivery ignored",
                          extra={"platform": msg.platform, "event_id": msg.message_id})
-                return Reply(None, Outcome.DUPLICATE, language=language)
+                return metrics.count_reply(
+                    msg.platform, Reply(None, Outcome.DUPLICATE, language=language)
+                )
             conv, user_msg = accepted
             token = logs.conversation_id.set(conv.id)
             try:
-                reply = await self._respond(conv, user_msg, language, sink, truncated)
+                with metrics.turn() as stats:
+                    reply = await self._respond(conv, user_msg, language, sink, truncated)
+                metrics.count_reply(msg.platform, reply)
                 extra: dict[str, Any] = {
                     "platform": msg.platform,
                     "outcome": str(reply.outcome),
                     "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "llm_ms": round(stats.llm_ms, 1),
+                    "prompt_tokens": stats.prompt_tokens,
+                    "completion_tokens": stats.completion_tokens,
                 }
                 if self.settings.log_message_text:
                     extra["text"] = text
@@ -158,10 +166,12 @@ class Engine:
     @contextlib.asynccontextmanager
     async def _thread(self, platform: str, thread_key: str) -> AsyncIterator[None]:
         """One thread at a time: in this process, then across processes (PostgreSQL)."""
-        async with self.locks.hold((platform, thread_key)), self.store.thread_lock(
-            platform, thread_key
-        ):
-            yield
+        with metrics.lock_queue() as slot:
+            async with self.locks.hold((platform, thread_key)), self.store.thread_lock(
+                platform, thread_key
+            ):
+                slot.acquired()
+                yield
 
     def _clean(self, raw: str) -> tuple[str, bool]:
         """Drop control characters and cap the length, so nothing hostile reaches storage."""
@@ -194,6 +204,11 @@ class Engine:
                 conv, user_msg, reason=detection.reason, actor=f"customer:{conv.customer_id}",
                 language=language, sink=sink,
             )
+
+        # after the handoff check: a limited customer can still ask for a person
+        verdict = await self.limits.check(self.store, conv.platform, conv.customer_id)
+        if verdict is not None:
+            return await self._limited(conv, user_msg, verdict, language, sink)
 
         hits = await self._search(text)
         confident = [h for h in hits if h.score >= self.settings.faq_confidence]
@@ -229,6 +244,24 @@ class Engine:
             conv, user_msg, _with_note(note, answer), Outcome.LLM, language, sink,
             sources=snippets, completion=completion, already_sent=sent_id,
         )
+
+    async def _limited(
+        self, conv: Conversation, user_msg: Message, verdict: Verdict, language: str,
+        sink: ReplySink | None,
+    ) -> Reply:
+        """Past a limit: one notice per window, then silence; the LLM is never asked."""
+        metrics.LIMITED.labels(conv.platform, verdict.kind).inc()
+        log.info("customer limited", extra={"limit": verdict.kind, "notified": verdict.notify})
+        text: str | None = None
+        message_id = None
+        if verdict.notify:
+            text = self._words(verdict.message, language, conv)
+            message_id = await self._deliver(
+                conv.id, user_msg, text, sink, outcome=Outcome.LIMITED, author=verdict.author
+            )
+        await self.store.set_message_state(user_msg.id, "limited")
+        return Reply(conv.id, Outcome.LIMITED, text=text if message_id else None,
+                     language=language, message_id=message_id)
 
     async def _search(self, text: str) -> list[Hit]:
         now = time.monotonic()
@@ -401,6 +434,7 @@ class Engine:
             already_sent=already_sent,
         )
         if moved is not None:
+            metrics.HANDOFFS.labels(metrics.handoff_trigger(reason)).inc()
             log.info("handed off", extra={"reason": reason, "actor": actor})
             await self._desk_call(conv.platform, "handoff_requested", conv.id, reason)
         return Reply(conv.id, Outcome.HANDOFF, text=text, handed_off=True, language=language,
@@ -483,6 +517,7 @@ class Engine:
         except Exception:
             log.exception("could not notify the customer")
             return False
+        metrics.MESSAGES_OUT.labels(view.platform).inc()
         return True
 
     # --- staff actions ----------------------------------------------------------------------
@@ -560,6 +595,25 @@ class Engine:
             conv = await self.store.find_open(platform, thread_key)
             if conv is not None:
                 await self.close(conv.id, actor, notify=False)
+
+    async def record_feedback(self, message_id: int, helpful: bool, actor: str,
+                              comment: str | None = None) -> bool:
+        """A customer's vote on one bot answer; False unless ``actor`` (``<platform>:<user id>``)
+        is the customer of that answer's conversation. A later vote replaces an earlier one."""
+        found = await reports.feedback_target(self.store, message_id)
+        platform, _, user = actor.partition(":")
+        if found is None or (found[1].platform, found[1].customer_id) != (platform, user):
+            log.warning("feedback refused", extra={"actor": actor, "message_id": message_id})
+            return False
+        message, _conv = found
+        await reports.save_feedback(
+            self.store, message, helpful=helpful, actor=actor,
+            comment=(comment or "").strip()[:2000] or None,
+        )
+        metrics.FEEDBACK.labels(platform, "yes" if helpful else "no").inc()
+        log.info("feedback recorded", extra={"message_id": message_id, "helpful": helpful,
+                                             "conversation_id": message.conversation_id})
+        return True
 
     async def claim_event(self, platform: str, event_id: str) -> bool:
         return await self.store.claim_event(platform, event_id)
@@ -652,6 +706,7 @@ class Engine:
                             waiting_since=now, wait_notices=0,
                         )
                         if moved is not None:
+                            metrics.HANDOFFS.labels("unanswered_after_restart").inc()
                             await self._desk_call(conv.platform, "handoff_requested", conv.id,
                                                   "unanswered_after_restart")
                     counts["expired"] += 1

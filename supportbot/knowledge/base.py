@@ -198,9 +198,7 @@ class KnowledgeBase:
         if len(self._vec_by_hash) > len(live):
             self._vec_by_hash = {h: v for h, v in self._vec_by_hash.items() if h in live}
             await asyncio.to_thread(self._store.prune_vectors, embedder.model, live)
-        self._vectors = {
-            rid: self._vec_by_hash[h] for rid, (_, h) in self._by_rowid.items()
-        }
+        self._vectors = {rid: self._vec_by_hash[h] for rid, (_, h) in self._by_rowid.items()}
         self._embed_dirty = False
 
     # --- search --------------------------------------------------------------------------------
@@ -226,9 +224,9 @@ class KnowledgeBase:
         bm25 = dict(lexical)
         dense: dict[int, float] = {}
         if qvec is not None:
-            sims = sorted(
-                ((dot(qvec, v), rid) for rid, v in self._vectors.items()), reverse=True
-            )[:CANDIDATES]
+            sims = sorted(((dot(qvec, v), rid) for rid, v in self._vectors.items()), reverse=True)[
+                :CANDIDATES
+            ]
             dense = {rid: s for s, rid in sims}
         pool = list(dict.fromkeys([rid for rid, _ in lexical] + list(dense)))
         if not pool:

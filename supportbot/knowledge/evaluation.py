@@ -32,14 +32,23 @@ async def evaluate(kb: KnowledgeBase, queries: list[dict]) -> tuple[dict, list[d
         ranked = [h.entry.id for h in hits]
         m = _metrics(ranked, set(q["relevant"]))
         totals = [a + b for a, b in zip(totals, m, strict=True)]
-        rows.append({
-            "query": q["query"], "relevant": q["relevant"], "ranked": ranked,
-            "scores": [h.score for h in hits], "hit@1": m[0], "recall@5": m[1], "mrr@10": m[2],
-        })
+        rows.append(
+            {
+                "query": q["query"],
+                "relevant": q["relevant"],
+                "ranked": ranked,
+                "scores": [h.score for h in hits],
+                "hit@1": m[0],
+                "recall@5": m[1],
+                "mrr@10": m[2],
+            }
+        )
     n = max(len(queries), 1)
     summary = {
-        "queries": len(queries), "hit@1": round(totals[0] / n, 4),
-        "recall@5": round(totals[1] / n, 4), "mrr@10": round(totals[2] / n, 4),
+        "queries": len(queries),
+        "hit@1": round(totals[0] / n, 4),
+        "recall@5": round(totals[1] / n, 4),
+        "mrr@10": round(totals[2] / n, 4),
     }
     return summary, rows
 

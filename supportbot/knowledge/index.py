@@ -52,9 +52,15 @@ INSERT OR REPLACE INTO fts(fts, rank) VALUES (
 def entry_to_json(entry: FaqEntry, rel: str) -> str:
     return json.dumps(
         {
-            "id": entry.id, "question": entry.question, "answer": entry.answer,
-            "alternatives": list(entry.alternatives), "tags": list(entry.tags),
-            "lang": entry.lang, "url": entry.url, "path": rel, "line": entry.line,
+            "id": entry.id,
+            "question": entry.question,
+            "answer": entry.answer,
+            "alternatives": list(entry.alternatives),
+            "tags": list(entry.tags),
+            "lang": entry.lang,
+            "url": entry.url,
+            "path": rel,
+            "line": entry.line,
         },
         ensure_ascii=False,
     )
@@ -63,9 +69,15 @@ def entry_to_json(entry: FaqEntry, rel: str) -> str:
 def entry_from_json(data: str, root: Path) -> FaqEntry:
     d = json.loads(data)
     return FaqEntry(
-        id=d["id"], question=d["question"], answer=d["answer"],
-        alternatives=tuple(d["alternatives"]), tags=tuple(d["tags"]), lang=d["lang"],
-        url=d["url"], path=root / d["path"], line=d["line"],
+        id=d["id"],
+        question=d["question"],
+        answer=d["answer"],
+        alternatives=tuple(d["alternatives"]),
+        tags=tuple(d["tags"]),
+        lang=d["lang"],
+        url=d["url"],
+        path=root / d["path"],
+        line=d["line"],
     )
 
 
@@ -175,8 +187,10 @@ class IndexStore:
 
     def prune_vectors(self, model: str, keep: set[str]) -> None:
         with self.write_lock:
-            have = [r[0] for r in self.writer.execute(
-                "SELECT hash FROM embeddings WHERE model=?", (model,))]
+            have = [
+                r[0]
+                for r in self.writer.execute("SELECT hash FROM embeddings WHERE model=?", (model,))
+            ]
             gone = [(h, model) for h in have if h not in keep]
             self.writer.executemany("DELETE FROM embeddings WHERE hash=? AND model=?", gone)
 

@@ -160,7 +160,7 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 def _parse_yaml(directory: Path, path: Path, text: str, out: ParsedFile) -> None:
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
         msg = str(getattr(exc, "problem", None) or exc)
         out.problems.append(Problem(path, _yaml_error_line(exc), f"bad YAML: {msg}"))
@@ -232,17 +232,18 @@ def parse_file(directory: Path, path: Path, data: bytes | None = None) -> Parsed
     return out
 
 
-def drop_duplicates(
-    parsed: ParsedFile, taken: dict[str, FaqEntry]
-) -> None:
+def drop_duplicates(parsed: ParsedFile, taken: dict[str, FaqEntry]) -> None:
     """Remove entries whose id another file already serves, reporting each one."""
     kept = []
     for e in parsed.entries:
         other = taken.get(e.id)
         if other is not None and other.path != e.path:
             parsed.problems.append(
-                Problem(e.path or parsed.path, e.line,
-                        f"duplicate id {e.id!r} (already defined at {other.path}:{other.line})")
+                Problem(
+                    e.path or parsed.path,
+                    e.line,
+                    f"duplicate id {e.id!r} (already defined at {other.path}:{other.line})",
+                )
             )
             continue
         kept.append(e)

@@ -76,9 +76,10 @@ def hybrid_score(lexical: float, dense: float) -> float:
 
 def hybrid_rank(lexical: float, cosine: float) -> float:
     """Like hybrid_score without the clipping, so near-duplicates still rank by cosine."""
-    return DENSE_WEIGHT * (cosine - DENSE_FLOOR) / (DENSE_CEIL - DENSE_FLOOR) + (
-        1.0 - DENSE_WEIGHT
-    ) * lexical
+    return (
+        DENSE_WEIGHT * (cosine - DENSE_FLOOR) / (DENSE_CEIL - DENSE_FLOOR)
+        + (1.0 - DENSE_WEIGHT) * lexical
+    )
 
 
 BM25_RANK_WEIGHT = 0.1

@@ -18,9 +18,8 @@ from supportbot.knowledge.stemmer import stem
 
 # Stop words: the usual English function words plus question scaffolding ("how do i ...") that
 # every support question shares and that therefore only adds noise to BM25.
-STOP_WORDS = frozenset(
-    """
-    a about above after again against all am an and any are aren't as at be because been before
+_STOP_TEXT = """
+    a about above after again against all am an and any are aren as at be because been before
     being below between both but by can cannot could did do does doing don down during each
     few for from further had has have having he her here hers herself him himself his how i if
     in into is isn it its itself just let me more most my myself no nor not of off on once only
@@ -31,9 +30,9 @@ STOP_WORDS = frozenset(
     also get got getting anyone anybody someone somebody something way ways possible please
     thanks thank hi hello one use using used want wanted need needs make makes made
     know think really somehow wanna gonna kinda lot bit stuff sure ever now etc able
-    i'd i'm i've can't won't doesn didn isn wasn way anything everything
-    """.split()
-)
+    doesn didn wasn anything everything
+"""
+STOP_WORDS = frozenset(_STOP_TEXT.split())
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _HYPHENATED = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)+")

@@ -23,6 +23,7 @@ import httpx
 from httpx_sse import EventSource, SSEError
 from pydantic import SecretStr
 
+from supportbot import metrics
 from supportbot.llm.errors import (
     LLMAuthError,
     LLMBadResponse,
@@ -237,6 +238,20 @@ class LLMClient:
     async def complete(
         self, messages: Sequence[Message], on_delta: OnDelta | None = None
     ) -> Completion:
+        """Ask for one reply; stream it through ``on_delta`` when given (see ``_complete``)."""
+        started = time.monotonic()
+        try:
+            result = await self._complete(messages, on_delta)
+        except LLMError as exc:
+            metrics.observe_llm(time.monotonic() - started, error=type(exc).__name__)
+            raise
+        metrics.observe_llm(time.monotonic() - started, prompt_tokens=result.prompt_tokens,
+                            completion_tokens=result.completion_tokens)
+        return result
+
+    async def _complete(
+        self, messages: Sequence[Message], on_delta: OnDelta | None = None
+    ) -> Completion:
         """Ask for one reply; stream it through ``on_delta`` when given.
 
         Retries rate limits, 5xx, timeouts, refused connections and garbled replies with
@@ -280,6 +295,7 @@ class LLMClient:
                     extra=extra | {"status": 400, "latency_ms": _ms(attempt_start)},
                 )
                 self._unsupported.add(exc.param)
+                metrics.LLM_RETRIES.labels("unsupported_param").inc()
                 continue
             except _ContextTooLong as exc:
                 extra |= {"status": 400, "latency_ms": _ms(attempt_start)}
@@ -294,6 +310,7 @@ class LLMClient:
                     extra=extra,
                 )
                 msgs, shortened = shorter, True
+                metrics.LLM_RETRIES.labels("context_too_long").inc()
                 continue
             except _Retry as exc:
                 extra |= {"status": exc.status, "latency_ms": _ms(attempt_start)}
@@ -317,6 +334,7 @@ class LLMClient:
                     delay,
                     extra=extra | {"retry_in_ms": round(delay * 1000)},
                 )
+                metrics.LLM_RETRIES.labels(metrics.retry_reason(exc.status, exc.message)).inc()
                 await asyncio.sleep(delay)
                 continue
             log.info(

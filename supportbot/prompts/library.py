@@ -42,6 +42,8 @@ MESSAGE_NAMES = (
     "help",
     "text_only",
     "rate_limited",
+    "budget_exhausted",
+    "feedback_thanks",
 )
 
 

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import URL, event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Waits between attempts when the database connection is lost (about 8 s in all: long enough
+# for a PostgreSQL restart or failover to finish, short enough that a platform retries).
+RETRY_DELAYS = (0.1, 0.3, 0.6, 1.0, 2.0, 4.0)
+# pg_advisory_xact_lock key that serialises migrations of processes starting together
+MIGRATION_LOCK = 0x5355_5050_4F52_5400  # "SUPPORT\0"
+
+log = logging.getLogger("supportbot.storage")
+C = TypeVar("C", bound=type)
 
 
-def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str | URL,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout: float | None = 30.0,
+) -> AsyncEngine:
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
@@ -22,7 +41,12 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> As
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+        kwargs.update(
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_pre_ping=True,
+            pool_timeout=pool_timeout,
+        )
     engine = create_async_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -64,4 +88,64 @@ async def migrate(engine: AsyncEngine) -> None:
     if current == head_revision():
         return
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # several processes starting on one new database: one migrates, the others wait
+            # and then find nothing to do (Alembic re-reads the version after the lock)
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         await conn.run_sync(_upgrade)
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """A lost or refused server connection, worth retrying on a fresh one.
+
+    pool_pre_ping only catches connections that died while idle in the pool; one killed
+    mid-query (``pg_terminate_backend``, a server restart) surfaces as an invalidated
+    DBAPIError, and a server that is still starting refuses new connections outright."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(
+            exc, OperationalError | InterfaceError
+        )
+    if isinstance(exc, ConnectionError):
+        return True
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return False
+    return isinstance(exc, asyncpg.CannotConnectNowError | asyncpg.ConnectionDoesNotExistError)
+
+
+def retry_disconnects(cls: C) -> C:
+    """Class decorator: every public coroutine method of a store runs again, on a new
+    connection, when the server connection is lost (PostgreSQL only; SQLite has no server).
+
+    Each method is one short transaction, so a retry re-runs the whole transaction. The one
+    doubt is a connection lost during COMMIT itself: the retry then meets its own row (a
+    duplicate event id, an already moved status) and reports it as done by someone else; the
+    customer message stays ``received`` and start-up recovery answers it."""
+    for name, fn in list(vars(cls).items()):
+        if name.startswith("_") or name in {"close"} or not inspect.iscoroutinefunction(fn):
+            continue
+        setattr(cls, name, _retrying(fn))
+    return cls
+
+
+def _retrying(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.engine.dialect.name == "sqlite":
+            return await fn(self, *args, **kwargs)
+        for delay in RETRY_DELAYS:
+            try:
+                return await fn(self, *args, **kwargs)
+            except Exception as exc:
+                if not is_disconnect(exc):
+                    raise
+                log.warning(
+                    "database connection lost; retrying",
+                    extra={"operation": fn.__name__, "error": type(exc).__name__,
+                           "retry_in": delay},
+                )
+            await asyncio.sleep(delay)
+        return await fn(self, *args, **kwargs)
+
+    return wrapper

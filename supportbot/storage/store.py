@@ -270,7 +270,7 @@ class Store:
             select(Message)
             .where(
                 Message.conversation_id == conversation_id,
-                Message.state.in_(("answered", "sent", "relayed", "received")),
+                Message.state.in_(("answered", "sent", "relayed", "received", "expired")),
             )
             .order_by(Message.id.desc())
             .limit(limit)

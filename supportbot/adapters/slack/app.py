@@ -19,6 +19,7 @@ from supportbot.engine.types import ConversationView, IncomingMessage
 
 from .desk import ACTION_PREFIX, SlackDesk
 from .events import SlackText, parse_text_event, strip_mention
+from .feedback import FEEDBACK_PREFIX, handle_feedback, offer_feedback
 from .sink import SlackPoster, SlackSink
 
 if TYPE_CHECKING:
@@ -52,6 +53,11 @@ def build_app(client: AsyncWebClient, signing_secret: str, listeners: SlackListe
     async def on_action(ack: Any, body: dict[str, Any]) -> None:
         await ack()
         listeners.on_action(body)
+
+    @app.action(re.compile(f"^{FEEDBACK_PREFIX}"))
+    async def on_feedback(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        listeners.on_feedback(body)
 
     return app
 
@@ -92,6 +98,9 @@ class SlackListeners:
     def on_action(self, body: dict[str, Any]) -> None:
         self.spawn(self.desk.handle_action(body))
 
+    def on_feedback(self, body: dict[str, Any]) -> None:
+        self.spawn(handle_feedback(self.engine, self.poster, body))
+
     # -- routing ----------------------------------------------------------------------------
 
     async def route(self, t: SlackText, *, mentioned: bool, bot_user_id: str | None) -> None:
@@ -117,7 +126,8 @@ class SlackListeners:
         sink = SlackSink(
             self.poster, t.channel, t.reply_thread_ts, stream_interval=self.stream_interval
         )
-        await self.engine.handle(msg, sink)
+        reply = await self.engine.handle(msg, sink)
+        await offer_feedback(self.poster, sink, reply)
 
     async def _addressed(self, t: SlackText, *, mentioned: bool, bot_user_id: str | None) -> bool:
         if mentioned or t.is_dm:

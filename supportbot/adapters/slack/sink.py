@@ -17,6 +17,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from supportbot import metrics
+
 from .mrkdwn import split_text, to_mrkdwn
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,11 @@ class SlackPoster:
                 return await self.client.api_call(method, params=kwargs)
             except SlackApiError as exc:
                 if exc.response.status_code != 429 or attempt == self.max_attempts:
+                    metrics.PLATFORM_ERRORS.labels("slack", method).inc()
                     raise
                 delay = _retry_after(exc)
+                metrics.RATE_LIMIT_WAITS.labels("slack").inc()
+                metrics.RATE_LIMIT_SECONDS.labels("slack").inc(delay)
                 log.warning("slack %s rate limited; retrying in %.1fs", method, delay)
                 self._method_blocked_until[method] = time.monotonic() + delay
         raise AssertionError("unreachable")

@@ -1,0 +1,102 @@
+"""retrieval: FAQ query latency at 100 / 1,000 / 10,000 entries, index build time, and the
+reload after one file is edited (``KnowledgeBase.refresh``), lexical search as shipped.
+
+The FAQ is spread over files of 100 entries each, as a team's knowledge folder would be, so
+"edit one file" re-indexes one file; the reload of a single 10,000-entry JSONL file is
+reported too (``reload_whole_file_ms``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import percentiles, queries_for, timer, write_knowledge
+
+NAME = "retrieval"
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    return asyncio.run(_run(quick))
+
+
+async def _run(quick: bool) -> list[dict[str, Any]]:
+    sizes = (100, 500) if quick else (100, 1_000, 10_000)
+    n_queries = 50 if quick else 2000
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
+    try:
+        for size in sizes:
+            rows.append(await _one(tmp / str(size), size, n_queries))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+async def _one(base: Path, size: int, n_queries: int) -> dict[str, Any]:
+    from supportbot.knowledge import KnowledgeBase
+
+    knowledge = base / "knowledge"
+    entries = write_knowledge(knowledge, size, files=max(1, size // 100))
+    queries = queries_for(entries, n_queries)
+    kb = KnowledgeBase(knowledge, base / "index.sqlite3")
+    with timer() as build:
+        await kb.refresh()
+    assert len(kb.entries) == size, (len(kb.entries), kb.problems[:3])
+
+    for q in queries[:20]:  # warm caches
+        await kb.search(q, k=3)
+    latencies, hits = [], 0
+    for q in queries:
+        started = time.perf_counter()
+        found = await kb.search(q, k=3)
+        latencies.append(time.perf_counter() - started)
+        hits += bool(found)
+
+    with timer() as noop:  # nothing changed: one stat per file
+        await kb.refresh()
+
+    victim = sorted(knowledge.glob("*.jsonl"))[0]
+    _edit(victim)
+    with timer() as reload_one:
+        await kb.refresh()
+    assert kb.last_reindexed == [victim.name], kb.last_reindexed
+
+    # the same FAQ as one big file: an edit re-indexes all of it
+    single = base / "single"
+    write_knowledge(single, size, files=1)
+    kb_single = KnowledgeBase(single, base / "single.sqlite3")
+    await kb_single.refresh()
+    _edit(single / "faq.jsonl")
+    with timer() as reload_whole:
+        await kb_single.refresh()
+
+    # a restart over an existing index: nothing re-indexed
+    with timer() as reopen:
+        kb2 = KnowledgeBase(knowledge, base / "index.sqlite3")
+        await kb2.refresh()
+    return {
+        "bench": NAME, "entries": size, "judged": size == 10_000, "files": max(1, size // 100), "queries": len(queries),
+        **percentiles(latencies), "answered_ratio": round(hits / len(queries), 3),
+        "index_build_s": round(build[0], 3), "reload_one_file_ms": round(reload_one[0] * 1000, 1),
+        "reload_whole_file_ms": round(reload_whole[0] * 1000, 1),
+        "refresh_unchanged_ms": round(noop[0] * 1000, 2),
+        "reopen_existing_index_ms": round(reopen[0] * 1000, 1),
+    }
+
+
+def _edit(path: Path) -> None:
+    """Change one entry's answer and bump the mtime, as an editor saving the file would."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])
+    first["answer"] += " (edited)"
+    lines[0] = json.dumps(first)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))

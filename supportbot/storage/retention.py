@@ -1,0 +1,199 @@
+"""Data rights: one customer's data as JSON, and deletion by age or by customer.
+
+Operators honour retention periods (``purge_older_than``) and a customer's access and deletion
+requests (``export_customer``, ``purge_customer``) with these; the CLI in ``supportbot.cli.data``
+is a thin wrapper. Every function takes a :class:`Store`, so they work on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from supportbot.storage.models import Conversation, HandledEvent, Message, Transition
+from supportbot.storage.store import Store
+
+
+@dataclass(slots=True)
+class PurgeCounts:
+    conversations: int = 0
+    messages: int = 0
+    transitions: int = 0
+    handled_events: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _customer_filter(customer_id: str, platform: str | None) -> ColumnElement[bool]:
+    clause = Conversation.customer_id == customer_id
+    return and_(clause, Conversation.platform == platform) if platform else clause
+
+
+def _authored_filter(customer_id: str, platform: str | None) -> ColumnElement[bool]:
+    """The customer's own turns, also in threads someone else opened (Slack channel threads)."""
+    clause = and_(Message.role == "user", Message.author == customer_id)
+    if platform:
+        clause = and_(
+            clause,
+            Message.conversation_id.in_(
+                select(Conversation.id).where(Conversation.platform == platform)
+            ),
+        )
+    return clause
+
+
+def _message_json(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id, "conversation_id": m.conversation_id, "role": m.role, "text": m.text,
+        "state": m.state, "author": m.author, "outcome": m.outcome, "sources": m.sources,
+        "created_at": m.created_at.isoformat(),
+    }
+
+
+async def export_customer(
+    store: Store, customer_id: str, platform: str | None = None
+) -> dict[str, Any]:
+    """Everything stored about one customer: their conversations (every turn, the audit trail)
+    and their own messages in threads that other people opened."""
+    async with store.sessions() as session:
+        convs = (
+            await session.scalars(
+                select(Conversation)
+                .where(_customer_filter(customer_id, platform))
+                .order_by(Conversation.id)
+            )
+        ).all()
+        ids = [c.id for c in convs]
+        messages = (
+            await session.scalars(
+                select(Message).where(Message.conversation_id.in_(ids)).order_by(Message.id)
+            )
+        ).all() if ids else []
+        transitions = (
+            await session.scalars(
+                select(Transition)
+                .where(Transition.conversation_id.in_(ids))
+                .order_by(Transition.id)
+            )
+        ).all() if ids else []
+        elsewhere = (
+            await session.scalars(
+                select(Message)
+                .where(_authored_filter(customer_id, platform), Message.conversation_id.not_in(ids))
+                .order_by(Message.id)
+            )
+        ).all()
+    out = []
+    for conv in convs:
+        out.append({
+            "id": conv.id, "platform": conv.platform, "thread_key": conv.thread_key,
+            "customer_id": conv.customer_id, "customer_name": conv.customer_name,
+            "status": conv.status, "assignee": conv.assignee, "language": conv.language,
+            "handoff_reason": conv.handoff_reason, "bot_failed": conv.bot_failed,
+            "created_at": conv.created_at.isoformat(), "updated_at": conv.updated_at.isoformat(),
+            "messages": [_message_json(m) for m in messages if m.conversation_id == conv.id],
+            "transitions": [
+                {"from": t.from_status, "to": t.to_status, "actor": t.actor, "reason": t.reason,
+                 "at": t.created_at.isoformat()}
+                for t in transitions if t.conversation_id == conv.id
+            ],
+        })  # fmt: skip
+    return {
+        "customer_id": customer_id,
+        "platform": platform,
+        "exported_at": datetime.now(UTC).isoformat(),
+        "conversations": out,
+        "messages_in_other_threads": [_message_json(m) for m in elsewhere],
+    }
+
+
+async def _count(session: AsyncSession, model: Any, where: ColumnElement[bool]) -> int:
+    return int(await session.scalar(select(func.count()).select_from(model).where(where)) or 0)
+
+
+async def _purge(
+    store: Store,
+    conversations: ColumnElement[bool],
+    extra_messages: ColumnElement[bool] | None,
+    events: list[ColumnElement[bool]],
+    dry_run: bool,
+) -> PurgeCounts:
+    """Delete matching conversations with their turns and audit trail, in one transaction."""
+    conv_ids = select(Conversation.id).where(conversations).scalar_subquery()
+    message_where: ColumnElement[bool] = Message.conversation_id.in_(conv_ids)
+    if extra_messages is not None:
+        message_where = or_(message_where, extra_messages)
+    transition_where = Transition.conversation_id.in_(conv_ids)
+    async with store.sessions.begin() as session:
+        counts = PurgeCounts(
+            conversations=await _count(session, Conversation, conversations),
+            messages=await _count(session, Message, message_where),
+            transitions=await _count(session, Transition, transition_where),
+        )
+        for where in events:
+            counts.handled_events += await _count(session, HandledEvent, where)
+        if dry_run:
+            await session.rollback()
+            return counts
+        for where in events:
+            await session.execute(delete(HandledEvent).where(where))
+        await session.execute(delete(Message).where(message_where))
+        await session.execute(delete(Transition).where(transition_where))
+        await session.execute(delete(Conversation).where(conversations))
+    return counts
+
+
+async def purge_older_than(store: Store, cutoff: datetime, *, dry_run: bool = False) -> PurgeCounts:
+    """Delete conversations with no activity since ``cutoff`` (any status: a retention period
+    applies to everything), and handled event ids older than it."""
+    return await _purge(
+        store,
+        Conversation.updated_at < cutoff,
+        None,
+        [HandledEvent.created_at < cutoff],
+        dry_run,
+    )
+
+
+async def purge_customer(
+    store: Store, customer_id: str, platform: str | None = None, *, dry_run: bool = False
+) -> PurgeCounts:
+    """A deletion request: the customer's conversations, their own messages in other threads,
+    and the platform event ids of those messages."""
+    async with store.sessions() as session:
+        event_ids = (
+            await session.execute(
+                select(Conversation.platform, Message.platform_message_id)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(
+                    Message.role == "user",
+                    Message.platform_message_id.is_not(None),
+                    or_(
+                        Message.conversation_id.in_(
+                            select(Conversation.id).where(_customer_filter(customer_id, platform))
+                        ),
+                        _authored_filter(customer_id, platform),
+                    ),
+                )
+            )
+        ).all()
+    by_platform: dict[str, list[str]] = {}
+    for event_platform, event_id in event_ids:
+        by_platform.setdefault(event_platform, []).append(event_id)
+    events = [  # chunks: databases cap the number of bound parameters
+        and_(HandledEvent.platform == p, HandledEvent.event_id.in_(ids[i : i + 500]))
+        for p, ids in by_platform.items()
+        for i in range(0, len(ids), 500)
+    ]
+    return await _purge(
+        store,
+        _customer_filter(customer_id, platform),
+        _authored_filter(customer_id, platform),
+        events,
+        dry_run,
+    )

@@ -1,0 +1,292 @@
+"""No message lost, none answered twice, across crashes.
+
+A real ``supportbot serve`` subprocess (Slack Events API over HTTP, Telegram webhook) is killed
+with SIGKILL while the model is still thinking, then restarted on the same database: every message
+accepted before the kill is answered exactly once (or, when it is older than
+``SUPPORTBOT_RECOVER_MAX_AGE_SECONDS``, handed to staff instead of being answered late), and
+redeliveries after the restart change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from supportbot.config import Settings
+from supportbot.engine import Status
+from supportbot.storage import Store
+from supportbot.testing.fake_llm import FakeLLM
+from supportbot.testing.fake_slack import FakeSlack
+from supportbot.testing.fake_telegram import FakeTelegram
+
+REPO = Path(__file__).resolve().parents[1]
+STAFF_CHANNEL = "CSTAFF"
+WEBHOOK_SECRET = "crash-test-webhook-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    """``supportbot serve`` as a child process with its own environment and log file."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp, self.port = tmp, free_port()
+        self.env = {
+            **os.environ,
+            "SUPPORTBOT_DATA_DIR": str(tmp / "data"),
+            "SUPPORTBOT_PROMPTS_DIR": str(REPO / "prompts"),
+            "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "knowledge"),
+            "SUPPORTBOT_LOG_FORMAT": "json",
+            "SUPPORTBOT_RATE_LIMIT_PER_MINUTE": "0",
+            "SUPPORTBOT_DAILY_TOKEN_BUDGET": "0",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.tmp / f"serve-{self.runs}.log"
+
+    def start(self, **env: str) -> Serve:
+        self.runs += 1
+        self.port = free_port()
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supportbot", "serve", "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            cwd=self.tmp, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited early:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"serve did not come up:\n{self.log_path.read_text()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def logs(self) -> str:
+        return "".join(
+            (self.tmp / f"serve-{i}.log").read_text(errors="replace")
+            for i in range(1, self.runs + 1)
+        )
+
+
+def wait_for(predicate: Any, within: float = 15.0) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.05)
+
+
+async def stored(tmp: Path) -> tuple[list[Any], list[Any]]:
+    """Every conversation and message in the database the subprocess used."""
+    settings = Settings(_env_file=None, data_dir=tmp / "data")
+    store = await Store.open(settings.resolved_database_url)
+    try:
+        convs = await store.list_conversations(limit=1000)
+        messages = [m for c in convs for m in await store.messages(c.id)]
+        return list(convs), messages
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeLLM]:
+    with FakeLLM(delay=60) as fake:  # "thinking" until we pull the plug
+        yield fake
+
+
+def slack_env(slack: FakeSlack, llm: FakeLLM) -> dict[str, str]:
+    return {
+        "SUPPORTBOT_SLACK_BOT_TOKEN": slack.bot_token,
+        "SUPPORTBOT_SLACK_SIGNING_SECRET": slack.signing_secret,
+        "SUPPORTBOT_SLACK_API_URL": slack.api_url,
+        "SUPPORTBOT_SLACK_STAFF_CHANNEL": STAFF_CHANNEL,
+        "SUPPORTBOT_SLACK_STAFF_USER_IDS": '["USTAFF"]',
+        "SUPPORTBOT_LLM_BASE_URL": llm.url,
+        "SUPPORTBOT_LLM_API_KEY": "sk-crash-test",
+        "SUPPORTBOT_LLM_TIMEOUT": "120",
+        "SUPPORTBOT_LLM_DEADLINE": "120",
+        "SUPPORTBOT_LLM_MAX_RETRIES": "0",
+    }
+
+
+def post_slack(serve: Serve, slack: FakeSlack, event: dict[str, Any], event_id: str,
+               retry: int | None = None) -> int:
+    headers, body = slack.signed_event(event, event_id=event_id, retry_num=retry)
+    return httpx.post(serve.url + "/slack/events", headers=headers, content=body,
+                      timeout=10).status_code
+
+
+def bot_replies(slack: FakeSlack, channel: str) -> list[str]:
+    return [m.text for m in slack.messages(channel=channel) if m.user != "UCUSTOMER"]
+
+
+def test_kill_9_mid_llm_call_then_restart_answers_each_message_exactly_once(
+    tmp_path: Path, slack: FakeSlack, llm: FakeLLM
+) -> None:
+    serve = Serve(tmp_path, slack_env(slack, llm)).start()
+    threads = {  # three conversations: two DMs and a channel mention
+        "D1": slack.message_event("where is my invoice?", channel="D1"),
+        "D2": slack.message_event("how do I reset my password?", channel="D2"),
+        "C1": slack.mention_event("can I change my plan?", channel="C1"),
+    }
+    try:
+        for i, event in enumerate(threads.values()):
+            assert post_slack(serve, slack, event, f"Ev{i}") == 200
+        wait_for(lambda: len(llm.chat_requests()) == 3)  # all three are mid-call
+        serve.kill()
+        assert slack.messages(channel="D1") == [] and slack.messages(channel="C1") == []
+
+        llm.delay = 0.0
+        serve.start()  # recovery runs before the server accepts requests
+        for channel in threads:
+            wait_for(lambda c=channel: bot_replies(slack, c))
+        # Slack retries the events it never saw acknowledged; the restart must not re-answer
+        for i, event in enumerate(threads.values()):
+            assert post_slack(serve, slack, event, f"Ev{i}", retry=1) == 200
+        # a fresh message after the restart is answered as usual (and proves the retries ran)
+        post_slack(serve, slack, slack.message_event("and one more thing", channel="D1"), "EvN")
+        wait_for(lambda: len(bot_replies(slack, "D1")) == 2)
+        serve.stop()
+        serve.start()  # a clean restart recovers nothing more
+        time.sleep(0.5)
+    finally:
+        serve.stop()
+
+    assert bot_replies(slack, "D1") == [
+        "Thanks for reaching out! You asked: where is my invoice?",
+        "Thanks for reaching out! You asked: and one more thing",
+    ]
+    assert bot_replies(slack, "D2") == [
+        "Thanks for reaching out! You asked: how do I reset my password?"
+    ]
+    [c1] = slack.messages(channel="C1")
+    assert c1.thread_ts == threads["C1"]["ts"] and "can I change my plan?" in c1.text
+    assert len(llm.chat_requests()) == 3 + 3 + 1  # killed calls, recovered calls, the new one
+    convs, messages = asyncio.run(stored(tmp_path))
+    assert len(convs) == 3 and all(c.status == Status.BOT for c in convs)
+    users = [m for m in messages if m.role == "user"]
+    assert sorted(m.state for m in users) == ["answered"] * 4
+    assert sum(1 for m in messages if m.role == "assistant" and m.state == "sent") == 4
+    assert '"recovered unanswered messages"' in serve.logs()
+
+
+def test_message_older_than_the_limit_goes_to_staff_not_answered_late(
+    tmp_path: Path, slack: FakeSlack, llm: FakeLLM
+) -> None:
+    serve = Serve(tmp_path, slack_env(slack, llm)).start()
+    try:
+        event = slack.message_event("my server is down", channel="D9")
+        assert post_slack(serve, slack, event, "EvOld") == 200
+        wait_for(lambda: llm.chat_requests())
+        serve.kill()
+        llm.delay = 0.0
+        time.sleep(1.2)
+        serve.start(SUPPORTBOT_RECOVER_MAX_AGE_SECONDS="1")
+        [note] = wait_for(lambda: slack.messages(channel=STAFF_CHANNEL))
+        assert post_slack(serve, slack, event, "EvOld", retry=2) == 200
+        time.sleep(0.5)
+    finally:
+        serve.stop()
+    assert "my server is down" in note.text  # staff see what was left unanswered
+    assert slack.messages(channel="D9") == []  # not answered late
+    assert len(llm.chat_requests()) == 1
+    [conv], messages = asyncio.run(stored(tmp_path))
+    assert conv.status == Status.WAITING and conv.handoff_reason == "unanswered_after_restart"
+    assert conv.bot_failed
+    assert [m.state for m in messages if m.role == "user"] == ["expired"]
+
+
+def test_telegram_webhook_kill_9_then_restart_answers_once(tmp_path: Path, llm: FakeLLM) -> None:
+    with FakeTelegram() as tg:
+        env = {
+            "SUPPORTBOT_TELEGRAM_BOT_TOKEN": tg.token,
+            "SUPPORTBOT_TELEGRAM_API_URL": tg.url,
+            "SUPPORTBOT_TELEGRAM_WEBHOOK_URL": "https://bot.example.com/telegram/webhook",
+            "SUPPORTBOT_TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "SUPPORTBOT_LLM_BASE_URL": llm.url,
+            "SUPPORTBOT_LLM_API_KEY": "sk-crash-test",
+            "SUPPORTBOT_LLM_TIMEOUT": "120",
+            "SUPPORTBOT_LLM_DEADLINE": "120",
+            "SUPPORTBOT_LLM_MAX_RETRIES": "0",
+        }
+        serve = Serve(tmp_path, env).start()
+        headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
+        updates = [
+            tg.private_message("question one", user_id=501),
+            tg.private_message("question two", user_id=502),
+        ]
+        try:
+            for update in updates:
+                r = httpx.post(serve.url + "/telegram/webhook", json=update, headers=headers)
+                assert r.status_code == 200
+            wait_for(lambda: len(llm.chat_requests()) == 2)
+            serve.kill()
+            assert tg.texts(501) == [] and tg.texts(502) == []
+            llm.delay = 0.0
+            serve.start()
+            wait_for(lambda: tg.texts(501) and tg.texts(502))
+            for update in updates:  # Telegram redelivers updates it never saw acknowledged
+                r = httpx.post(serve.url + "/telegram/webhook", json=update, headers=headers)
+                assert r.status_code == 200
+            later = tg.private_message("question three", user_id=501)
+            httpx.post(serve.url + "/telegram/webhook", json=later, headers=headers)
+            wait_for(lambda: len(tg.texts(501)) == 2)
+            time.sleep(0.3)
+        finally:
+            serve.stop()
+        assert tg.texts(501) == [
+            "Thanks for reaching out! You asked: question one",
+            "Thanks for reaching out! You asked: question three",
+        ]
+        assert tg.texts(502) == ["Thanks for reaching out! You asked: question two"]
+        assert len(llm.chat_requests()) == 2 + 2 + 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import random
@@ -23,28 +24,35 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
+
+def _words(text: str, sep: str = " ") -> tuple[str, ...]:
+    return tuple(text.split(sep))
+
+
 # A small support-flavoured vocabulary: common words make FTS candidate lists realistically long.
-_VERBS = (
+_VERBS = _words(
     "reset change cancel renew upgrade downgrade export import share delete restore recover "
     "install update connect sync verify enable disable transfer merge rename download upload "
     "invite remove configure pay refund invoice track activate deactivate"
-).split()
-_NOUNS = (
+)
+_NOUNS = _words(
     "password account plan subscription invoice payment card folder file device phone laptop "
     "backup team member admin workspace email address profile photo link storage quota key "
     "token integration calendar report receipt order license seat region language"
-).split()
-_QUALIFIERS = (
+)
+_QUALIFIERS = _words(
     "after a failed payment|on a new phone|without the app|for my whole team|when I travel|"
     "before the renewal date|from another provider|on the free plan|after two-factor setup|"
     "if I forgot my email|in bulk|automatically|for a shared folder|on Linux|on Windows|"
-    "on an iPad|while offline|for an old invoice|in another currency|for tax purposes"
-).split("|")
-_FILLER = (
+    "on an iPad|while offline|for an old invoice|in another currency|for tax purposes",
+    "|",
+)
+_FILLER = _words(
     "you can do this under settings in the web app and the change applies on every device "
     "within a few minutes if it does not contact support with your account email and the time "
     "it happened we usually answer within two business hours and never ask for your password"
-).split()
+    
+)
 
 
 def product_word(rng: random.Random) -> str:
@@ -177,7 +185,7 @@ def percentiles(samples: Sequence[float], prefix: str = "") -> dict[str, float]:
     ordered = sorted(samples)
 
     def rank(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered) - 1e-9) - 1))]
 
     ms = 1000.0
     return {

@@ -21,6 +21,7 @@ from bench.fakeproc import fake_llm_process
 
 NAME = "concurrency"
 LLM_DELAY = 1.0
+CASE_TIMEOUT = 50.0  # keeps the whole benchmark under two minutes
 
 
 class TimedSink:
@@ -51,7 +52,8 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))
     try:
         with fake_llm_process(delay=delay) as url:
-            for case, pool in (("default_pool", None), ("pool_sized_to_burst", conversations)):
+            for case, pool in (("as_shipped", None), ("llm_pool_and_one_sqlite_conn",
+                                                      conversations)):
                 settings = Settings(
                     _env_file=None, data_dir=tmp / case, knowledge_dir=ROOT / "knowledge",
                     prompts_dir=ROOT / "prompts", llm_base_url=url, llm_api_key="sk-bench",
@@ -59,7 +61,7 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
                 )
                 row = await _burst(settings, conversations, ordered_threads, per_thread, pool)
                 row["llm_delay_s"] = delay
-                rows.append({"bench": NAME, "case": case, "judged": case == "default_pool"
+                rows.append({"bench": NAME, "case": case, "judged": case == "as_shipped"
                              and not quick, **row})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -72,10 +74,24 @@ async def _burst(settings: Any, conversations: int, ordered_threads: int, per_th
     from supportbot.llm import LLMClient
 
     engine = await Engine.open(settings)
-    if pool is not None:  # same client, bigger httpx pool (not reachable from Settings today)
+    if pool is not None:
+        # The tuning BENCHMARKS.md proposes, neither reachable from Settings today: an httpx
+        # pool as large as the burst, and one SQLite connection (writers queue in the pool
+        # instead of sleeping in SQLite's busy handler).
+        from sqlalchemy import event
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        from supportbot.storage import Store
+        from supportbot.storage.db import _sqlite_pragmas
+
         assert engine.llm is not None
         await engine.llm.aclose()
         engine.llm = LLMClient.from_settings(settings, max_connections=pool + 50)
+        await engine.store.close()
+        db = create_async_engine(settings.resolved_database_url, pool_size=1, max_overflow=0,
+                                 pool_timeout=120, connect_args={"timeout": 30})
+        event.listen(db.sync_engine, "connect", _sqlite_pragmas)
+        engine.store = Store(db)
     delivered: list[tuple[float, str, str]] = []
     outcomes: dict[str, int] = {}
 
@@ -96,7 +112,7 @@ async def _burst(settings: Any, conversations: int, ordered_threads: int, per_th
                 for c in range(conversations):
                     tasks.append(asyncio.create_task(
                         send(f"burst-{c}", f"burst question {c}", f"b-{c}")))
-        done, pending = await asyncio.wait(tasks, timeout=110)
+        done, pending = await asyncio.wait(tasks, timeout=CASE_TIMEOUT)
         for task in pending:
             task.cancel()
         errors = [t.exception() for t in done if t.exception() is not None]

@@ -44,8 +44,8 @@ def sizes(quick: bool) -> dict[str, int]:
     if quick:
         return {"faq": 200, "conversations": 100, "messages": 1000, "samples": 40, "warmup": 5,
                 "throughput": 80, "concurrency": 16}
-    return {"faq": 10_000, "conversations": 10_000, "messages": 100_000, "samples": 2000,
-            "warmup": 100, "throughput": 3000, "concurrency": 32}
+    return {"faq": 10_000, "conversations": 10_000, "messages": 100_000, "samples": 800,
+            "warmup": 50, "throughput": 800, "concurrency": 32}
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:

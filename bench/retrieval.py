@@ -82,7 +82,8 @@ async def _one(base: Path, size: int, n_queries: int) -> dict[str, Any]:
         kb2 = KnowledgeBase(knowledge, base / "index.sqlite3")
         await kb2.refresh()
     return {
-        "bench": NAME, "entries": size, "judged": size == 10_000, "files": max(1, size // 100), "queries": len(queries),
+        "bench": NAME, "entries": size, "judged": size == 10_000, "files": max(1, size // 100),
+        "queries": len(queries),
         **percentiles(latencies), "answered_ratio": round(hits / len(queries), 3),
         "index_build_s": round(build[0], 3), "reload_one_file_ms": round(reload_one[0] * 1000, 1),
         "reload_whole_file_ms": round(reload_whole[0] * 1000, 1),

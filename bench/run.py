@@ -59,7 +59,7 @@ def run_one(name: str, quick: bool) -> list[dict[str, Any]]:
     load = os.getloadavg()[0]
     started = time.perf_counter()
     try:
-        rows = module.run(quick) if module.NAME == name else module.run(quick, name)
+        rows = module.run(quick) if name == module.NAME else module.run(quick, name)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         rows = [{"bench": name, "error": f"{type(exc).__name__}: {exc}"}]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.exc import IntegrityError
 
 from supportbot.metrics import handoff_trigger
@@ -93,42 +93,35 @@ class Usage:
     budget_notices: int  # budget notices sent since ``day_start``
 
 
-async def customer_usage(
-    store: Store, platform: str, customer_id: str, *, minute_ago: datetime, day_start: datetime
-) -> Usage:
+def usage_query(
+    platform: str, customer_id: str, *, minute_ago: datetime, day_start: datetime
+) -> Select[Any]:
     """Everything the limits need in one query, indexed by customer then conversation/time."""
     recent = Message.created_at >= minute_ago
-    query = (
+    today = Message.created_at >= day_start
+    tokens = func.coalesce(Message.prompt_tokens, 0) + func.coalesce(Message.completion_tokens, 0)
+    return (
         select(
             func.count(case((and_(Message.role == "user", recent), 1))),
-            func.coalesce(
-                func.sum(
-                    case(
-                        (
-                            and_(Message.role == "assistant",
-                                      Message.created_at >= day_start),
-                            func.coalesce(Message.prompt_tokens, 0)
-                            + func.coalesce(Message.completion_tokens, 0),
-                        ),
-                        else_=0,
-                    )
-                ),
-                0,
-            ),
+            func.coalesce(func.sum(case((and_(Message.role == "assistant", today), tokens),
+                                        else_=0)), 0),
             func.count(case((and_(Message.author == RATE_NOTICE, recent), 1))),
-            func.count(
-                case((and_(Message.author == BUDGET_NOTICE,
-                                Message.created_at >= day_start), 1))
-            ),
+            func.count(case((and_(Message.author == BUDGET_NOTICE, today), 1))),
         )
-        .select_from(Message)
-        .join(Conversation, Conversation.id == Message.conversation_id)
+        .select_from(Conversation)
+        .join(Message, Message.conversation_id == Conversation.id)
         .where(
             Conversation.platform == platform,
             Conversation.customer_id == customer_id,
             Message.created_at >= min(minute_ago, day_start),
         )
     )
+
+
+async def customer_usage(
+    store: Store, platform: str, customer_id: str, *, minute_ago: datetime, day_start: datetime
+) -> Usage:
+    query = usage_query(platform, customer_id, minute_ago=minute_ago, day_start=day_start)
     async with store.sessions() as session:
         row = (await session.execute(query)).one()
     return Usage(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), int(row[3] or 0))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -10,26 +13,47 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from supportbot.storage.db import create_engine, migrate
+from supportbot.storage.db import (
+    RETRY_DELAYS,
+    create_engine,
+    is_disconnect,
+    migrate,
+    retry_disconnects,
+)
 from supportbot.storage.models import Conversation, HandledEvent, Message, Transition, utcnow
 
 OPEN = ("bot", "waiting", "human")
+log = logging.getLogger("supportbot.storage")
 
 
+@retry_disconnects
 class Store:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, pool_size: int = 5, max_overflow: int = 10) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # PostgreSQL advisory locks live on connections of their own, held while a thread is
+        # handled: taken from the main pool, waiting holders would starve the very queries
+        # that let the holders finish. Waiting for one of these never times out.
+        self.lock_engine: AsyncEngine | None = None
+        self._singletons: set[SingletonLock] = set()
+        if engine.dialect.name == "postgresql":
+            self.lock_engine = create_engine(
+                engine.url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=None
+            )
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Store:
         engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         await migrate(engine)
-        return cls(engine)
+        return cls(engine, pool_size=pool_size, max_overflow=max_overflow)
 
     async def close(self) -> None:
+        for lock in list(self._singletons):
+            await lock.release()
+        if self.lock_engine is not None:
+            await self.lock_engine.dispose()
         await self.engine.dispose()
 
     @asynccontextmanager
@@ -38,19 +62,57 @@ class Store:
 
         A session-level advisory lock on a connection of its own; SQLite serves one process,
         whose in-memory locks are enough, so there it is a no-op."""
-        if self.engine.dialect.name != "postgresql":
+        if self.lock_engine is None:
             yield
             return
-        digest = hashlib.blake2b(f"{platform}\0{thread_key}".encode(), digest_size=8).digest()
-        key = int.from_bytes(digest, "big", signed=True)
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            await conn.commit()
+        key = _lock_key(f"{platform}\0{thread_key}")
+        conn = await self._advisory_lock(key, wait=True)
+        assert conn is not None
+        try:
+            yield
+        finally:
+            await _advisory_unlock(conn, key)
+
+    def try_singleton_lock(self, name: str) -> SingletonLock:
+        """A lock only one process sharing the database can hold (e.g. Telegram polling)::
+
+            async with store.try_singleton_lock("telegram-polling") as held:
+                if not held: ...
+
+        or ``await lock.acquire()`` / ``await lock.release()`` across start and stop. Always
+        granted on SQLite, which serves one process anyway."""
+        return SingletonLock(self, name)
+
+    async def _advisory_lock(self, key: int, *, wait: bool) -> AsyncConnection | None:
+        """A connection holding session-level advisory lock ``key``; ``None`` when ``wait`` is
+        false and another session holds it. A connection lost while waiting is replaced."""
+        assert self.lock_engine is not None
+        for delay in (*RETRY_DELAYS, None):
+            conn = await self.lock_engine.connect()
             try:
-                yield
-            finally:
-                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                if wait:
+                    await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                    granted = True
+                else:
+                    granted = bool(
+                        await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
+                    )
                 await conn.commit()
+            except BaseException as exc:
+                # cancelled or broken mid-request: the lock may or may not be ours now, so
+                # drop the session; PostgreSQL releases whatever it held
+                await _discard(conn)
+                if delay is None or not isinstance(exc, Exception) or not is_disconnect(exc):
+                    raise
+                log.warning("database connection lost while waiting for a lock; retrying",
+                            extra={"error": type(exc).__name__, "retry_in": delay})
+                await asyncio.sleep(delay)
+                continue
+            if granted:
+                return conn
+            await conn.close()
+            return None
+        raise AssertionError("unreachable")
 
     # --- events --------------------------------------------------------------------------
 
@@ -257,6 +319,12 @@ class Store:
             )
         return message
 
+    async def message(self, message_id: int) -> Message | None:
+        """One turn, fresh: recovery re-reads a message's state under the thread lock, since
+        another process may have answered it meanwhile."""
+        async with self.sessions() as session:
+            return await session.get(Message, message_id)
+
     async def set_message_state(self, message_id: int, state: str, **values: Any) -> None:
         async with self.sessions.begin() as session:
             await session.execute(
@@ -318,3 +386,69 @@ class Store:
                 delete(HandledEvent).where(HandledEvent.created_at < cutoff)
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class SingletonLock:
+    """See :meth:`Store.try_singleton_lock`."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self.store, self.name = store, name
+        self._conn: AsyncConnection | None = None
+        self.held = False
+
+    async def acquire(self) -> bool:
+        """True when this process now holds the lock (or already did)."""
+        if self.held:
+            return True
+        if self.store.lock_engine is None:
+            self.held = True
+            return True
+        self._conn = await self.store._advisory_lock(_lock_key(f"singleton\0{self.name}"),
+                                                     wait=False)
+        self.held = self._conn is not None
+        if self.held:
+            self.store._singletons.add(self)  # held until released or the store closes
+        return self.held
+
+    async def release(self) -> None:
+        conn, self._conn, self.held = self._conn, None, False
+        self.store._singletons.discard(self)
+        if conn is not None:
+            await _advisory_unlock(conn, _lock_key(f"singleton\0{self.name}"))
+
+    async def __aenter__(self) -> bool:
+        return await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key for a name."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def _advisory_unlock(conn: AsyncConnection, key: int) -> None:
+    """Release and return the connection; if it broke, closing the session released the lock
+    already (and another process may have taken it: worth a warning, not a failure)."""
+    try:
+        released = await conn.scalar(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        await conn.commit()
+    except BaseException as exc:
+        await _discard(conn)
+        if not isinstance(exc, Exception) or not is_disconnect(exc):
+            raise
+        log.warning("database connection holding a lock was lost",
+                    extra={"error": type(exc).__name__})
+        return
+    if not released:
+        log.warning("advisory lock was no longer held when released")
+    await conn.close()
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    with contextlib.suppress(Exception):
+        await conn.invalidate()
+    with contextlib.suppress(Exception):
+        await conn.close()

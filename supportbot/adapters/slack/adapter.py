@@ -86,6 +86,9 @@ class SlackAdapter:
         return [Route("/slack/events", self._endpoint, methods=["POST"])]
 
     async def _endpoint(self, request: Request) -> Response:
+        # slack_sdk's verifier raises (a 500) on a non-numeric timestamp: refuse it as unsigned
+        if not request.headers.get("x-slack-request-timestamp", "").strip().isdigit():
+            return Response(status_code=401)
         return await self._http.handle(request)
 
     async def start(self) -> None:

@@ -13,6 +13,7 @@ from supportbot.adapters.telegram.desk import TelegramDesk, current_message
 from supportbot.adapters.telegram.sink import EditThrottle, TelegramSink, typing
 from supportbot.config import Settings
 from supportbot.engine import Engine, IncomingMessage, Status
+from supportbot.engine.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class UpdateRouter:
 
     def __init__(self, engine: Engine, bot: Bot, desk: TelegramDesk | None, throttle: EditThrottle):
         self.engine, self.bot, self.desk, self.throttle = engine, bot, desk, throttle
+        self._order = KeyedLocks()
 
     def handler(self) -> TypeHandler[Update, Any]:
         return TypeHandler(Update, self.on_update)
@@ -107,17 +109,24 @@ class UpdateRouter:
             throttle=self.throttle,
         )
         token = current_message.set((msg.chat.id, msg.message_id))
+        # Updates run concurrently: take the thread's turn before anything awaits, so one
+        # chat's messages reach the engine in the order Telegram delivered them.
         try:
-            if msg.text is None:
-                await self._media(update, msg, thread_key, sink)
-            elif (command := _command(text or "", self.bot.username)) is not None:
-                if command == "":
-                    return  # addressed to another bot
-                await self._command(update, msg, command, thread_key, sink)
-            else:
-                await self._customer_text(update, msg, text or "", thread_key, sink)
+            async with self._order.hold(thread_key):
+                await self._dispatch(update, msg, text, thread_key, sink)
         finally:
             current_message.reset(token)
+
+    async def _dispatch(
+        self, update: Update, msg: Message, text: str | None, thread_key: str, sink: TelegramSink
+    ) -> None:
+        if msg.text is None:
+            await self._media(update, msg, thread_key, sink)
+        elif (command := _command(text or "", self.bot.username)) is not None:
+            if command != "":  # "" = addressed to another bot
+                await self._command(update, msg, command, thread_key, sink)
+        else:
+            await self._customer_text(update, msg, text or "", thread_key, sink)
 
     def _addressed(self, msg: Message) -> tuple[bool, str | None]:
         """In groups the bot answers only when mentioned, replied to, or given a command."""

@@ -1,0 +1,147 @@
+"""Data rights: ``supportbot export --customer`` and ``supportbot purge`` (by age, by customer),
+through the real CLI on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from click.testing import CliRunner
+from sqlalchemy import update
+
+from supportbot.cli import cli
+from supportbot.config import Settings
+from supportbot.engine import Engine, IncomingMessage
+from supportbot.storage.models import Conversation, HandledEvent, Message, Transition
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def settings(tmp: Path) -> Settings:
+    return Settings(_env_file=None, data_dir=tmp, prompts_dir=REPO / "prompts",
+                    knowledge_dir=REPO / "knowledge")
+
+
+def env(tmp: Path) -> dict[str, str]:
+    return {"SUPPORTBOT_DATA_DIR": str(tmp), "SUPPORTBOT_PROMPTS_DIR": str(REPO / "prompts"),
+            "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "knowledge"), "SUPPORTBOT_LOG_LEVEL": "WARNING"}
+
+
+async def seed(tmp: Path) -> None:
+    """Alice on Slack (an old closed thread and a current one), Alice's namesake id on Telegram,
+    Bob on Slack, and Alice writing in Bob's channel thread."""
+    engine = await Engine.open(settings(tmp))
+    try:
+        def msg(platform: str, thread: str, who: str, text: str, mid: str) -> IncomingMessage:
+            return IncomingMessage(platform, thread, who, text, mid, customer_name=who)
+
+        await engine.handle(msg("slack", "T:D1", "alice", "my invoice is wrong", "a1"))
+        old = await engine.find_conversation("slack", "T:D1")
+        assert old is not None
+        await engine.close(old.id, "cli:staff", notify=False)
+        await engine.handle(msg("slack", "T:D1", "alice", "how do refunds work?", "a2"))
+        await engine.handle(msg("telegram", "55", "alice", "hello from telegram", "t1"))
+        await engine.handle(msg("slack", "T:C1:9.1", "bob", "bob's private question", "b1"))
+        await engine.handle(msg("slack", "T:C1:9.1", "alice", "alice chimes in", "a3"))
+        async with engine.store.sessions.begin() as session:  # the first thread is 100 days old
+            long_ago = datetime.now(UTC) - timedelta(days=100)
+            await session.execute(update(Conversation).where(Conversation.id == old.id)
+                                  .values(updated_at=long_ago, created_at=long_ago))
+            await session.execute(update(Message).where(Message.conversation_id == old.id)
+                                  .values(created_at=long_ago))
+            await session.execute(update(HandledEvent).where(HandledEvent.event_id == "a1")
+                                  .values(created_at=long_ago))
+    finally:
+        await engine.aclose()
+
+
+async def counts(tmp: Path) -> dict[str, int]:
+    engine = await Engine.open(settings(tmp))
+    try:
+        async with engine.store.sessions() as session:
+            from sqlalchemy import func, select
+
+            return {
+                model.__tablename__: int(await session.scalar(select(func.count()).select_from(model)))
+                for model in (Conversation, Message, Transition, HandledEvent)
+            }
+    finally:
+        await engine.aclose()
+
+
+def run(tmp: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), env=env(tmp))
+    return result.exit_code, result.output
+
+
+async def test_export_gives_one_customers_data_as_json(tmp_path: Path) -> None:
+    await seed(tmp_path)
+    code, out = await asyncio.to_thread(run, tmp_path, "export", "--customer", "alice")
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["customer_id"] == "alice"
+    texts = [m["text"] for c in data["conversations"] for m in c["messages"] if m["role"] == "user"]
+    assert texts == ["my invoice is wrong", "how do refunds work?", "hello from telegram"]
+    assert all(c["transitions"] for c in data["conversations"])
+    assert [m["text"] for m in data["messages_in_other_threads"]] == ["alice chimes in"]
+    assert "bob's private question" not in out  # never another customer's data
+
+    code, out = await asyncio.to_thread(
+        run, tmp_path, "export", "--customer", "alice", "--platform", "telegram"
+    )
+    data = json.loads(out)
+    assert [c["platform"] for c in data["conversations"]] == ["telegram"]
+    assert data["messages_in_other_threads"] == []
+    code, out = await asyncio.to_thread(run, tmp_path, "export", "--customer", "nobody")
+    assert code == 0 and json.loads(out)["conversations"] == []
+
+
+async def test_purge_older_than_deletes_only_old_conversations(tmp_path: Path) -> None:
+    await seed(tmp_path)
+    before = await counts(tmp_path)
+    code, out = await asyncio.to_thread(
+        run, tmp_path, "purge", "--older-than", "30", "--dry-run", "--json"
+    )
+    assert code == 0, out
+    planned = json.loads(out)
+    assert planned["dry_run"] and planned["conversations"] == 1
+    assert planned["messages"] == 2 and planned["handled_events"] == 1
+    assert await counts(tmp_path) == before  # a dry run changes nothing
+
+    code, out = await asyncio.to_thread(run, tmp_path, "purge", "--older-than", "30")
+    assert code == 0 and out.startswith("deleted: 1 conversations, 2 messages")
+    after = await counts(tmp_path)
+    assert after["conversations"] == before["conversations"] - 1
+    assert after["messages"] == before["messages"] - 2
+    assert after["transitions"] == before["transitions"] - planned["transitions"]
+    assert after["handled_events"] == before["handled_events"] - 1
+    code, out = await asyncio.to_thread(run, tmp_path, "export", "--customer", "alice")
+    assert "my invoice is wrong" not in out and "how do refunds work?" in out
+
+
+async def test_purge_customer_deletes_everything_about_them_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    await seed(tmp_path)
+    code, out = await asyncio.to_thread(run, tmp_path, "purge", "--customer", "alice",
+                                        "--platform", "slack", "--dry-run", "--json")
+    assert json.loads(out)["conversations"] == 2
+    code, out = await asyncio.to_thread(run, tmp_path, "purge", "--customer", "alice")
+    assert code == 0, out
+    code, out = await asyncio.to_thread(run, tmp_path, "export", "--customer", "alice")
+    data = json.loads(out)
+    assert data["conversations"] == [] and data["messages_in_other_threads"] == []
+    code, out = await asyncio.to_thread(run, tmp_path, "export", "--customer", "bob")
+    bob = json.loads(out)
+    texts = [m["text"] for c in bob["conversations"] for m in c["messages"]]
+    assert "bob's private question" in texts and "alice chimes in" not in texts
+    left = await counts(tmp_path)
+    assert left["conversations"] == 1 and left["handled_events"] == 1  # only bob's event
+
+
+def test_purge_needs_exactly_one_selector(tmp_path: Path) -> None:
+    assert run(tmp_path, "purge")[0] == 2
+    assert run(tmp_path, "purge", "--older-than", "1", "--customer", "x")[0] == 2
+    assert run(tmp_path, "purge", "--older-than", "1", "--platform", "slack")[0] == 2

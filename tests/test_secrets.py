@@ -1,0 +1,123 @@
+"""Secrets stay secret: API keys, bot tokens and signing secrets never appear in logs, errors,
+``check`` output or exports, even at DEBUG and even when a server echoes the key back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import httpx
+from click.testing import CliRunner
+from test_auth import STAFF_CHANNEL, WEBHOOK_SECRET, running_bot
+from test_crash_recovery import Serve, wait_for
+
+from supportbot.cli import cli
+from supportbot.testing.fake_llm import FakeLLM
+from supportbot.testing.fake_slack import FakeSlack
+from supportbot.testing.fake_telegram import FakeTelegram
+
+LLM_KEY = "sk-live-SECRET-llm-key-0123456789"
+SLACK_TOKEN = "xoxb-SECRET-slack-bot-token-98765"
+SLACK_SIGNING = "SECRET-signing-secret-abcdef"
+TG_TOKEN = "987654:SECRET-telegram-token-AAAAA"
+TG_WEBHOOK = "SECRET-webhook-token-zyx"
+
+
+def leaks(text: str) -> list[str]:
+    return [s for s in (LLM_KEY, SLACK_TOKEN, SLACK_SIGNING, TG_TOKEN, TG_WEBHOOK,
+                        WEBHOOK_SECRET) if s in text]
+
+
+def secret_env(slack: FakeSlack, tg: FakeTelegram, llm: FakeLLM) -> dict[str, str]:
+    return {
+        "SUPPORTBOT_SLACK_BOT_TOKEN": SLACK_TOKEN,
+        "SUPPORTBOT_SLACK_SIGNING_SECRET": SLACK_SIGNING,
+        "SUPPORTBOT_SLACK_API_URL": slack.api_url,
+        "SUPPORTBOT_SLACK_STAFF_CHANNEL": STAFF_CHANNEL,
+        "SUPPORTBOT_TELEGRAM_BOT_TOKEN": TG_TOKEN,
+        "SUPPORTBOT_TELEGRAM_API_URL": tg.url,
+        "SUPPORTBOT_TELEGRAM_WEBHOOK_URL": "https://bot.example.com/telegram/webhook",
+        "SUPPORTBOT_TELEGRAM_WEBHOOK_SECRET": TG_WEBHOOK,
+        "SUPPORTBOT_LLM_BASE_URL": llm.url,
+        "SUPPORTBOT_LLM_API_KEY": LLM_KEY,
+        "SUPPORTBOT_LLM_MAX_RETRIES": "1",
+        "SUPPORTBOT_LLM_BASE_BACKOFF": "0.01",
+        "SUPPORTBOT_LOG_LEVEL": "DEBUG",
+        "SUPPORTBOT_LOG_MESSAGE_TEXT": "true",
+    }
+
+
+def test_serve_at_debug_with_failures_never_logs_a_secret(tmp_path: Path) -> None:
+    with FakeSlack(signing_secret=SLACK_SIGNING, bot_token=SLACK_TOKEN) as slack, \
+            FakeTelegram(token=TG_TOKEN) as tg, FakeLLM() as llm:
+        serve = Serve(tmp_path, secret_env(slack, tg, llm)).start()
+        try:
+            llm.fail_next("401")  # the server echoes the key back in its error body
+            headers, body = slack.signed_event(slack.message_event("hello there", channel="D1"))
+            httpx.post(serve.url + "/slack/events", headers=headers, content=body)
+            wait_for(lambda: slack.messages(channel="D1"))
+            slack.fail("chat.postMessage", "invalid_auth", times=2)
+            llm.fail_next("500", times=2)
+            headers, body = slack.signed_event(slack.message_event("again", channel="D2"))
+            httpx.post(serve.url + "/slack/events", headers=headers, content=body)
+            headers, body = slack.signed_event(slack.message_event("x", channel="D3"),
+                                               secret="wrong")
+            httpx.post(serve.url + "/slack/events", headers=headers, content=body)
+            tg.fail("sendMessage", code=401, description="Unauthorized", times=1)
+            update = tg.private_message("telegram question", user_id=5)
+            httpx.post(serve.url + "/telegram/webhook", json=update,
+                       headers={"X-Telegram-Bot-Api-Secret-Token": TG_WEBHOOK})
+            httpx.post(serve.url + "/telegram/webhook", json=update,
+                       headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"})
+            update = tg.private_message("second telegram question", user_id=5)
+            httpx.post(serve.url + "/telegram/webhook", json=update,
+                       headers={"X-Telegram-Bot-Api-Secret-Token": TG_WEBHOOK})
+            wait_for(lambda: any("second" in t for t in tg.texts(5)))
+            time.sleep(0.5)
+        finally:
+            serve.stop()
+        logs = serve.logs()
+    assert '"level": "debug"' in logs and "hello there" in logs  # it really logged, verbosely
+    assert "401" in logs or "LLM" in logs
+    assert leaks(logs) == []
+
+
+async def test_in_process_logs_errors_check_and_exports_hold_no_secret(
+    tmp_path: Path, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with running_bot(tmp_path, llm_api_key=LLM_KEY) as bot:
+        bot.llm.fail_next("401")
+        await bot.slack_event(bot.slack.message_event("key please", channel="D9"))
+        await bot.slack.async_wait_for(lambda: bot.slack.messages(channel="D9"))
+        await bot.settle()
+        conv = await bot.engine.find_conversation("slack", "T0001:D9")
+        assert conv is not None
+    captured = "\n".join(
+        f"{r.getMessage()} {r.exc_text or ''} {r.__dict__}" for r in caplog.records
+    )
+    assert LLM_KEY not in captured
+
+    env = {
+        "SUPPORTBOT_DATA_DIR": str(tmp_path),
+        "SUPPORTBOT_PROMPTS_DIR": str(Path(__file__).resolve().parents[1] / "prompts"),
+        "SUPPORTBOT_KNOWLEDGE_DIR": str(Path(__file__).resolve().parents[1] / "knowledge"),
+        "SUPPORTBOT_LLM_BASE_URL": "http://127.0.0.1:9/v1",
+        "SUPPORTBOT_LLM_API_KEY": LLM_KEY,
+        "SUPPORTBOT_SLACK_BOT_TOKEN": SLACK_TOKEN,
+        "SUPPORTBOT_SLACK_SIGNING_SECRET": SLACK_SIGNING,
+        "SUPPORTBOT_TELEGRAM_BOT_TOKEN": TG_TOKEN,
+        "SUPPORTBOT_TELEGRAM_WEBHOOK_SECRET": TG_WEBHOOK,
+        "SUPPORTBOT_LOG_LEVEL": "DEBUG",
+    }
+    runner = CliRunner()
+    outputs = []
+    for args in (["check"], ["conversations", "export", str(conv.id)],
+                 ["export", "--customer", "UCUSTOMER"], ["conversations", "list", "--json"],
+                 ["purge", "--older-than", "1000", "--dry-run"]):
+        result = await asyncio.to_thread(runner.invoke, cli, args, env=env)
+        outputs.append(result.output + repr(result.exception or ""))
+    assert "key please" in outputs[1] and "key please" in outputs[2]
+    assert leaks("\n".join(outputs)) == []

@@ -69,6 +69,7 @@ def test_every_benchmark_runs_quick() -> None:
         assert row["answered_ratio"] > 0.5 and row["index_build_s"] > 0
     [memory] = by_bench["memory"]
     assert memory["peak_rss_mb"] >= memory["peak_rss_after_start_mb"] > 0
+    assert memory["customers_answered"] == memory["customers_sent"]
     warm = next(r for r in by_bench["startup"] if r["case"] == "warm")
     assert warm["reply"].startswith("Ada:")  # the FAQ answered, offline
     assert "bench" in proc.stdout.splitlines()[-len(rows)]  # the table's header follows

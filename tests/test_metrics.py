@@ -113,14 +113,15 @@ async def test_lock_gauges_show_held_and_queued_conversations(tmp_path):
             second = asyncio.create_task(bot.ask("two"))
             other = asyncio.create_task(bot.ask("three", thread="other"))
 
-            async def seen() -> None:
-                while not (
+            for _ in range(500):  # at most 5 s
+                if (
                     metrics.value("supportbot_conversation_locks_held") - held0 == 2
                     and metrics.value("supportbot_conversation_lock_waiters") - wait0 == 1
                 ):
-                    await asyncio.sleep(0.01)
-
-            await asyncio.wait_for(seen(), 5)
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("never saw 2 held locks and 1 waiter")
             await asyncio.wait_for(asyncio.gather(first, second, other), 10)
     assert metrics.value("supportbot_conversation_locks_held") == held0
     assert metrics.value("supportbot_conversation_lock_waiters") == wait0

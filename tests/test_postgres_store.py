@@ -309,3 +309,15 @@ async def _eq(value: Awaitable[int], expected: int) -> bool:
 
 async def _len(value: Awaitable[list[int]], expected: int) -> bool:
     return len(await value) == expected
+
+
+async def test_each_waiting_notice_is_claimed_by_one_process(stores: list[Store]) -> None:
+    first, second = stores
+    conv = await first.open_conversation(platform="test", thread_key="t", customer_id="c",
+                                         language="en")
+    for seen in range(3):
+        won = await asyncio.gather(first.claim_wait_notice(conv.id, seen),
+                                   second.claim_wait_notice(conv.id, seen))
+        assert sorted(won) == [False, True]
+    fresh = await second.conversation(conv.id)
+    assert fresh is not None and fresh.wait_notices == 3

@@ -361,6 +361,7 @@ class Engine:
         sources: list[Hit],
         completion: Completion | None = None,
         already_sent: str | bool | None = None,
+        conversation_values: dict[str, Any] | None = None,
     ) -> Reply:
         cited = [Source(h.entry.id, h.entry.question, h.entry.url, round(h.score, 4))
                  for h in sources]
@@ -372,17 +373,18 @@ class Engine:
                 "completion_tokens": completion.completion_tokens,
                 "usage_estimated": completion.usage_estimated,
             }
+        if outcome in (Outcome.FAQ, Outcome.LLM) and conv.failures:
+            conversation_values = {**(conversation_values or {}), "failures": 0}
         delivered = await self._deliver(
             conv.id, user_msg, text, sink, outcome=outcome,
-            sources={"ids": [s.id for s in cited]}, already_sent=already_sent, **usage,
+            sources={"ids": [s.id for s in cited]}, already_sent=already_sent,
+            conversation_values=conversation_values, **usage,
         )
         if delivered is None:
             reply.text = None
             reply.outcome = Outcome.RELAYED
             return reply
         reply.message_id = delivered
-        if outcome in (Outcome.FAQ, Outcome.LLM) and conv.failures:
-            await self.store.update_conversation(conv.id, failures=0)
         return reply
 
     async def _fail(
@@ -400,16 +402,16 @@ class Engine:
         values: dict[str, Any] = {"failures": failures}
         if outcome is Outcome.LLM_FAILED:
             values["bot_failed"] = True
-        await self.store.update_conversation(conv.id, **values)
         conv.failures = failures
         if failures >= self.settings.failures_before_handoff:
             return await self._hand_off(
                 conv, user_msg, reason=f"repeated_failure:{outcome}", actor="bot",
-                language=language, sink=sink,
+                language=language, sink=sink, conversation_values=values,
             )
         name = "llm_failed" if outcome is Outcome.LLM_FAILED else "dont_know"
         text = _with_note(note, self._words(name, language, conv))
-        return await self._answer(conv, user_msg, text, outcome, language, sink, sources=[])
+        return await self._answer(conv, user_msg, text, outcome, language, sink, sources=[],
+                                  conversation_values=values)
 
     async def _hand_off(
         self,
@@ -422,6 +424,7 @@ class Engine:
         sink: ReplySink | None,
         text: str | None = None,
         already_sent: str | bool | None = None,
+        conversation_values: dict[str, Any] | None = None,
     ) -> Reply:
         moved = await self.store.transition(
             conv.id, to=Status.WAITING, allowed_from=(Status.BOT,), actor=actor, reason=reason,
@@ -431,7 +434,7 @@ class Engine:
             text = self._handoff_notice(language, conv)
         message_id = await self._deliver(
             conv.id, user_msg, text, sink, outcome=Outcome.HANDOFF, check_owner=False,
-            already_sent=already_sent,
+            already_sent=already_sent, conversation_values=conversation_values,
         )
         if moved is not None:
             metrics.HANDOFFS.labels(metrics.handoff_trigger(reason)).inc()
@@ -465,27 +468,27 @@ class Engine:
         outcome: Outcome,
         check_owner: bool = True,
         already_sent: str | bool | None = None,
+        conversation_values: dict[str, Any] | None = None,
         **fields: Any,
     ) -> int | None:
-        """Store the reply, re-check ownership, send, then mark both turns done.
+        """Store the reply and re-check ownership (one transaction), send, then mark both
+        turns done (another), applying ``conversation_values`` with it.
 
         Returns the stored reply's id, or ``None`` when a human took the thread meanwhile."""
-        stored = await self.store.add_message(
-            conversation_id, "assistant", text, "pending", outcome=str(outcome), **fields
+        user_id = user_msg.id if user_msg is not None else None
+        reply_id = await self.store.stage_reply(
+            conversation_id, user_id, text, require_bot=check_owner and not already_sent,
+            outcome=str(outcome), **fields,
         )
-        if check_owner and not already_sent and not await self._bot_owns(conversation_id):
-            await self.store.set_message_state(stored.id, "suppressed")
-            if user_msg is not None:
-                await self.store.set_message_state(user_msg.id, "relayed")
+        if reply_id is None:
             log.info("reply suppressed: a human owns the thread")
             return None
         platform_id: str | None = already_sent if isinstance(already_sent, str) else None
         if sink is not None and not already_sent:
             platform_id = await sink.send(text)
-        await self.store.set_message_state(stored.id, "sent", platform_message_id=platform_id)
-        if user_msg is not None:
-            await self.store.set_message_state(user_msg.id, "answered")
-        return stored.id
+        await self.store.finish_reply(conversation_id, reply_id, user_id, platform_id,
+                                      conversation_values)
+        return reply_id
 
     async def _bot_owns(self, conversation_id: int) -> bool:
         conv = await self.store.conversation(conversation_id)

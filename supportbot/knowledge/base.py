@@ -16,11 +16,12 @@ from array import array
 from pathlib import Path
 
 from supportbot.knowledge import scoring
-from supportbot.knowledge.embeddings import Embedder, EmbeddingsError, dot
+from supportbot.knowledge.embeddings import Embedder, EmbeddingsError
 from supportbot.knowledge.index import IndexStore
 from supportbot.knowledge.loader import drop_duplicates, iter_knowledge_files, parse_file
 from supportbot.knowledge.models import FaqEntry, Hit
 from supportbot.knowledge.text import terms
+from supportbot.knowledge.vectors import DenseIndex
 from supportbot.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class KnowledgeBase:
         }
         self._by_rowid: dict[int, tuple[FaqEntry, str]] = self._store.load_entries()
         self._rebuild_maps()
-        self._vectors: dict[int, array] = {}
+        self._dense = DenseIndex([])
         self._vec_by_hash: dict[str, array] = {}
         self._vec_loaded = False
         self._embed_retry_at = 0.0
@@ -172,8 +173,20 @@ class KnowledgeBase:
         self._indexed[rel] = sha
         return True
 
+    def _embedding_keys(self, entry: FaqEntry) -> tuple[list[tuple[str, str]], tuple[str, str]]:
+        """(text hash, text sent) for each phrasing and for the whole entry."""
+        assert self.embedder is not None
+        doc = self.embedder.document_input
+        phrasings = [(_text_hash(t), t) for t in map(doc, entry.phrasings)]
+        whole = doc(entry.document_text)
+        return phrasings, (_text_hash(whole), whole)
+
     async def _embed_missing(self) -> None:
-        """Embed entries whose content hash has no cached vector; on failure retry later."""
+        """Embed texts that have no cached vector; on failure retry later.
+
+        Vectors are cached per text (hash of what is sent), so editing an answer re-embeds the
+        whole-entry text only, and a question shared by two entries is embedded once.
+        """
         embedder = self.embedder
         assert embedder is not None
         if time.monotonic() < self._embed_retry_at:
@@ -181,11 +194,16 @@ class KnowledgeBase:
         if not self._vec_loaded:
             self._vec_by_hash = await asyncio.to_thread(self._store.load_vectors, embedder.model)
             self._vec_loaded = True
-        todo = {h: e for e, h in self._by_rowid.values() if h not in self._vec_by_hash}
+        keys = {rid: self._embedding_keys(e) for rid, (e, _) in self._by_rowid.items()}
+        todo: dict[str, str] = {}
+        for phrasings, whole in keys.values():
+            for h, text in [*phrasings, whole]:
+                if h not in self._vec_by_hash:
+                    todo[h] = text
         if todo:
             hashes = list(todo)
             try:
-                vecs = await embedder.embed([todo[h].embedding_text for h in hashes])
+                vecs = await embedder.embed([todo[h] for h in hashes])
             except EmbeddingsError as exc:
                 self._embed_retry_at = time.monotonic() + EMBED_RETRY_SECONDS
                 log.warning("knowledge: embeddings unavailable, lexical search only: %s", exc)
@@ -193,12 +211,20 @@ class KnowledgeBase:
             new = list(zip(hashes, vecs, strict=True))
             await asyncio.to_thread(self._store.save_vectors, embedder.model, new)
             self._vec_by_hash.update(new)
-            log.info("knowledge: embedded %d entries", len(new))
-        live = {h for _, h in self._by_rowid.values()}
+            log.info("knowledge: embedded %d texts", len(new))
+        live = {h for phrasings, whole in keys.values() for h, _ in [*phrasings, whole]}
         if len(self._vec_by_hash) > len(live):
             self._vec_by_hash = {h: v for h, v in self._vec_by_hash.items() if h in live}
             await asyncio.to_thread(self._store.prune_vectors, embedder.model, live)
-        self._vectors = {rid: self._vec_by_hash[h] for rid, (_, h) in self._by_rowid.items()}
+        vec = self._vec_by_hash
+        items = [
+            (rid, [vec[h] for h, _ in phrasings], vec[whole[0]])
+            for rid, (phrasings, whole) in sorted(keys.items())
+        ]
+        if len(items) > 500:
+            self._dense = await asyncio.to_thread(DenseIndex, items)
+        else:
+            self._dense = DenseIndex(items)
         self._embed_dirty = False
 
     # --- search --------------------------------------------------------------------------------
@@ -206,12 +232,12 @@ class KnowledgeBase:
     async def search(self, query: str, k: int = 5) -> list[Hit]:
         """Best entries for ``query``, best first; ``Hit.score`` is a confidence in [0, 1]."""
         qvec = None
-        if self.embedder is not None and self._vectors and query.strip():
+        if self.embedder is not None and len(self._dense) and query.strip():
             try:
-                qvec = (await self.embedder.embed([query]))[0]
+                qvec = await self.embedder.embed_query(query)
             except EmbeddingsError as exc:
                 log.warning("knowledge: embeddings unavailable, lexical search only: %s", exc)
-        if qvec is not None and len(self._vectors) > 2000:
+        if qvec is not None and not self._dense.use_numpy and len(self._dense) > 2000:
             return await asyncio.to_thread(self.search_sync, query, k, qvec)
         return self.search_sync(query, k, qvec)
 
@@ -222,12 +248,8 @@ class KnowledgeBase:
         dfs = store.doc_freqs(qterms)
         lexical = store.match(qterms, CANDIDATES, dfs, n)
         bm25 = dict(lexical)
-        dense: dict[int, float] = {}
-        if qvec is not None:
-            sims = sorted(((dot(qvec, v), rid) for rid, v in self._vectors.items()), reverse=True)[
-                :CANDIDATES
-            ]
-            dense = {rid: s for s, rid in sims}
+        index = self._dense
+        dense = index.top(qvec, CANDIDATES) if qvec is not None else {}
         pool = list(dict.fromkeys([rid for rid, _ in lexical] + list(dense)))
         if not pool:
             return []
@@ -243,8 +265,8 @@ class KnowledgeBase:
             details = {"lexical": lex, "bm25": bm25.get(rid, 0.0)}
             if qvec is not None:
                 cos = dense.get(rid)
-                if cos is None and rid in self._vectors:
-                    cos = dot(qvec, self._vectors[rid])
+                if cos is None:
+                    cos = index.cosine(rid, qvec)
                 d = scoring.dense_confidence(cos or 0.0)
                 details.update(cosine=cos or 0.0, dense=d)
                 score = scoring.hybrid_score(lex, d)
@@ -259,7 +281,16 @@ class KnowledgeBase:
             for _, score, rid, details in scored[:k]
         ]
 
+    @property
+    def dense_backend(self) -> str:
+        """ "numpy" or "python": how dense scores are computed (numpy is the optional extra)."""
+        return "numpy" if self._dense.use_numpy else "python"
+
     async def aclose(self) -> None:
         if self.embedder is not None:
             await self.embedder.aclose()
         self._store.close()
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

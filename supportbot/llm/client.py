@@ -213,6 +213,7 @@ class LLMClient:
             "max_retries": settings.llm_max_retries,
             "extra_headers": settings.llm_extra_headers,
             "base_backoff": settings.llm_base_backoff,
+            "max_connections": settings.llm_max_connections,
         }
         return cls(settings.llm_base_url, **(kwargs | overrides))
 

@@ -319,6 +319,17 @@ class Store:
             )
         return message
 
+    async def claim_wait_notice(self, conversation_id: int, seen: int) -> bool:
+        """Count one more "still waiting" notice if the count is still ``seen``: with several
+        processes checking waiting threads, exactly one of them sends each notice."""
+        async with self.sessions.begin() as session:
+            result = await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.wait_notices == seen)
+                .values(wait_notices=seen + 1)
+            )
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
     async def message(self, message_id: int) -> Message | None:
         """One turn, fresh: recovery re-reads a message's state under the thread lock, since
         another process may have answered it meanwhile."""
@@ -375,6 +386,52 @@ class Store:
                 .order_by(Message.id)
             )
             return result.all()
+
+    async def stage_reply(
+        self, conversation_id: int, user_message_id: int | None, text: str, *,
+        require_bot: bool, **values: Any,
+    ) -> int | None:
+        """Store a bot reply as ``pending`` before it is sent.
+
+        With ``require_bot``, the conversation's status is re-read in the same transaction: if a
+        human owns the thread the reply is kept as ``suppressed`` (and the customer's message as
+        ``relayed``) and ``None`` is returned."""
+        values.setdefault("usage_estimated", False)
+        async with self.sessions.begin() as session:
+            owned = True
+            if require_bot:
+                status = await session.scalar(
+                    select(Conversation.status).where(Conversation.id == conversation_id)
+                )
+                owned = status == "bot"
+            reply = Message(conversation_id=conversation_id, role="assistant", text=text,
+                            state="pending" if owned else "suppressed", **values)
+            session.add(reply)
+            if not owned and user_message_id is not None:
+                await session.execute(
+                    update(Message).where(Message.id == user_message_id).values(state="relayed")
+                )
+            await session.flush()
+            return reply.id if owned else None
+
+    async def finish_reply(
+        self, conversation_id: int, reply_id: int, user_message_id: int | None,
+        platform_message_id: str | None, conversation_values: dict[str, Any] | None = None,
+    ) -> None:
+        """The reply went out: mark it sent and the customer's message answered, together."""
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(Message).where(Message.id == reply_id)
+                .values(state="sent", platform_message_id=platform_message_id)
+            )
+            if user_message_id is not None:
+                await session.execute(
+                    update(Message).where(Message.id == user_message_id).values(state="answered")
+                )
+            await session.execute(
+                update(Conversation).where(Conversation.id == conversation_id)
+                .values(updated_at=utcnow(), **(conversation_values or {}))
+            )
 
     async def count_messages(self) -> int:
         async with self.sessions() as session:

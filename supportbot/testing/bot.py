@@ -4,7 +4,8 @@
         reply = await bot.ask("How long do refunds take?")
         assert "business days" in reply.text
 
-Real engine, real SQLite store, your ``knowledge/`` and ``prompts/``; point ``llm_base_url`` at a
+Real engine, real store (SQLite in ``data_dir``, or ``SUPPORTBOT_DATABASE_URL`` such as a
+PostgreSQL database), your ``knowledge/`` and ``prompts/``; point ``llm_base_url`` at a
 :class:`~supportbot.testing.fake_llm.FakeLLM` to exercise the LLM path.
 """
 

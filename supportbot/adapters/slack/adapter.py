@@ -89,7 +89,11 @@ class SlackAdapter:
         # slack_sdk's verifier raises (a 500) on a non-numeric timestamp: refuse it as unsigned
         if not request.headers.get("x-slack-request-timestamp", "").strip().isdigit():
             return Response(status_code=401)
-        return await self._http.handle(request)
+        try:
+            return await self._http.handle(request)
+        except Exception as exc:  # Bolt assumes a well-formed body (a JSON object, UTF-8)
+            log.warning("unreadable Slack request refused: %s", type(exc).__name__)
+            return Response(status_code=400)
 
     async def start(self) -> None:
         if not self.socket_mode or self._socket is not None:

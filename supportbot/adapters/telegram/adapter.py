@@ -107,7 +107,9 @@ class TelegramAdapter:
             return Response(status_code=503)  # Telegram retries later
         try:
             update = Update.de_json(json.loads(await request.body()), self.bot)
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            return Response(status_code=400)  # not an update (not even a JSON object)
+        if update is None:
             return Response(status_code=400)
         # Acknowledge at once; the answer may take a while and redeliveries are deduped.
         await self.application.update_queue.put(update)

@@ -5,6 +5,7 @@ UTF-8, empty text, control characters and deeply nested JSON are handled."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ from urllib.parse import urlencode
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_auth import WEBHOOK_SECRET, Bot, running_bot
+from test_auth import Bot, running_bot
 
 from supportbot.checks import run_checks
 from supportbot.config import Settings
@@ -56,15 +57,9 @@ async def assert_whole(bot: Bot) -> None:
     """Healthy, and every stored customer message has its outcome (nothing half-written)."""
     await bot.settle()
     assert (await bot.http.get("/healthz")).status_code == 200
-    await bot.slack.async_wait_for(
-        lambda: True, within=0.1
-    )
     for _ in range(100):
         if not await bot.engine.store.unanswered():
             break
-        await bot.slack.async_wait_for(lambda: True)
-        import asyncio
-
         await asyncio.sleep(0.05)
     assert list(await bot.engine.store.unanswered()) == []
     for conv in await bot.engine.store.list_conversations(limit=1000):
@@ -141,6 +136,7 @@ async def test_fuzzing_leaves_every_conversation_whole(bot: Bot) -> None:
 
 async def test_oversized_message_is_capped_with_a_note(bot: Bot) -> None:
     huge = "refund " * 20_000  # 140 KB
+    bot.llm.responder = lambda messages: "Refunds take 5 days."
     await bot.slack_event(bot.slack.message_event(huge, channel="DHUGE"))
     [reply] = await bot.slack.async_wait_for(lambda: bot.slack.messages(channel="DHUGE"),
                                              within=10)
@@ -163,8 +159,7 @@ async def test_invalid_utf8_and_deep_json_are_refused_cleanly(bot: Bot) -> None:
     for body in (b"\xff\xfe\xfa not utf-8", b'{"type": "event_callback", "event": "\xc3\x28"}',
                  deep, deep_obj):
         r = await bot.slack_raw(body)
-        assert r.status_code in OK and r.status_code != 200 or r.status_code == 200
-        assert r.status_code != 500
+        assert r.status_code in OK, (body[:20], r.status_code)
         r = await bot.telegram(None, raw=body)
         assert r.status_code in OK, (body[:20], r.status_code)
     form = b"payload=" + deep

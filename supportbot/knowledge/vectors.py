@@ -95,9 +95,12 @@ class DenseIndex:
         return self._combine(max(dot(qvec, p) for p in ps), dot(qvec, d))
 
     def _all_numpy(self, qvec: array):
+        # einsum, not ``@``: BLAS matrix-vector products start a thread pool that, on a busy
+        # 2-CPU host, made this 15 ms instead of 1-2 ms at 10,000 x 384
         q = _query(qvec)
-        phr = np.maximum.reduceat(self._p @ q, self._starts)
-        return (phr + self.doc_weight * (self._d @ q)) / (1.0 + self.doc_weight)
+        phr = np.maximum.reduceat(np.einsum("ij,j->i", self._p, q), self._starts)
+        doc = np.einsum("ij,j->i", self._d, q)
+        return (phr + self.doc_weight * doc) / (1.0 + self.doc_weight)
 
 
 def _matrix(vectors: Sequence[array], dim: int):

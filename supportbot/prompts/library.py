@@ -19,7 +19,6 @@ from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
     Template,
-    TemplateError,
     TemplateSyntaxError,
 )
 
@@ -99,7 +98,7 @@ class PromptLibrary:
         try:
             template = self.env.get_template(name)
             text = template.render(values)
-        except TemplateError as exc:
+        except Exception as exc:  # a template may raise anything when rendered
             last = self._last_good.get(name)
             log.error("prompt template %s is broken, serving the last good version: %s",
                       name, _describe(exc))
@@ -120,7 +119,7 @@ class PromptLibrary:
             if template is not None:
                 try:
                     return " ".join(template.render(values).split())
-                except TemplateError as exc:
+                except Exception as exc:  # a template may raise anything when rendered
                     log.error("message %s (%s) failed to render: %s", name, lang, exc)
         return name
 
@@ -155,7 +154,7 @@ class PromptLibrary:
                     template.render({**sample_context(), **self.defaults})
             except TemplateSyntaxError as exc:
                 problems.append(Problem(exc.filename or path, exc.lineno or 0, exc.message or ""))
-            except TemplateError as exc:
+            except Exception as exc:  # a template may raise anything when rendered
                 file, line = _template_location(exc, path)
                 problems.append(Problem(file, line, str(exc)))
         for path in sorted((self.directory / "messages").glob("*.yaml")):
@@ -207,7 +206,7 @@ def _load_messages(env: Environment, path: Path) -> tuple[dict[str, Template], l
         except TemplateSyntaxError as exc:
             problems.append(Problem(path, line + (exc.lineno or 1) - 1, exc.message or ""))
             continue
-        except TemplateError as exc:
+        except Exception as exc:  # a template may raise anything when rendered
             problems.append(Problem(path, line, str(exc)))
             continue
         templates[name] = template
@@ -223,7 +222,7 @@ def _template_location(exc: BaseException, fallback: Path) -> tuple[str, int]:
     return str(fallback), 0
 
 
-def _describe(exc: TemplateError) -> str:
+def _describe(exc: Exception) -> str:
     if isinstance(exc, TemplateSyntaxError):
         return f"{exc.filename}:{exc.lineno}: {exc.message}"
     file, line = _template_location(exc, Path("?"))

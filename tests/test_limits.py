@@ -141,13 +141,16 @@ async def test_limited_customer_can_still_reach_a_human_and_staff_are_never_limi
 
 async def test_the_limit_check_is_one_indexed_query(tmp_path):
     now = datetime.now(UTC)
-    query = usage_query("slack", "U1", minute_ago=now - timedelta(minutes=1),
-                        day_start=now.replace(hour=0, minute=0, second=0, microsecond=0))
+    minute_ago = now - timedelta(minutes=1)
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    values = {"platform": "slack", "customer_id": "U1", "minute_ago": minute_ago,
+              "day_start": day_start, "since": min(minute_ago, day_start)}
     async with OfflineBot(tmp_path) as bot:
         await bot.ask(Q)
         async with bot.engine.store.engine.connect() as conn:
-            compiled = query.compile(dialect=conn.dialect)
-            params = tuple(str(compiled.params[name]) for name in compiled.positiontup or ())
+            compiled = usage_query().compile(dialect=conn.dialect)
+            merged = {**compiled.params, **values}
+            params = tuple(str(merged[name]) for name in compiled.positiontup or ())
             result = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), params)
             plan = result.all()
     details = " | ".join(str(row[-1]) for row in plan)

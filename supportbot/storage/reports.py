@@ -5,13 +5,14 @@ Functions take a :class:`Store` so the core store stays about the conversation w
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, select
+from sqlalchemy import Select, and_, bindparam, case, func, select
 from sqlalchemy.exc import IntegrityError
 
 from supportbot.metrics import handoff_trigger
@@ -93,10 +94,13 @@ class Usage:
     budget_notices: int  # budget notices sent since ``day_start``
 
 
-def usage_query(
-    platform: str, customer_id: str, *, minute_ago: datetime, day_start: datetime
-) -> Select[Any]:
-    """Everything the limits need in one query, indexed by customer then conversation/time."""
+@functools.cache
+def usage_query() -> Select[Any]:
+    """Everything the limits need in one query, indexed by customer then conversation/time.
+
+    Built once with bound parameters: it runs for every customer message."""
+    minute_ago = bindparam("minute_ago", type_=Message.created_at.type)
+    day_start = bindparam("day_start", type_=Message.created_at.type)
     recent = Message.created_at >= minute_ago
     today = Message.created_at >= day_start
     tokens = func.coalesce(Message.prompt_tokens, 0) + func.coalesce(Message.completion_tokens, 0)
@@ -111,9 +115,9 @@ def usage_query(
         .select_from(Conversation)
         .join(Message, Message.conversation_id == Conversation.id)
         .where(
-            Conversation.platform == platform,
-            Conversation.customer_id == customer_id,
-            Message.created_at >= min(minute_ago, day_start),
+            Conversation.platform == bindparam("platform"),
+            Conversation.customer_id == bindparam("customer_id"),
+            Message.created_at >= bindparam("since", type_=Message.created_at.type),
         )
     )
 
@@ -121,9 +125,10 @@ def usage_query(
 async def customer_usage(
     store: Store, platform: str, customer_id: str, *, minute_ago: datetime, day_start: datetime
 ) -> Usage:
-    query = usage_query(platform, customer_id, minute_ago=minute_ago, day_start=day_start)
+    params = {"platform": platform, "customer_id": customer_id, "minute_ago": minute_ago,
+              "day_start": day_start, "since": min(minute_ago, day_start)}
     async with store.sessions() as session:
-        row = (await session.execute(query)).one()
+        row = (await session.execute(usage_query(), params)).one()
     return Usage(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), int(row[3] or 0))
 
 

@@ -11,6 +11,7 @@ Mark a test ``@pytest.mark.sqlite_only`` when it is about SQLite itself.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import os
 import threading
@@ -31,6 +32,7 @@ ENABLE_HINT = (
     "(a server where that user may CREATE DATABASE) to run it"
 )
 T = TypeVar("T")
+CLONE_AHEAD = 2  # databases cloned ahead of the tests that will use them
 # Tests in files owned elsewhere that are about SQLite itself, until they carry the marker:
 # EXPLAIN QUERY PLAN is SQLite syntax; the benchmarks build SQLite databases (PRAGMA).
 SQLITE_ONLY = {
@@ -81,6 +83,11 @@ class PostgresAdmin:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._conn: Any = None
+        self._dropper: Any = None
+        self._drops: list[Any] = []
+        self._drop_lock = asyncio.Lock()
+        self._create_lock = asyncio.Lock()
+        self._ahead: collections.deque[Any] = collections.deque()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=120)
@@ -95,10 +102,24 @@ class PostgresAdmin:
             self._conn = await asyncpg.connect(self.dsn)
         await self._conn.execute(sql)
 
+    async def _drop(self, name: str) -> None:
+        import asyncpg
+
+        async with self._drop_lock:
+            if self._dropper is None or self._dropper.is_closed():
+                self._dropper = await asyncpg.connect(self.dsn)
+            await self._dropper.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def start(self) -> None:
         from supportbot.storage import Store
 
         async def build() -> None:
+            await self._execute("SELECT 1")
+            for row in await self._conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'supportbot\\_test\\_%'"
+            ):
+                if not _alive(int(row["datname"].split("_")[2])):  # left by a killed run
+                    await self._execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
             await self._execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
             await self._execute(f'CREATE DATABASE "{self.template}"')
             store = await Store.open(self.database_url(self.template))
@@ -106,24 +127,50 @@ class PostgresAdmin:
 
         self.run(build())
 
-    def create(self) -> str:
-        name = f"{self.prefix}_{next(self._names)}"
-        self.run(self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
+    async def _create(self, name: str) -> str:
+        async with self._create_lock:
+            await self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
         return name
 
+    def create(self) -> str:
+        """A fresh database; the next ones are cloned in the background meanwhile, so a test
+        rarely waits for the server's copy."""
+        while len(self._ahead) < 1 + CLONE_AHEAD:
+            name = f"{self.prefix}_{next(self._names)}"
+            self._ahead.append(asyncio.run_coroutine_threadsafe(self._create(name), self._loop))
+        return str(self._ahead.popleft().result(timeout=120))
+
     def drop(self, name: str) -> None:
-        self.run(self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        """Dropped on a connection of its own while the next test already runs."""
+        self._drops.append(asyncio.run_coroutine_threadsafe(self._drop(name), self._loop))
 
     def close(self) -> None:
         async def finish() -> None:
             await self._execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
             await self._conn.close()
+            if self._dropper is not None:
+                await self._dropper.close()
+
+        for unused in self._ahead:
+            self.drop(unused.result(timeout=120))
+        for pending in self._drops:
+            pending.result(timeout=120)
 
         try:
             self.run(finish())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @pytest.fixture(scope="session")

@@ -175,7 +175,7 @@ async def test_webhook_checks_the_secret(tmp_path, fake, llm) -> None:
         assert fake.webhook == {
             "url": "https://bot.example.com/telegram/webhook",
             "secret_token": "s3cret-token",
-            "allowed_updates": ["message", "edited_message"],
+            "allowed_updates": ["message", "edited_message", "callback_query"],
         }
         assert not fake.calls("getUpdates")
         app = Starlette(routes=adapter.routes())

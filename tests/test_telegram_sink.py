@@ -8,11 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from telegram import Bot
+from telegram.error import BadRequest
 
+from supportbot import metrics
 from supportbot.adapters.telegram.sink import (
     EditThrottle,
     TelegramSink,
     ThreadNotFound,
+    edit_part,
     markdown_to_html,
     send_text,
     split_text,
@@ -104,6 +107,38 @@ async def test_flood_control_waits_and_still_delivers(fake: FakeTelegram, bot: B
     assert len(calls) == 2 and calls[0].error and calls[0].error.startswith("Too Many Requests")
     assert calls[1].at - calls[0].at >= 1.0  # Telegram's retry_after was honoured
     assert fake.texts(CHAT) == ["hello"]
+
+
+def telegram_metric(name: str, **labels: str) -> float:
+    return metrics.value(name, {"platform": "telegram", **labels})
+
+
+async def test_flood_waits_and_failed_calls_are_counted(fake: FakeTelegram, bot: Bot) -> None:
+    waits = telegram_metric("supportbot_platform_rate_limit_waits_total")
+    seconds = telegram_metric("supportbot_platform_rate_limit_wait_seconds_total")
+    send_errors = telegram_metric("supportbot_platform_api_errors_total", method="sendMessage")
+    edit_errors = telegram_metric("supportbot_platform_api_errors_total", method="editMessageText")
+
+    fake.fail("sendMessage", retry_after=1)
+    await TelegramSink(bot, CHAT).send("hello")
+    assert telegram_metric("supportbot_platform_rate_limit_waits_total") == waits + 1
+    assert telegram_metric("supportbot_platform_rate_limit_wait_seconds_total") == seconds + 1
+    # the 429 was waited out, not a failure
+    assert telegram_metric("supportbot_platform_api_errors_total", method="sendMessage") == (
+        send_errors
+    )
+
+    fake.fail("sendMessage", description="Bad Request: chat not found", times=2)
+    with pytest.raises(BadRequest):
+        await TelegramSink(bot, CHAT).send("again")
+    assert telegram_metric("supportbot_platform_api_errors_total", method="sendMessage") == (
+        send_errors + 1
+    )
+    with pytest.raises(BadRequest):
+        await edit_part(bot, CHAT, 999_999, "gone", final=True)
+    assert telegram_metric("supportbot_platform_api_errors_total", method="editMessageText") == (
+        edit_errors + 1
+    )
 
 
 async def test_deleted_topic_is_reported(fake: FakeTelegram, bot: Bot) -> None:

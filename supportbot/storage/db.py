@@ -15,6 +15,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from supportbot.storage.inline_sqlite import connector
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Waits between attempts when the database connection is lost (about 8 s in all: long enough
 # for a PostgreSQL restart or failover to finish, short enough that a platform retries).
@@ -39,7 +41,9 @@ def create_engine(
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 30}
+            kwargs["async_creator"] = connector(database)
+        else:
+            kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs.update(
             pool_size=pool_size,
@@ -57,7 +61,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the writer; busy_timeout waits instead of failing with "locked"
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

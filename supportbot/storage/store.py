@@ -22,6 +22,7 @@ from supportbot.storage.db import (
     migrate,
     retry_disconnects,
 )
+from supportbot.storage.inline_sqlite import InlineSession
 from supportbot.storage.models import Conversation, HandledEvent, Message, Transition, utcnow
 
 OPEN = ("bot", "waiting", "human")
@@ -32,7 +33,10 @@ log = logging.getLogger("supportbot.storage")
 class Store:
     def __init__(self, engine: AsyncEngine, *, pool_size: int = 5, max_overflow: int = 10) -> None:
         self.engine = engine
-        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        inline = engine.dialect.name == "sqlite" and engine.url.database not in (None, ":memory:")
+        self.sessions = async_sessionmaker(
+            engine, expire_on_commit=False, class_=InlineSession if inline else AsyncSession
+        )
         # PostgreSQL advisory locks live on connections of their own, held while a thread is
         # handled: taken from the main pool, waiting holders would starve the very queries
         # that let the holders finish. Waiting for one of these never times out.

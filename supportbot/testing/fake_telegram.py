@@ -48,7 +48,7 @@ _JSON_PARAMS = {
     "link_preview_options",
     "commands",
 }
-_TEXT_PARAMS = {"text", "caption", "name", "secret_token", "url"}
+_TEXT_PARAMS = {"text", "caption", "name", "secret_token", "url", "callback_query_id"}
 _ALLOWED_TAGS = {
     "b",
     "strong",
@@ -191,6 +191,8 @@ class FakeTelegram:
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}
         self._bot_messages: list[tuple[int, int]] = []  # (chat_id, message_id) in send order
         self._members: dict[tuple[int, int], str] = {}
+        self._queries: dict[str, dict[str, Any] | None] = {}  # callback id -> its answer
+        self._query_ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -532,6 +534,42 @@ class FakeTelegram:
             self._messages[(msg["chat"]["id"], msg["message_id"])] = msg
         return self._update(msg, "edited_message")
 
+    def callback_query(
+        self,
+        message: dict[str, Any],
+        data: str,
+        *,
+        user_id: int = 111,
+        first_name: str = "Alice",
+        language_code: str | None = "en",
+    ) -> dict[str, Any]:
+        """A ``callback_query`` update: ``user_id`` pressed an inline button with ``data`` under
+        ``message`` (a message the bot sent, e.g. from :meth:`sent`)."""
+        key = (int(message["chat"]["id"]), int(message["message_id"]))
+        with self._lock:
+            current = _public(dict(self._messages.get(key, message)))
+            query_id = f"{next(self._query_ids)}{key[1]:06d}"
+            self._queries[query_id] = None
+        query = {
+            "id": query_id,
+            "from": self._user(user_id, first_name, language_code),
+            "message": current,
+            "chat_instance": f"ci{key[0]}",
+            "data": data,
+        }
+        return self._update(query, "callback_query")
+
+    def callback_answers(self) -> dict[str, dict[str, Any] | None]:
+        """Callback query id -> the bot's ``answerCallbackQuery`` parameters (None: unanswered)."""
+        with self._lock:
+            return dict(self._queries)
+
+    def keyboard(self, chat_id: int, message_id: int) -> list[list[dict[str, Any]]]:
+        """The inline keyboard now under a message (``[]`` when it has none)."""
+        with self._lock:
+            msg = self._messages.get((chat_id, message_id)) or {}
+            return list((msg.get("reply_markup") or {}).get("inline_keyboard") or [])
+
     # ---------------------------------------------------------------- HTTP
     def _chat(self, chat_id: int) -> Chat:
         with self._lock:
@@ -690,6 +728,46 @@ class FakeTelegram:
                 edit_date=int(time.time()),
             )
             return _public(msg)
+
+    def _api_editmessagereplymarkup(self, p: dict[str, Any]) -> dict[str, Any]:
+        if "inline_message_id" in p:
+            raise ApiError(400, "Bad Request: inline messages are not supported by the fake")
+        key = (int(p["chat_id"]), int(p["message_id"]))
+        markup = p.get("reply_markup") or None
+        with self._lock:
+            msg = self._messages.get(key)
+            if msg is None:
+                raise ApiError(400, "Bad Request: message to edit not found")
+            if key not in self._bot_messages:
+                raise ApiError(400, "Bad Request: message can't be edited")
+            if msg.get("reply_markup") == markup:
+                raise ApiError(
+                    400,
+                    "Bad Request: message is not modified: specified new message content and "
+                    "reply markup are exactly the same as a current content and reply markup "
+                    "of the message",
+                )
+            if markup is None:
+                msg.pop("reply_markup", None)
+            else:
+                msg["reply_markup"] = markup
+            msg["edit_date"] = int(time.time())
+            return _public(msg)
+
+    def _api_answercallbackquery(self, p: dict[str, Any]) -> bool:
+        query_id = str(p.get("callback_query_id", ""))
+        text = p.get("text")
+        if text is not None and len(str(text)) > 200:
+            raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
+        with self._lock:
+            if query_id not in self._queries or self._queries[query_id] is not None:
+                raise ApiError(
+                    400,
+                    "Bad Request: query is too old and response timeout expired or query ID "
+                    "is invalid",
+                )
+            self._queries[query_id] = dict(p)
+        return True
 
     def _api_sendchataction(self, p: dict[str, Any]) -> bool:
         self._target(p)

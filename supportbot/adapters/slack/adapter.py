@@ -2,17 +2,22 @@
 
 Socket Mode when ``Settings.slack_app_token`` is set (no public URL needed); otherwise Slack
 posts events to ``/slack/events`` and Bolt verifies every request's signature.
+
+Before the ack only Bolt's checks run (signature, the cached ``auth.test``, listener matching)
+and our listeners queue the work: no engine or database call, so the ack never waits for them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.middleware.authorization.async_single_team_authorization import (
+    AsyncSingleTeamAuthorization,
+)
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,6 +28,7 @@ from supportbot.config import Settings
 from .app import PLATFORM, SlackListeners, build_app
 from .desk import SlackDesk
 from .sink import SlackPoster
+from .work import WorkQueue
 
 if TYPE_CHECKING:
     from supportbot.engine import Engine
@@ -42,6 +48,8 @@ class SlackAdapter:
         *,
         min_interval: float = 1.0,
         stream_interval: float = 1.0,
+        workers: int = 32,
+        backlog: int = 10_000,
     ) -> None:
         if settings.slack_bot_token is None:
             raise ValueError("SUPPORTBOT_SLACK_BOT_TOKEN is not set")
@@ -58,6 +66,7 @@ class SlackAdapter:
             )
         self.engine = engine
         self.settings = settings
+        self.work = WorkQueue(workers=workers, backlog=backlog)
         self.client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
         )
@@ -70,13 +79,12 @@ class SlackAdapter:
             self.poster,
             self.desk,
             support_channels=settings.slack_support_channels,
-            spawn=self._spawn,
+            spawn=self.work.submit,
             stream_interval=stream_interval,
         )
         self.app = build_app(self.client, secret, self.listeners)
         self._http = AsyncSlackRequestHandler(self.app)
         self._socket: AsyncSocketModeHandler | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         engine.register_desk(PLATFORM, self.desk)
         engine.register_sink_factory(PLATFORM, self.listeners.sink_for)
 
@@ -89,6 +97,8 @@ class SlackAdapter:
         # slack_sdk's verifier raises (a 500) on a non-numeric timestamp: refuse it as unsigned
         if not request.headers.get("x-slack-request-timestamp", "").strip().isdigit():
             return Response(status_code=401)
+        if self.work.full:  # shed load: Slack redelivers later, nothing is lost
+            return Response(status_code=503, headers={"Retry-After": "60"})
         try:
             return await self._http.handle(request)
         except Exception as exc:  # Bolt assumes a well-formed body (a JSON object, UTF-8)
@@ -96,6 +106,7 @@ class SlackAdapter:
             return Response(status_code=400)
 
     async def start(self) -> None:
+        await self._warm_auth()
         if not self.socket_mode or self._socket is not None:
             return
         assert self.settings.slack_app_token is not None
@@ -109,26 +120,22 @@ class SlackAdapter:
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None
-        await self.drain(within=10)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.work.close(within=10)
 
     async def drain(self, within: float = 10.0) -> None:
-        """Wait for in-flight event work (tests, graceful shutdown)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=within)
+        """Wait for queued and in-flight event work (tests, graceful shutdown)."""
+        await self.work.join(within)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(self._guard(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _guard(coro: Coroutine[Any, Any, Any]) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # logged; Slack already got its ack, nothing else to tell it
-            log.exception("slack event handling failed")
+    async def _warm_auth(self) -> None:
+        """Call ``auth.test`` once now, so no ack waits for it (Bolt would call it on the first
+        events, once per concurrent request until one answer is cached)."""
+        for middleware in getattr(self.app, "_async_middleware_list", []):
+            if not isinstance(middleware, AsyncSingleTeamAuthorization):
+                continue
+            if middleware.auth_test_result is None:
+                try:
+                    middleware.auth_test_result = await self.client.auth_test()
+                except SlackApiError as exc:  # Bolt tries again on the first event
+                    log.warning("slack auth.test failed: %s", exc.response.get("error"))
+                except Exception as exc:  # unreachable API: the same
+                    log.warning("slack auth.test failed: %s", type(exc).__name__)

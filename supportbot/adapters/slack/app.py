@@ -1,14 +1,16 @@
 """The Bolt app and its listeners: decide who the bot answers, then hand off to the engine.
 
-Listeners return at once (Bolt has already acknowledged the event); the work runs in a task the
-adapter tracks, so Slack always gets its answer within 3 seconds.
+Listeners only parse the payload and queue the work (the adapter's worker pool), so Bolt runs
+them inline before it answers (``process_before_response=True``: no extra task per request and
+no polling for ``ack()``), and the answer never waits for the engine or the database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
@@ -37,29 +39,43 @@ def build_app(client: AsyncWebClient, signing_secret: str, listeners: SlackListe
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
-        process_before_response=False,
+        process_before_response=True,
         logger=logging.getLogger("supportbot.slack.bolt"),
     )
 
+    # Listeners run before the response: they must not await anything slow, and must not raise
+    # (a 500 makes Slack retry an event we could not read anyway).
     @app.event("message")
     async def on_message(body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
-        listeners.on_event(body, event, context, mentioned=False)
+        with _logged("message event"):
+            listeners.on_event(body, event, context, mentioned=False)
 
     @app.event("app_mention")
     async def on_mention(body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
-        listeners.on_event(body, event, context, mentioned=True)
+        with _logged("app_mention event"):
+            listeners.on_event(body, event, context, mentioned=True)
 
     @app.action(re.compile(f"^{ACTION_PREFIX}"))
     async def on_action(ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        listeners.on_action(body)
+        with _logged("staff button"):
+            listeners.on_action(body)
 
     @app.action(re.compile(f"^{FEEDBACK_PREFIX}"))
     async def on_feedback(ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        listeners.on_feedback(body)
+        with _logged("feedback button"):
+            listeners.on_feedback(body)
 
     return app
+
+
+@contextlib.contextmanager
+def _logged(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        log.exception("could not read a slack %s", what)
 
 
 class SlackListeners:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from telegram import Bot, Message, MessageEntity, Update
+from telegram import Bot, CallbackQuery, Message, MessageEntity, Update
 from telegram.constants import ChatType
 from telegram.ext import Application, ContextTypes, TypeHandler
 
 from supportbot.adapters.telegram.desk import TelegramDesk, current_message
+from supportbot.adapters.telegram.feedback import answer, handle_vote, offer_feedback, parse_vote
 from supportbot.adapters.telegram.sink import EditThrottle, TelegramSink, typing
 from supportbot.config import Settings
 from supportbot.engine import Engine, IncomingMessage, Status
@@ -18,7 +19,7 @@ from supportbot.engine.locks import KeyedLocks
 log = logging.getLogger(__name__)
 
 PLATFORM = "telegram"
-ALLOWED_UPDATES = ["message", "edited_message"]
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 COMMANDS = {"/start", "/help", "/human", "/new"}
 
 # Used only when the prompt library has no text for a name (it normally has them all).
@@ -29,6 +30,7 @@ DEFAULT_WORDS = {
         "text_only": "Sorry, I can only read text messages. Please type your question.",
         "new_conversation": "Starting a fresh conversation. How can I help?",
         "handoff_requested": "Thanks, a person from our team will reply here shortly.",
+        "feedback_refused": "Only the person who asked can rate this answer.",
     },
     "zh": {
         "greeting": "您好！请直接提问，或发送 /human 联系人工客服。",
@@ -36,6 +38,7 @@ DEFAULT_WORDS = {
         "text_only": "抱歉，我只能阅读文字消息，请输入您的问题。",
         "new_conversation": "已开始新的对话。请问有什么可以帮您？",
         "handoff_requested": "好的，我们的工作人员会尽快在这里回复您。",
+        "feedback_refused": "只有提问的人可以评价这个回答。",
     },
 }
 
@@ -79,6 +82,9 @@ class UpdateRouter:
         return TypeHandler(Update, self.on_update)
 
     async def on_update(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.callback_query is not None:
+            await self._callback(update, update.callback_query)
+            return
         msg = update.effective_message
         if msg is None or (update.message is None and update.edited_message is None):
             return
@@ -169,7 +175,24 @@ class UpdateRouter:
             await self.engine.handle(incoming, sink)  # relayed to staff: no "typing…"
             return
         async with typing(self.bot, msg.chat.id, sink.thread_id):
-            await self.engine.handle(incoming, sink)
+            reply = await self.engine.handle(incoming, sink)
+        await offer_feedback(self.bot, sink, reply)
+
+    async def _callback(self, update: Update, query: CallbackQuery) -> None:
+        """An inline button was pressed: only ours are 👍/👎 votes on an answer."""
+        vote = parse_vote(query.data)
+        if vote is None:
+            await answer(self.bot, query, None)  # stop the client's spinner, nothing else
+            return
+        message = query.message
+        chat = message.chat.id if message is not None else query.from_user.id
+        # One chat's votes apply in the order Telegram delivered them ("the latest vote wins"),
+        # without waiting behind an answer being written in that chat.
+        async with self._order.hold(f"vote:{chat}"):
+            if not await self.engine.claim_event(PLATFORM, str(update.update_id)):
+                return  # a redelivery: counted and answered the first time
+            refused = words(self.engine, "feedback_refused", query.from_user.language_code)
+            await handle_vote(self.engine, self.bot, query, *vote, refused=refused)
 
     async def _command(
         self, update: Update, msg: Message, command: str, thread_key: str, sink: TelegramSink

@@ -20,6 +20,7 @@ from telegram.error import BadRequest, TelegramError
 from supportbot.adapters.telegram.sink import (
     ThreadNotFound,
     TopicClosed,
+    counted,
     send_text,
     with_flood_retry,
 )
@@ -92,7 +93,7 @@ class TelegramDesk:
         await self._post(conversation, labels[conversation.status])
         if conversation.status == Status.CLOSED and (topic := self._topic_of(conversation)):
             try:
-                await self.bot.close_forum_topic(self.chat_id, topic)
+                await counted("closeForumTopic", self.bot.close_forum_topic(self.chat_id, topic))
             except TelegramError as exc:
                 log.info("could not close topic: %s", exc.message)
 
@@ -145,7 +146,8 @@ class TelegramDesk:
             lambda: self.bot.copy_message(
                 chat_id, self.chat_id, msg.message_id, message_thread_id=thread_id,
                 reply_parameters=reply,
-            )
+            ),
+            method="copyMessage",
         )  # fmt: skip
         self.copies.put(msg.message_id, (chat_id, copied.message_id))
 
@@ -162,7 +164,7 @@ class TelegramDesk:
         if cached and cached[1] > time.monotonic():
             return cached[0]
         try:
-            member = await self.bot.get_chat_member(self.chat_id, user.id)
+            member = await counted("getChatMember", self.bot.get_chat_member(self.chat_id, user.id))
             ok = member.status in STAFF_STATUSES
         except TelegramError as exc:
             log.warning("getChatMember failed: %s", exc.message)
@@ -175,7 +177,10 @@ class TelegramDesk:
         if target is None or not msg.text:
             return
         try:
-            await self.bot.edit_message_text(msg.text, chat_id=target[0], message_id=target[1])
+            await counted(
+                "editMessageText",
+                self.bot.edit_message_text(msg.text, chat_id=target[0], message_id=target[1]),
+            )
         except BadRequest as exc:
             log.info("could not mirror an edit: %s", exc.message)
 
@@ -194,7 +199,8 @@ class TelegramDesk:
     async def _new_topic(self, conversation: ConversationView) -> int:
         name = conversation.customer_name or f"Customer {conversation.customer_id}"
         topic = await with_flood_retry(
-            lambda: self.bot.create_forum_topic(self.chat_id, f"{name} · #{conversation.id}"[:128])
+            lambda: self.bot.create_forum_topic(self.chat_id, f"{name} · #{conversation.id}"[:128]),
+            method="createForumTopic",
         )
         await self.engine.set_staff_ref(conversation.id, str(topic.message_thread_id))
         self._refs[conversation.id] = topic.message_thread_id
@@ -225,14 +231,16 @@ class TelegramDesk:
                     log.info("staff topic is gone; creating a new one")
                     topic = None
                 except TopicClosed:
-                    await self.bot.reopen_forum_topic(self.chat_id, topic)
+                    reopen = self.bot.reopen_forum_topic(self.chat_id, topic)
+                    await counted("reopenForumTopic", reopen)
             raise RuntimeError("could not post into the staff topic")
 
     async def _copy_in(self, topic: int, chat_id: int, message_id: int) -> int:
         copied = await with_flood_retry(
             lambda: self.bot.copy_message(
                 self.chat_id, chat_id, message_id, message_thread_id=topic
-            )
+            ),
+            method="copyMessage",
         )
         return copied.message_id
 

@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 
 from telegram import Bot, Message, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import BadRequest, RetryAfter
+from telegram.error import BadRequest, RetryAfter, TelegramError
+
+from supportbot import metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,17 @@ class TopicClosed(Exception):
 
 
 async def with_flood_retry(
-    call: Callable[[], Awaitable[T]], *, attempts: int = 5, max_wait: float = 120.0
+    call: Callable[[], Awaitable[T]],
+    *,
+    method: str = "unknown",
+    attempts: int = 5,
+    max_wait: float = 120.0,
 ) -> T:
-    """Run ``call``, sleeping through Telegram's flood control so the message is not lost.
+    """Run ``call`` (Bot API ``method``), sleeping through Telegram's flood control so the message
+    is not lost; count the waits and the calls that finally fail for ``/metrics``.
 
     A 429 means Telegram did not accept the request, so repeating it cannot duplicate anything.
+    With ``attempts=1`` the caller handles flood control itself (and counts it).
     """
     for attempt in range(attempts):
         try:
@@ -69,10 +77,35 @@ async def with_flood_retry(
         except RetryAfter as exc:
             wait = min(retry_seconds(exc), max_wait)
             if attempt == attempts - 1:
+                if attempts > 1:
+                    metrics.PLATFORM_ERRORS.labels("telegram", method).inc()
                 raise
             log.warning("telegram flood control: waiting %.1fs", wait)
+            count_flood_wait(wait)
             await asyncio.sleep(wait + 0.05)
+        except TelegramError as exc:
+            if not (isinstance(exc, BadRequest) and is_not_modified(exc)):
+                metrics.PLATFORM_ERRORS.labels("telegram", method).inc()
+            raise
     raise AssertionError("unreachable")
+
+
+def count_flood_wait(seconds: float) -> None:
+    """Telegram told us to slow down and we wait ``seconds`` (metrics only)."""
+    metrics.RATE_LIMIT_WAITS.labels("telegram").inc()
+    metrics.RATE_LIMIT_SECONDS.labels("telegram").inc(seconds)
+
+
+async def counted(method: str, call: Awaitable[T]) -> T:
+    """Await one Bot API call without retries, counting it in ``/metrics`` if it fails."""
+    try:
+        return await call
+    except TelegramError as exc:
+        if isinstance(exc, RetryAfter):
+            count_flood_wait(retry_seconds(exc))
+        if not (isinstance(exc, BadRequest) and is_not_modified(exc)):
+            metrics.PLATFORM_ERRORS.labels("telegram", method).inc()
+        raise
 
 
 def _split_once(text: str, limit: int) -> tuple[str, int, bool]:
@@ -182,7 +215,7 @@ async def send_part(
         else:
             kwargs["text"] = text
         return await with_flood_retry(
-            lambda: bot.send_message(chat_id, **kwargs), attempts=attempts
+            lambda: bot.send_message(chat_id, **kwargs), method="sendMessage", attempts=attempts
         )
 
     try:
@@ -233,7 +266,9 @@ async def edit_part(
             kwargs.update(text=markdown_to_html(text), parse_mode=ParseMode.HTML)
         else:
             kwargs["text"] = text
-        await with_flood_retry(lambda: bot.edit_message_text(**kwargs), attempts=attempts)
+        await with_flood_retry(
+            lambda: bot.edit_message_text(**kwargs), method="editMessageText", attempts=attempts
+        )
 
     try:
         await attempt(final)
@@ -288,9 +323,12 @@ async def typing(bot: Bot, chat_id: int, thread_id: int | None = None) -> AsyncI
             try:
                 await bot.send_chat_action(chat_id, ChatAction.TYPING, message_thread_id=thread_id)
             except RetryAfter as exc:
+                count_flood_wait(retry_seconds(exc))
                 await asyncio.sleep(retry_seconds(exc))
                 continue
             except Exception as exc:  # cosmetic: never let it break the reply
+                if isinstance(exc, TelegramError):
+                    metrics.PLATFORM_ERRORS.labels("telegram", "sendChatAction").inc()
                 log.debug("typing indicator failed: %s", type(exc).__name__)
                 return
             await asyncio.sleep(4.0)
@@ -390,4 +428,5 @@ class _Stream:
         except RetryAfter as exc:
             if final:
                 raise
+            count_flood_wait(retry_seconds(exc))
             self.sink.throttle.flooded(self.sink.chat_id, retry_seconds(exc))

@@ -1,0 +1,88 @@
+"""👍/👎 under the bot's answers on Telegram, and what happens when a customer presses one.
+
+The buttons carry our stored message id (``fb:<1|0>:<id>``); the engine checks the presser is that
+conversation's customer, so nobody can rate (or learn about) someone else's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.error import TelegramError
+
+from supportbot.adapters.telegram.sink import TelegramSink, counted, with_flood_retry
+from supportbot.engine.types import Outcome, Reply
+from supportbot.storage.reports import feedback_target
+
+if TYPE_CHECKING:
+    from supportbot.engine import Engine
+
+log = logging.getLogger(__name__)
+
+PREFIX = "fb:"
+RATED = (Outcome.FAQ, Outcome.LLM)
+
+
+def feedback_keyboard(message_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[
+            InlineKeyboardButton("👍", callback_data=f"{PREFIX}1:{message_id}"),
+            InlineKeyboardButton("👎", callback_data=f"{PREFIX}0:{message_id}"),
+        ]]
+    )  # fmt: skip
+
+
+def parse_vote(data: str | None) -> tuple[bool, int] | None:
+    """``fb:1:42`` -> (True, 42); anything else (another button, garbage) -> None."""
+    if not data or not data.startswith(PREFIX):
+        return None
+    vote, _, ident = data[len(PREFIX) :].partition(":")
+    if vote not in ("0", "1") or not ident.isdigit() or len(ident) > 18:
+        return None
+    return vote == "1", int(ident)
+
+
+async def offer_feedback(bot: Bot, sink: TelegramSink, reply: Reply) -> None:
+    """Attach the buttons to the last message of an answer (a failure only loses the buttons)."""
+    if reply.message_id is None or reply.outcome not in RATED or not sink.sent:
+        return
+    keyboard = feedback_keyboard(reply.message_id)
+    try:
+        await with_flood_retry(
+            lambda: bot.edit_message_reply_markup(
+                chat_id=sink.chat_id, message_id=sink.sent[-1], reply_markup=keyboard
+            ),
+            method="editMessageReplyMarkup",
+            attempts=3,
+        )
+    except TelegramError as exc:
+        log.warning("could not add feedback buttons: %s", exc.message)
+
+
+async def handle_vote(
+    engine: Engine, bot: Bot, query: CallbackQuery, helpful: bool, message_id: int,
+    *, refused: str,
+) -> bool:  # fmt: skip
+    """Record a pressed 👍/👎 (already deduped) and answer the callback so the spinner stops."""
+    user = query.from_user
+    ok = await engine.record_feedback(message_id, helpful, f"telegram:{user.id}")
+    if ok:
+        found = await feedback_target(engine.store, message_id)
+        language = found[1].language if found else (user.language_code or "en")
+        text = engine.prompts.message("feedback_thanks", language)
+    else:
+        text = refused
+    await answer(bot, query, text, alert=not ok)
+    return ok
+
+
+async def answer(bot: Bot, query: CallbackQuery, text: str | None, *, alert: bool = False):
+    try:
+        await counted(
+            "answerCallbackQuery",
+            bot.answer_callback_query(query.id, text=text, show_alert=alert),
+        )
+    except TelegramError as exc:  # too old (> ~15 min) or already answered: nothing to do
+        log.info("could not answer a callback query: %s", exc.message)

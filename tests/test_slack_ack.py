@@ -1,0 +1,140 @@
+"""The Slack HTTP ack never waits for the engine: signed events into the real Starlette app
+(uvicorn on loopback) while the FakeLLM is held, so no reply can exist until the test lets go."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from supportbot.adapters.slack import SlackAdapter
+from supportbot.config import Settings
+from supportbot.engine import Engine
+from supportbot.server import create_app
+from supportbot.testing.fake_llm import FakeLLM
+from supportbot.testing.fake_slack import FakeSlack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Gate:
+    """A FakeLLM responder that answers only once the test opens the gate (at most 10 s)."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+
+    def __call__(self, messages: list[dict[str, Any]]) -> str:
+        self.opened.wait(10)
+        return f"Answer: {messages[-1]['content']}"
+
+
+class Env:
+    def __init__(self, slack: FakeSlack, llm: FakeLLM, gate: Gate, adapter: SlackAdapter,
+                 http: httpx.AsyncClient) -> None:
+        self.slack, self.llm, self.gate, self.adapter, self.http = slack, llm, gate, adapter, http
+
+    def event(self, channel: str) -> dict[str, Any]:
+        return self.slack.message_event(QUESTION, channel=channel, user=f"U{channel}")
+
+    async def post_event(self, event: dict[str, Any], **kw: Any) -> httpx.Response:
+        headers, body = self.slack.signed_event(event, **kw)
+        # if the ack waited for the held engine this would time out (the gate holds for 10 s)
+        return await self.http.post("/slack/events", headers=headers, content=body, timeout=5)
+
+    def replies(self, channel: str) -> list[str]:
+        return [m.text for m in self.slack.messages(channel=channel)]
+
+    async def wait(self, predicate: Callable[[], Any], within: float = 5.0) -> Any:
+        return await self.slack.async_wait_for(predicate, within=within)
+
+
+def env_fixture(**adapter_kw: Any):
+    @pytest.fixture
+    async def env(tmp_path: Path) -> AsyncIterator[Env]:
+        gate = Gate()
+        with FakeSlack() as slack, FakeLLM(responder=gate) as llm:
+            settings = Settings(
+                _env_file=None, data_dir=tmp_path, prompts_dir=ROOT / "prompts",
+                knowledge_dir=ROOT / "knowledge", slack_bot_token=slack.bot_token,
+                slack_signing_secret=slack.signing_secret, slack_api_url=slack.api_url,
+                llm_base_url=llm.url, llm_api_key="sk-test", llm_max_retries=0,
+                llm_stream=False,
+            )  # fmt: skip
+            engine = await Engine.open(settings)
+            adapter = SlackAdapter(engine, settings, min_interval=0.0, **adapter_kw)
+            server = uvicorn.Server(uvicorn.Config(create_app(engine, [adapter]), port=0,
+                                                   host="127.0.0.1", log_config=None))
+            task = asyncio.create_task(server.serve())
+            try:
+                await FakeSlack.async_wait_for(lambda: server.started, within=10)
+                port = server.servers[0].sockets[0].getsockname()[1]
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                    yield Env(slack, llm, gate, adapter, http)
+            finally:
+                gate.opened.set()
+                server.should_exit = True
+                await asyncio.wait_for(task, 15)
+                await engine.aclose()
+
+    return env
+
+
+env = env_fixture()
+one_worker = env_fixture(workers=1, backlog=1)
+
+# "How do refunds work?" style questions are in the FAQ; these are not, so the LLM answers.
+QUESTION = "tell me something about zebras"
+
+
+async def test_ack_arrives_before_the_engine_finishes(env: Env) -> None:
+    assert env.slack.calls("auth.test")  # warmed at startup: no ack waits for it
+    event = env.event("D1")
+    r = await env.post_event(event, event_id="Ev1")
+    assert r.status_code == 200  # acknowledged ...
+    await env.wait(lambda: env.llm.chat_requests())  # ... while the engine is mid-answer
+    assert env.replies("D1") == []
+
+    # Slack redelivers (as it would after a slow ack): acknowledged, and still one answer.
+    again = await env.post_event(event, event_id="Ev1", retry_num=1)
+    assert again.status_code == 200
+    env.gate.opened.set()
+    await env.wait(lambda: env.replies("D1"))
+    await env.adapter.drain(within=5)
+    assert env.replies("D1") == [f"Answer: {QUESTION}"]
+    assert len(env.llm.chat_requests()) == 1
+
+
+async def test_same_message_redelivered_with_new_event_ids_is_answered_once(env: Env) -> None:
+    event = env.event("D2")
+    acks = [await env.post_event(event, event_id=f"Ev{i}") for i in range(3)]
+    assert [a.status_code for a in acks] == [200, 200, 200]
+    env.gate.opened.set()
+    await env.wait(lambda: env.replies("D2"))
+    await env.adapter.drain(within=5)
+    assert env.replies("D2") == [f"Answer: {QUESTION}"]
+
+
+async def test_busy_workers_do_not_delay_acks_and_a_full_backlog_sheds_load(
+    one_worker: Env,
+) -> None:
+    env = one_worker
+    first, second, third = env.event("D1"), env.event("D2"), env.event("D3")
+    assert (await env.post_event(first)).status_code == 200
+    await env.wait(lambda: env.llm.chat_requests())  # the one worker is busy (held)
+    assert (await env.post_event(second)).status_code == 200  # queued: backlog now full
+    refused = await env.post_event(third, event_id="EvThird")
+    assert refused.status_code == 503  # Slack retries it later; nothing is lost
+    assert len(env.llm.chat_requests()) == 1  # the pool bounds concurrent engine work
+
+    env.gate.opened.set()
+    await env.wait(lambda: env.replies("D1") and env.replies("D2"))
+    await env.adapter.drain(within=5)
+    assert (await env.post_event(third, event_id="EvThird", retry_num=1)).status_code == 200
+    await env.wait(lambda: env.replies("D3"))
+    assert [env.replies(c) for c in ("D1", "D2", "D3")] == [[f"Answer: {QUESTION}"]] * 3

@@ -1,0 +1,90 @@
+"""The Telegram webhook answers 200 before the update is processed: updates POSTed into
+``supportbot serve``'s Starlette app (uvicorn on loopback) while the FakeLLM is held, so no
+reply can exist until the test lets go."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from supportbot.adapters.telegram import TelegramAdapter
+from supportbot.config import Settings
+from supportbot.engine import Engine
+from supportbot.server import create_app
+from supportbot.testing.fake_llm import FakeLLM
+from supportbot.testing.fake_telegram import FakeTelegram
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "s3cret-token"
+HEADERS = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+ALICE = 111
+
+
+class Gate:
+    """A FakeLLM responder that answers only once the test opens the gate (at most 10 s)."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+
+    def __call__(self, messages: list[dict[str, Any]]) -> str:
+        self.opened.wait(10)
+        return f"Answer: {messages[-1]['content']}"
+
+
+Served = tuple[FakeTelegram, FakeLLM, "Gate", httpx.AsyncClient]
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    gate = Gate()
+    (tmp_path / "knowledge").mkdir()
+    with FakeTelegram(poll_wait=0.2) as fake, FakeLLM(responder=gate) as llm:
+        settings = Settings(
+            _env_file=None, data_dir=tmp_path, prompts_dir=REPO / "prompts",
+            knowledge_dir=tmp_path / "knowledge", llm_base_url=llm.url, llm_api_key="sk-test",
+            llm_max_retries=0, llm_stream=False, telegram_bot_token=fake.token,
+            telegram_api_url=fake.url, telegram_webhook_secret=SECRET,
+            telegram_webhook_url="https://bot.example.com/telegram/webhook",
+        )  # fmt: skip
+        engine = await Engine.open(settings)
+        adapter = TelegramAdapter(engine, settings)
+        server = uvicorn.Server(uvicorn.Config(create_app(engine, [adapter]), port=0,
+                                               host="127.0.0.1", log_config=None))
+        task = asyncio.create_task(server.serve())
+        try:
+            await fake.wait_for(lambda: server.started, within=10)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                yield fake, llm, gate, http
+        finally:
+            gate.opened.set()
+            server.should_exit = True
+            await asyncio.wait_for(task, 15)
+            await engine.aclose()
+
+
+async def test_webhook_acks_before_the_answer_and_redelivery_is_answered_once(served) -> None:
+    fake, llm, gate, http = served
+    update = fake.private_message("tell me something about zebras")
+    # if the webhook waited for the held engine this would time out (the gate holds for 10 s)
+    r = await http.post("/telegram/webhook", json=update, headers=HEADERS, timeout=5)
+    assert r.status_code == 200  # acknowledged ...
+    await fake.wait_for(lambda: llm.chat_requests())  # ... while the engine is mid-answer
+    assert fake.texts(ALICE) == []
+
+    again = await http.post("/telegram/webhook", json=update, headers=HEADERS, timeout=5)
+    assert again.status_code == 200  # Telegram redelivers; acknowledged again
+    gate.opened.set()
+    await fake.wait_for(lambda: fake.texts(ALICE))
+    follow = fake.private_message("and giraffes?")
+    await http.post("/telegram/webhook", json=follow, headers=HEADERS, timeout=5)
+    await fake.wait_for(lambda: len(fake.texts(ALICE)) == 2)
+    assert fake.texts(ALICE) == ["Answer: tell me something about zebras", "Answer: and giraffes?"]
+    assert len(llm.chat_requests()) == 2

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     slack_staff_channel: str | None = None
     slack_staff_user_ids: list[str] = Field(default_factory=list)
     slack_support_channels: list[str] = Field(default_factory=list)
+    slack_workers: int = 32  # events handled at once after the ack
+    slack_backlog: int = 10_000  # queued events past which /slack/events answers 503
 
     # Telegram
     telegram_bot_token: SecretStr | None = None

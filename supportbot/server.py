@@ -26,7 +26,8 @@ def build_adapters(engine: Engine, settings: Settings) -> list[Adapter]:
     if settings.slack_configured:
         from supportbot.adapters.slack import SlackAdapter
 
-        adapters.append(SlackAdapter(engine, settings))
+        adapters.append(SlackAdapter(engine, settings, workers=settings.slack_workers,
+                                     backlog=settings.slack_backlog))
     if settings.telegram_configured:
         from supportbot.adapters.telegram import TelegramAdapter
 

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from supportbot.adapters.slack import SlackAdapter
-from supportbot.adapters.slack.feedback import BLOCK_ID, HELPFUL, NOT_YOURS, UNHELPFUL
+from supportbot.adapters.slack.feedback import BLOCK_ID, HELPFUL, UNHELPFUL
 from supportbot.config import Settings
 from supportbot.engine import Engine
 from supportbot.server import create_app
@@ -117,7 +117,7 @@ async def test_only_the_customer_can_vote_and_signatures_are_checked(env: Env) -
 
     await env.press(UNHELPFUL, message_id, user=OTHER, message_ts=answer.ts)
     assert await feedback_for(env.engine.store, int(message_id)) is None
-    assert env.ephemerals(OTHER) == [NOT_YOURS]
+    assert env.ephemerals(OTHER) == ["Only the person who asked can rate this answer."]
 
     r = await env.press(HELPFUL, message_id, user=CUSTOMER, message_ts=answer.ts,
                         secret="not-the-secret")

@@ -43,6 +43,7 @@ MESSAGE_NAMES = (
     "rate_limited",
     "budget_exhausted",
     "feedback_thanks",
+    "feedback_refused",
 )
 
 

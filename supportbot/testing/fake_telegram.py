@@ -582,7 +582,10 @@ class FakeTelegram:
         if len(parts) != 2 or not parts[0].startswith("bot"):
             return _error(404, "Not Found")
         token, method = parts[0][3:], parts[1]
-        params = await _read_params(request)
+        try:
+            params = await _read_params(request)
+        except ConnectionResetError:  # the client went away mid-request (a bot shutting down)
+            return _error(400, "Bad Request: connection lost")
         call = Call(method, params, time.time())
         with self._lock:
             self._calls.append(call)

@@ -26,7 +26,6 @@ FEEDBACK_PREFIX = "feedback_"
 HELPFUL, UNHELPFUL = "feedback_helpful", "feedback_unhelpful"
 BLOCK_ID = "supportbot_feedback"
 RATED = (Outcome.FAQ, Outcome.LLM)
-NOT_YOURS = "Only the person who asked can rate this answer."
 _SECTION_LIMIT = 2900  # Slack caps a section's text at 3,000 characters
 
 
@@ -86,12 +85,9 @@ async def handle_feedback(engine: Engine, poster: SlackPoster, body: dict[str, A
     ok = bool(user) and await engine.record_feedback(message_id, helpful, f"slack:{user}")
     if not (channel and user):
         return
-    if ok:
-        found = await feedback_target(engine.store, message_id)
-        language = found[1].language if found else engine.settings.default_language
-        text = engine.prompts.message("feedback_thanks", language)
-    else:
-        text = NOT_YOURS
+    found = await feedback_target(engine.store, message_id) if ok else None
+    language = found[1].language if found else engine.settings.default_language
+    text = engine.prompts.message("feedback_thanks" if ok else "feedback_refused", language)
     try:
         await poster.ephemeral(channel, user, text, thread_ts=thread_ts)
     except SlackApiError as exc:

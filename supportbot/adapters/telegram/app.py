@@ -22,25 +22,6 @@ PLATFORM = "telegram"
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 COMMANDS = {"/start", "/help", "/human", "/new"}
 
-# Used only when the prompt library has no text for a name (it normally has them all).
-DEFAULT_WORDS = {
-    "en": {
-        "greeting": "Hi! Ask me a question, or send /human to talk to a person.",
-        "help": "Ask me anything. /human talks to a person, /new starts over.",
-        "text_only": "Sorry, I can only read text messages. Please type your question.",
-        "new_conversation": "Starting a fresh conversation. How can I help?",
-        "handoff_requested": "Thanks, a person from our team will reply here shortly.",
-        "feedback_refused": "Only the person who asked can rate this answer.",
-    },
-    "zh": {
-        "greeting": "您好！请直接提问，或发送 /human 联系人工客服。",
-        "help": "请直接提问。/human 联系人工客服，/new 开始新的对话。",
-        "text_only": "抱歉，我只能阅读文字消息，请输入您的问题。",
-        "new_conversation": "已开始新的对话。请问有什么可以帮您？",
-        "handoff_requested": "好的，我们的工作人员会尽快在这里回复您。",
-        "feedback_refused": "只有提问的人可以评价这个回答。",
-    },
-}
 
 
 def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any, Any]:
@@ -65,10 +46,7 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
 
 def words(engine: Engine, name: str, language: str | None, **context: Any) -> str:
     lang = (language or engine.settings.default_language or "en").split("-")[0].lower()
-    text = engine.prompts.message(name, lang, **context)
-    if text and text != name:
-        return text
-    return DEFAULT_WORDS.get(lang, DEFAULT_WORDS["en"]).get(name, DEFAULT_WORDS["en"][name])
+    return engine.prompts.message(name, lang, **context)
 
 
 class UpdateRouter:

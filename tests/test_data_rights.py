@@ -64,7 +64,9 @@ async def counts(tmp: Path) -> dict[str, int]:
             from sqlalchemy import func, select
 
             return {
-                model.__tablename__: int(await session.scalar(select(func.count()).select_from(model)))
+                model.__tablename__: int(
+                    await session.scalar(select(func.count()).select_from(model)) or 0
+                )
                 for model in (Conversation, Message, Transition, HandledEvent)
             }
     finally:

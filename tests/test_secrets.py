@@ -23,6 +23,7 @@ SLACK_TOKEN = "xoxb-SECRET-slack-bot-token-98765"
 SLACK_SIGNING = "SECRET-signing-secret-abcdef"
 TG_TOKEN = "987654:SECRET-telegram-token-AAAAA"
 TG_WEBHOOK = "SECRET-webhook-token-zyx"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def leaks(text: str) -> list[str]:
@@ -102,8 +103,8 @@ async def test_in_process_logs_errors_check_and_exports_hold_no_secret(
 
     env = {
         "SUPPORTBOT_DATA_DIR": str(tmp_path),
-        "SUPPORTBOT_PROMPTS_DIR": str(Path(__file__).resolve().parents[1] / "prompts"),
-        "SUPPORTBOT_KNOWLEDGE_DIR": str(Path(__file__).resolve().parents[1] / "knowledge"),
+        "SUPPORTBOT_PROMPTS_DIR": str(REPO / "prompts"),
+        "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "knowledge"),
         "SUPPORTBOT_LLM_BASE_URL": "http://127.0.0.1:9/v1",
         "SUPPORTBOT_LLM_API_KEY": LLM_KEY,
         "SUPPORTBOT_SLACK_BOT_TOKEN": SLACK_TOKEN,

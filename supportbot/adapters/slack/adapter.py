@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import aiohttp
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.middleware.authorization.async_single_team_authorization import (
@@ -106,6 +107,10 @@ class SlackAdapter:
             return Response(status_code=400)
 
     async def start(self) -> None:
+        if self.client.session is None:
+            # one pooled HTTP session: slack_sdk otherwise opens a new one (and a new TCP/TLS
+            # connection) for every Web API call
+            self.client.session = aiohttp.ClientSession()
         await self._warm_auth()
         if not self.socket_mode or self._socket is not None:
             return
@@ -121,6 +126,9 @@ class SlackAdapter:
             await self._socket.close_async()
             self._socket = None
         await self.work.close(within=10)
+        if self.client.session is not None:
+            await self.client.session.close()
+            self.client.session = None
 
     async def drain(self, within: float = 10.0) -> None:
         """Wait for queued and in-flight event work (tests, graceful shutdown)."""

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     slack_staff_channel: str | None = None
     slack_staff_user_ids: list[str] = Field(default_factory=list)
     slack_support_channels: list[str] = Field(default_factory=list)
-    slack_workers: int = 32  # events handled at once after the ack
+    slack_workers: int = 256  # events handled at once after the ack (each may wait on the LLM)
     slack_backlog: int = 10_000  # queued events past which /slack/events answers 503
 
     # Telegram

@@ -49,7 +49,7 @@ class SlackAdapter:
         *,
         min_interval: float = 1.0,
         stream_interval: float = 1.0,
-        workers: int = 32,
+        workers: int = 256,
         backlog: int = 10_000,
     ) -> None:
         if settings.slack_bot_token is None:

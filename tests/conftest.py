@@ -33,12 +33,6 @@ ENABLE_HINT = (
 )
 T = TypeVar("T")
 CLONE_AHEAD = 2  # databases cloned ahead of the tests that will use them
-# Tests in files owned elsewhere that are about SQLite itself, until they carry the marker:
-# EXPLAIN QUERY PLAN is SQLite syntax; the benchmarks build SQLite databases (PRAGMA).
-SQLITE_ONLY = {
-    "tests/test_limits.py::test_the_limit_check_is_one_indexed_query",
-    "tests/test_bench_smoke.py::test_every_benchmark_runs_quick",
-}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,8 +48,6 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.nodeid in SQLITE_ONLY:
-            item.add_marker(pytest.mark.sqlite_only)
         if POSTGRES_URL and item.get_closest_marker("sqlite_only"):
             item.add_marker(pytest.mark.skip(reason="SQLite-specific; this is the PostgreSQL pass"))
         if not POSTGRES_URL and item.get_closest_marker("postgres_only"):

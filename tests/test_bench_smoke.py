@@ -40,6 +40,7 @@ def test_unknown_benchmark_is_refused(capsys: pytest.CaptureFixture[str]) -> Non
     assert "unknown benchmark" in capsys.readouterr().err
 
 
+@pytest.mark.sqlite_only  # the benchmarks seed SQLite with PRAGMAs
 def test_every_benchmark_runs_quick() -> None:
     """``python -m bench --quick``: one JSON line per figure row, then the table."""
     proc = subprocess.run(

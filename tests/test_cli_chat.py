@@ -17,7 +17,8 @@ def run_cli(
     args: list[str], data_dir: Path, stdin: str = "", **env: str
 ) -> subprocess.CompletedProcess:
     environment = {
-        k: v for k, v in os.environ.items() if not k.startswith("SUPPORTBOT_")
+        k: v for k, v in os.environ.items()
+        if not k.startswith("SUPPORTBOT_") or k == "SUPPORTBOT_DATABASE_URL"
     } | {"SUPPORTBOT_DATA_DIR": str(data_dir), "SUPPORTBOT_LOG_LEVEL": "WARNING", **env}
     return subprocess.run(
         [sys.executable, "-m", "supportbot", *args],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from supportbot.engine import Outcome, Status
@@ -139,6 +140,7 @@ async def test_limited_customer_can_still_reach_a_human_and_staff_are_never_limi
     assert sum(1 for m in msgs if m.role == "staff") == 20
 
 
+@pytest.mark.sqlite_only  # EXPLAIN QUERY PLAN is SQLite's
 async def test_the_limit_check_is_one_indexed_query(tmp_path):
     now = datetime.now(UTC)
     minute_ago = now - timedelta(minutes=1)

@@ -174,13 +174,6 @@ async def test_three_processes_one_reply_per_event_in_order(
         assert "Traceback" not in servers.log(i), servers.log(i)
 
 
-def _adapter_uses_singleton_lock() -> bool:
-    source = REPO / "supportbot" / "adapters" / "telegram" / "adapter.py"
-    return "try_singleton_lock" in source.read_text()
-
-
-@pytest.mark.skipif(not _adapter_uses_singleton_lock(),
-                    reason="the Telegram adapter does not take Store.try_singleton_lock yet")
 def test_a_second_telegram_poller_refuses_to_start(
     postgres_url: str, tmp_path: Path, telegram: FakeTelegram, llm: FakeLLM
 ) -> None:

@@ -680,7 +680,8 @@ class Engine:
             due = conv.waiting_since + wait * (conv.wait_notices + 1)  # type: ignore[operator]
             if conv.wait_notices >= 2 or due > now:
                 continue
-            await self.store.update_conversation(conv.id, wait_notices=conv.wait_notices + 1)
+            if not await self.store.claim_wait_notice(conv.id, conv.wait_notices):
+                continue  # another process sent this notice
             if await self._notify_customer(conv.id, "handoff_still_waiting"):
                 told += 1
         return told
@@ -697,7 +698,10 @@ class Engine:
                 continue
             async with self._thread(conv.platform, conv.thread_key):
                 conv = await self.store.conversation(message.conversation_id)
-                assert conv is not None
+                fresh = await self.store.message(message.id)
+                if conv is None or fresh is None or fresh.state != "received":
+                    counts["skipped"] += 1  # another process got to it first
+                    continue
                 if now - message.created_at > max_age:
                     await self.store.set_message_state(message.id, "expired")
                     await self.store.update_conversation(conv.id, bot_failed=True)

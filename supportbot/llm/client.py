@@ -24,6 +24,7 @@ from httpx_sse import EventSource, SSEError
 from pydantic import SecretStr
 
 from supportbot import metrics
+from supportbot.httppool import linearize
 from supportbot.llm.errors import (
     LLMAuthError,
     LLMBadResponse,
@@ -189,7 +190,7 @@ class LLMClient:
         self.max_backoff = max_backoff
         self._unsupported: set[str] = set()
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
+        self._http = http_client or linearize(httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(
                 max_connections=max_connections,
@@ -197,7 +198,7 @@ class LLMClient:
                 keepalive_expiry=30.0,
             ),
             headers={"User-Agent": "supportbot"},
-        )
+        ))
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> LLMClient:

@@ -17,6 +17,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from supportbot.engine.locks import KeyedLocks
 from supportbot.engine.types import ConversationView, IncomingMessage
 
 from .desk import ACTION_PREFIX, SlackDesk
@@ -100,6 +101,7 @@ class SlackListeners:
         self.support_names = {c.lstrip("#").lower() for c in support_channels} - self.support_ids
         self._names: dict[str, str] = {}
         self._channel_names: dict[str, str] = {}
+        self._order = KeyedLocks()
 
     # -- entry points (called by Bolt listeners; must not block) --------------------------
 
@@ -120,6 +122,12 @@ class SlackListeners:
     # -- routing ----------------------------------------------------------------------------
 
     async def route(self, t: SlackText, *, mentioned: bool, bot_user_id: str | None) -> None:
+        # Take the thread's turn before anything awaits (user names, lookups), so one thread's
+        # messages reach the engine in the order Slack delivered them.
+        async with self._order.hold(t.thread_key):
+            await self._route(t, mentioned=mentioned, bot_user_id=bot_user_id)
+
+    async def _route(self, t: SlackText, *, mentioned: bool, bot_user_id: str | None) -> None:
         if self.desk.staff_channel and t.channel == self.desk.staff_channel:
             return  # staff talk among themselves there
         if self.desk.is_staff(t.user) and t.thread_ts and not t.is_dm:

@@ -17,6 +17,7 @@ from supportbot.adapters.telegram.desk import TelegramDesk, parse_thread_key
 from supportbot.adapters.telegram.sink import EditThrottle, TelegramSink
 from supportbot.config import Settings
 from supportbot.engine import ConversationView, Engine
+from supportbot.storage.store import SingletonLock
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class TelegramAdapter:
         self.application.add_error_handler(self._on_error)
         self._secret = webhook_secret(settings)
         self._running = False
+        self._poll_lock: SingletonLock | None = None
         _quiet_http_logs()
 
     @property
@@ -77,6 +79,14 @@ class TelegramAdapter:
                 allowed_updates=ALLOWED_UPDATES,
             )
         else:
+            # Telegram serves getUpdates to one poller per token: fail loudly, not silently
+            self._poll_lock = self.engine.store.try_singleton_lock("telegram-polling")
+            if not await self._poll_lock.acquire():
+                raise RuntimeError(
+                    "another supportbot process is already polling Telegram (Telegram allows one "
+                    "poller per bot); to run several processes use webhook mode: set "
+                    "SUPPORTBOT_TELEGRAM_WEBHOOK_URL"
+                )
             assert self.application.updater is not None
             await self.application.updater.start_polling(
                 allowed_updates=ALLOWED_UPDATES, error_callback=self._on_poll_error
@@ -98,6 +108,9 @@ class TelegramAdapter:
             await updater.stop()
         await self.application.stop()
         await self.application.shutdown()
+        if self._poll_lock is not None:
+            await self._poll_lock.release()
+            self._poll_lock = None
 
     async def _webhook(self, request: Request) -> Response:
         given = request.headers.get(SECRET_HEADER, "")

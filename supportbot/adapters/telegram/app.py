@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 from telegram import Bot, CallbackQuery, Message, MessageEntity, Update
 from telegram.constants import ChatType
 from telegram.ext import Application, ContextTypes, TypeHandler
+from telegram.request import HTTPXRequest
 
 from supportbot.adapters.telegram.desk import TelegramDesk, current_message
 from supportbot.adapters.telegram.feedback import answer, handle_vote, offer_feedback, parse_vote
@@ -15,6 +17,7 @@ from supportbot.adapters.telegram.sink import EditThrottle, TelegramSink, typing
 from supportbot.config import Settings
 from supportbot.engine import Engine, IncomingMessage, Status
 from supportbot.engine.locks import KeyedLocks
+from supportbot.httppool import linearize
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,15 @@ PLATFORM = "telegram"
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 COMMANDS = {"/start", "/help", "/human", "/new"}
 
+
+
+class _Request(HTTPXRequest):
+    """PTB's default request (256 connections, its timeouts) over our linear-time pool."""
+
+    __slots__ = ()
+
+    def _build_client(self) -> httpx.AsyncClient:
+        return linearize(super()._build_client())
 
 
 def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any, Any]:
@@ -38,6 +50,7 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
         .base_url(base)
         .base_file_url(base.removesuffix("/bot") + "/file/bot")
         .concurrent_updates(64)
+        .request(_Request())
     )
     if settings.telegram_webhook_url:
         builder = builder.updater(None)

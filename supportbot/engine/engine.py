@@ -284,17 +284,22 @@ class Engine:
         Returns the answer, the completion and, when it was already streamed to the customer,
         the platform message id (or ``True`` when the sink gave none)."""
         assert self.llm is not None
-        system = self.prompts.render_system(
-            conv.platform,
-            customer_name=conv.customer_name,
-            language=language,
-            now=datetime.now(ZoneInfo(self.settings.timezone)),
-            snippets=[
-                Snippet(h.entry.id, h.entry.question, h.entry.answer, h.entry.url) for h in hits
-            ],
-            handoff_marker=HANDOFF_MARKER,
-            business_hours=self.settings.business_hours,
-        )
+        try:
+            system = self.prompts.render_system(
+                conv.platform,
+                # the customer picks their display name: one short line, never instructions
+                customer_name=" ".join(conv.customer_name.split())[:64],
+                language=language,
+                now=datetime.now(ZoneInfo(self.settings.timezone)),
+                snippets=[
+                    Snippet(h.entry.id, h.entry.question, h.entry.answer, h.entry.url)
+                    for h in hits
+                ],
+                handoff_marker=HANDOFF_MARKER,
+                business_hours=self.settings.business_hours,
+            )
+        except Exception as exc:  # broken since start, no good version to fall back on
+            raise PromptUnavailable(f"system prompt does not render: {exc}") from exc
         history = await self.store.history(conv.id, before_id=user_msg.id)
         messages = [
             {"role": "system", "content": system},
@@ -724,6 +729,10 @@ class Engine:
                                     truncated=False)
                 counts["answered"] += 1
         return counts
+
+class PromptUnavailable(LLMError):
+    """The system prompt cannot be rendered, so the LLM cannot be asked."""
+
 
 def _with_note(note: str, text: str) -> str:
     return f"{note}\n\n{text}" if note else text

@@ -150,27 +150,9 @@ class Store:
                 await session.flush()
                 conv = await self._open_conversation(session, platform, thread_key)
                 if conv is None:
-                    conv = Conversation(
-                        platform=platform,
-                        thread_key=thread_key,
-                        customer_id=customer_id,
-                        customer_name=customer_name,
-                        language=language,
-                        status="bot",
-                        failures=0,
-                        bot_failed=False,
-                        wait_notices=0,
-                    )
-                    session.add(conv)
-                    await session.flush()
-                    session.add(
-                        Transition(
-                            conversation_id=conv.id,
-                            from_status="new",
-                            to_status="bot",
-                            actor=f"customer:{customer_id}",
-                            reason="first message",
-                        )
+                    conv = await self._start_conversation(
+                        session, platform, thread_key, customer_id, customer_name, language,
+                        reason="first message",
                     )
                 else:
                     conv.language = language
@@ -230,19 +212,40 @@ class Store:
         async with self.sessions.begin() as session:
             conv = await self._open_conversation(session, platform, thread_key)
             if conv is None:
-                conv = Conversation(
-                    platform=platform,
-                    thread_key=thread_key,
-                    customer_id=customer_id,
-                    customer_name=customer_name,
-                    language=language,
-                    status="bot",
-                    failures=0,
-                    bot_failed=False,
-                    wait_notices=0,
+                conv = await self._start_conversation(
+                    session, platform, thread_key, customer_id, customer_name, language,
+                    reason="asked for a person",
                 )
-                session.add(conv)
             return conv
+
+    @staticmethod
+    async def _start_conversation(
+        session: AsyncSession, platform: str, thread_key: str, customer_id: str,
+        customer_name: str, language: str, *, reason: str,
+    ) -> Conversation:
+        conv = Conversation(
+            platform=platform,
+            thread_key=thread_key,
+            customer_id=customer_id,
+            customer_name=customer_name,
+            language=language,
+            status="bot",
+            failures=0,
+            bot_failed=False,
+            wait_notices=0,
+        )
+        session.add(conv)
+        await session.flush()
+        session.add(
+            Transition(
+                conversation_id=conv.id,
+                from_status="new",
+                to_status="bot",
+                actor=f"customer:{customer_id}",
+                reason=reason,
+            )
+        )
+        return conv
 
     async def update_conversation(self, conversation_id: int, **values: Any) -> None:
         async with self.sessions.begin() as session:

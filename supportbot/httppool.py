@@ -6,9 +6,10 @@ re-counts the whole pool, and it probes every idle connection for expiry (``getp
 ``poll`` syscalls through anyio's extra attributes). With the 30-60 warm connections a busy
 bot keeps, that was a third of ``supportbot serve``'s CPU (issue 8; encode/httpcore#1035).
 
-``linearize(client)`` swaps in a subclass that does one pass over the pool, probes only the
-connection it is about to hand out (plus a full sweep at most once a second, so expired
-sockets are still closed), and hands an idle HTTP/1.1 connection to one queued request only.
+``linearize(client)`` swaps in a subclass that stops at the first reusable connection and
+probes only that one (plus a full sweep at most once a second, or when the pool is full, so
+closed and expired sockets still go), and hands an idle HTTP/1.1 connection to one queued
+request only.
 If httpx/httpcore internals ever change shape, the stock pool is left in place.
 """
 
@@ -47,6 +48,38 @@ class LinearPool(httpcore.AsyncConnectionPool):
         sweep = now - self._swept_at >= SWEEP_INTERVAL
         if sweep:
             self._swept_at = now
+        if sweep or len(self._connections) >= self._max_connections:
+            self._connections = self._clean(sweep, closing)
+
+        queued = [request for request in self._requests if request.is_queued()]
+        if not queued:
+            return closing
+        # an idle HTTP/1.1 connection already handed to a request that has not started yet
+        reserved = set() if self._http2 else {
+            id(r.connection) for r in self._requests if r.connection is not None
+        }
+        for pool_request in queued:
+            origin = pool_request.request.url.origin
+            connection = self._reusable(origin, reserved, closing)
+            if connection is None:
+                if len(self._connections) >= self._max_connections:
+                    victim = next((c for c in self._connections
+                                   if c.is_idle() and id(c) not in reserved), None)
+                    if victim is None:
+                        continue  # stays queued until a response closes
+                    self._connections.remove(victim)
+                    closing.append(victim)
+                connection = self.create_connection(origin)
+                self._connections.append(connection)
+            if not self._http2:
+                reserved.add(id(connection))  # HTTP/1.1: one request per connection
+            pool_request.assign_to_connection(connection)
+        return closing
+
+    def _clean(
+        self, sweep: bool, closing: list[httpcore.AsyncConnectionInterface]
+    ) -> list[httpcore.AsyncConnectionInterface]:
+        """Drop closed connections, close expired ones (on a sweep) and surplus idle ones."""
         kept: list[httpcore.AsyncConnectionInterface] = []
         idle = 0
         for connection in self._connections:
@@ -58,61 +91,43 @@ class LinearPool(httpcore.AsyncConnectionPool):
             kept.append(connection)
             idle += connection.is_idle()
         surplus = idle - self._max_keepalive_connections
-        if surplus > 0:
-            trimmed = []
-            for connection in kept:
-                if surplus > 0 and connection.is_idle():
-                    closing.append(connection)
-                    surplus -= 1
-                else:
-                    trimmed.append(connection)
-            kept = trimmed
-        self._connections = kept
-
-        queued = [request for request in self._requests if request.is_queued()]
-        if not queued:
-            return closing
-        # an idle HTTP/1.1 connection already handed to a request that has not started yet
-        reserved = set() if self._http2 else {
-            id(r.connection) for r in self._requests if r.connection is not None
-        }
-        available = [c for c in kept if c.is_available() and id(c) not in reserved]
-        for pool_request in queued:
-            origin = pool_request.request.url.origin
-            connection = self._reusable(available, origin, closing)
-            if connection is None:
-                if len(self._connections) >= self._max_connections:
-                    victim = next((c for c in self._connections
-                                   if c.is_idle() and id(c) not in reserved), None)
-                    if victim is None:
-                        continue  # stays queued until a response closes
-                    self._connections.remove(victim)
-                    closing.append(victim)
-                connection = self.create_connection(origin)
-                self._connections.append(connection)
-            elif not self._http2:
-                available.remove(connection)  # HTTP/1.1: one request per connection
-            reserved.add(id(connection))
-            pool_request.assign_to_connection(connection)
-        return closing
+        if surplus <= 0:
+            return kept
+        trimmed = []
+        for connection in kept:
+            if surplus > 0 and connection.is_idle():
+                closing.append(connection)
+                surplus -= 1
+            else:
+                trimmed.append(connection)
+        return trimmed
 
     def _reusable(
         self,
-        available: list[httpcore.AsyncConnectionInterface],
         origin: httpcore.Origin,
+        reserved: set[int],
         closing: list[httpcore.AsyncConnectionInterface],
     ) -> httpcore.AsyncConnectionInterface | None:
-        """The first available connection for ``origin``; expired ones found on the way close."""
-        for connection in list(available):
-            if not connection.can_handle_request(origin):
+        """The first available connection for ``origin``; expired ones found on the way close
+        (the only per-request expiry probe: a server may have closed an idle socket)."""
+        found = None
+        expired = []
+        for connection in self._connections:
+            if (
+                id(connection) in reserved
+                or not connection.is_available()
+                or not connection.can_handle_request(origin)
+            ):
                 continue
             if connection.has_expired():
-                available.remove(connection)
-                self._connections.remove(connection)
-                closing.append(connection)
+                expired.append(connection)
                 continue
-            return connection
-        return None
+            found = connection
+            break
+        for connection in expired:
+            self._connections.remove(connection)
+            closing.append(connection)
+        return found
 
 
 def linearize(client: httpx.AsyncClient) -> httpx.AsyncClient:

@@ -64,11 +64,30 @@ async def test_expired_connections_are_not_handed_out(fake: FakeLLM) -> None:
     assert len(set(ports)) == 3  # each idle connection had expired: a new one every time
 
 
-async def test_server_closed_connection_is_replaced(fake: FakeLLM) -> None:
-    limits = httpx.Limits(max_connections=2)
-    async with linearize(httpx.AsyncClient(limits=limits, timeout=10)) as client:
-        assert (await client.post(fake.url + "/chat/completions", json=BODY)).status_code == 200
-        fake.stop()  # closes the kept-alive connection from the server side
-        fake.start()
-        url = fake.url
-        assert (await client.post(url + "/chat/completions", json=BODY)).status_code == 200
+async def test_connection_the_server_closed_is_not_reused() -> None:
+    """A kept-alive socket the server has since closed must be probed and replaced, not used
+    (using it would fail with "Server disconnected")."""
+    accepted = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # then close the idle keep-alive connection
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        limits = httpx.Limits(max_connections=2)
+        async with linearize(httpx.AsyncClient(limits=limits, timeout=5)) as client:
+            for _ in range(3):
+                response = await client.get(f"http://127.0.0.1:{port}/")
+                assert response.text == "ok"
+                await asyncio.sleep(0.2)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert accepted == 3

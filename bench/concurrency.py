@@ -52,46 +52,24 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))
     try:
         with fake_llm_process(delay=delay) as url:
-            for case, pool in (("as_shipped", None), ("llm_pool_and_one_sqlite_conn",
-                                                      conversations)):
-                settings = Settings(
-                    _env_file=None, data_dir=tmp / case, knowledge_dir=ROOT / "knowledge",
-                    prompts_dir=ROOT / "prompts", llm_base_url=url, llm_api_key="sk-bench",
-                    llm_stream=False, llm_max_retries=0,
-                )
-                row = await _burst(settings, conversations, ordered_threads, per_thread, pool)
-                row["llm_delay_s"] = delay
-                rows.append({"bench": NAME, "case": case, "judged": case == "as_shipped"
-                             and not quick, **row})
+            settings = Settings(
+                _env_file=None, data_dir=tmp / "data", knowledge_dir=ROOT / "knowledge",
+                prompts_dir=ROOT / "prompts", llm_base_url=url, llm_api_key="sk-bench",
+                llm_stream=False, llm_max_retries=0,
+            )
+            row = await _burst(settings, conversations, ordered_threads, per_thread)
+            row["llm_delay_s"] = delay
+            rows.append({"bench": NAME, "case": "as_shipped", "judged": not quick, **row})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
 
-async def _burst(settings: Any, conversations: int, ordered_threads: int, per_thread: int,
-                 pool: int | None) -> dict[str, Any]:
+async def _burst(settings: Any, conversations: int, ordered_threads: int,
+                 per_thread: int) -> dict[str, Any]:
     from supportbot.engine import Engine, IncomingMessage
-    from supportbot.llm import LLMClient
 
     engine = await Engine.open(settings)
-    if pool is not None:
-        # The tuning BENCHMARKS.md proposes, neither reachable from Settings today: an httpx
-        # pool as large as the burst, and one SQLite connection (writers queue in the pool
-        # instead of sleeping in SQLite's busy handler).
-        from sqlalchemy import event
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        from supportbot.storage import Store
-        from supportbot.storage.db import _sqlite_pragmas
-
-        assert engine.llm is not None
-        await engine.llm.aclose()
-        engine.llm = LLMClient.from_settings(settings, max_connections=pool + 50)
-        await engine.store.close()
-        db = create_async_engine(settings.resolved_database_url, pool_size=1, max_overflow=0,
-                                 pool_timeout=120, connect_args={"timeout": 30})
-        event.listen(db.sync_engine, "connect", _sqlite_pragmas)
-        engine.store = Store(db)
     delivered: list[tuple[float, str, str]] = []
     outcomes: dict[str, int] = {}
 
@@ -131,7 +109,7 @@ async def _burst(settings: Any, conversations: int, ordered_threads: int, per_th
         llm_failed = outcomes.get("llm_failed", 0) + outcomes.get("handoff", 0)
         return {
             "conversations": conversations,
-            "llm_pool": pool + 50 if pool else 20,
+            "llm_pool": settings.llm_max_connections,
             "wall_s": round(wall, 2) if wall is not None else None,
             "replies_delivered": len(singles),
             "all_delivered": len(singles) == conversations and not pending,

@@ -47,8 +47,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 after_start = peak_rss_mb(bot.pid)
                 with httpx.Client(base_url=bot.url, timeout=30) as http:
                     for i in range(customers):
+                        # one customer each: the per-customer rate limit must not cap the run
                         event = slack.message_event(f"how do I reset my password {i}?",
-                                                    channel=f"D{i:06d}")
+                                                    channel=f"D{i:06d}", user=f"U{i:06d}")
                         headers, body = slack.signed_event(event)
                         http.post("/slack/events", headers=headers, content=body)
                 # bounded: report what was answered rather than lose the figure

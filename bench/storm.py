@@ -171,7 +171,15 @@ async def run_storm(
 
                 async def post(path: str, **kw: Any) -> None:
                     async with gate:
-                        r = await http.post(path, **kw)
+                        for attempt in range(3):
+                            try:
+                                r = await http.post(path, **kw)
+                                break
+                            except httpx.TransportError:
+                                # a kept-alive connection the server just closed; platforms
+                                # redeliver what got no answer, and so do we
+                                if attempt == 2:
+                                    raise
                     report.deliveries += 1
                     if r.status_code != 200:
                         report.http_errors += 1

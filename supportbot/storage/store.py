@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -444,12 +444,6 @@ class Store:
         async with self.sessions() as session:
             return int(await session.scalar(select(func.count(Message.id))) or 0)
 
-    async def purge_events_before(self, cutoff: datetime) -> int:
-        async with self.sessions.begin() as session:
-            result = await session.execute(
-                delete(HandledEvent).where(HandledEvent.created_at < cutoff)
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 class SingletonLock:

@@ -30,7 +30,8 @@ def test_scripted_chat_answers_from_the_faq(tmp_path):
     result = run_cli(["chat"], tmp_path, "How long do refunds take?\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Ada: ")
-    assert "business days" in result.stdout
+    assert "5–10 business days" in result.stdout
+    assert "**" not in result.stdout  # Markdown bold is not shown raw in a terminal
 
 
 def test_json_chat_prints_one_object_per_reply(tmp_path):

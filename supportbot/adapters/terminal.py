@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -14,6 +15,13 @@ from supportbot.engine import Engine, IncomingMessage, Reply
 from supportbot.storage import reports
 
 PLATFORM = "cli"
+_BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
+
+
+def plain(text: str, *, tty: bool) -> str:
+    """FAQ answers are Markdown; a terminal shows bold as bold (or drops the asterisks)."""
+    return _BOLD.sub(lambda m: f"\033[1m{m[1] or m[2]}\033[0m" if tty else (m[1] or m[2]),
+                     text)
 
 
 class TerminalSink:
@@ -24,7 +32,7 @@ class TerminalSink:
         self.out = out
 
     async def send(self, text: str) -> str | None:
-        self.out.write(f"{self.name}: {text}\n")
+        self.out.write(f"{self.name}: {plain(text, tty=self.out.isatty())}\n")
         self.out.flush()
         return None
 

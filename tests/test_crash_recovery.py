@@ -109,15 +109,8 @@ class Serve:
         )
 
 
-def wait_for(predicate: Any, within: float = 15.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.05)
+def wait_for(predicate: Any) -> Any:
+    return FakeSlack.wait_for(predicate, timeout=15.0, interval=0.05)
 
 
 async def stored(tmp: Path) -> tuple[list[Any], list[Any]]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,10 @@ from supportbot.adapters.slack import SlackAdapter
 from supportbot.config import Settings
 from supportbot.engine import Engine
 from supportbot.server import create_app
-from supportbot.testing.fake_llm import FakeLLM
+from supportbot.testing.fake_llm import FakeLLM, Gate
 from supportbot.testing.fake_slack import FakeSlack
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Gate:
-    """A FakeLLM responder that answers only once the test opens the gate (at most 10 s)."""
-
-    def __init__(self) -> None:
-        self.opened = threading.Event()
-
-    def __call__(self, messages: list[dict[str, Any]]) -> str:
-        self.opened.wait(10)
-        return f"Answer: {messages[-1]['content']}"
 
 
 class Env:

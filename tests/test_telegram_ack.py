@@ -5,10 +5,8 @@ reply can exist until the test lets go."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,24 +16,13 @@ from supportbot.adapters.telegram import TelegramAdapter
 from supportbot.config import Settings
 from supportbot.engine import Engine
 from supportbot.server import create_app
-from supportbot.testing.fake_llm import FakeLLM
+from supportbot.testing.fake_llm import FakeLLM, Gate
 from supportbot.testing.fake_telegram import FakeTelegram
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cret-token"
 HEADERS = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
 ALICE = 111
-
-
-class Gate:
-    """A FakeLLM responder that answers only once the test opens the gate (at most 10 s)."""
-
-    def __init__(self) -> None:
-        self.opened = threading.Event()
-
-    def __call__(self, messages: list[dict[str, Any]]) -> str:
-        self.opened.wait(10)
-        return f"Answer: {messages[-1]['content']}"
 
 
 Served = tuple[FakeTelegram, FakeLLM, "Gate", httpx.AsyncClient]

@@ -77,6 +77,18 @@ def embed(text: str, dimensions: int = 64) -> list[float]:
     return [v / norm for v in vector]
 
 
+class Gate:
+    """A responder that holds every answer until the test calls ``gate.opened.set()`` (at most
+    10 s), so a test can act while a reply is being generated: ``FakeLLM(responder=Gate())``."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+
+    def __call__(self, messages: list[dict[str, Any]]) -> str:
+        self.opened.wait(10)
+        return f"Answer: {messages[-1]['content']}"
+
+
 class FakeLLM:
     """Knobs: ``responder``, ``delay`` (seconds per reply), ``require_key``, ``include_usage``,
     and ``fail_next(kind, times=1, endpoint="chat", **options)`` with kinds:

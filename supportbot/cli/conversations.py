@@ -117,13 +117,14 @@ def export(conversation_id: int) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
-def _staff_action(action: str, conversation_id: int, as_user: str) -> None:
+def _staff_action(action: str, conversation_id: int) -> None:
+    settings = load_settings()
+    as_user = require_staff(settings, f"conversations {action}")
+
     async def work(engine: Engine) -> bool:
         method = getattr(engine, action)
         return bool(await method(conversation_id, f"cli:{as_user}"))
 
-    settings = load_settings()
-    require_staff(settings, f"conversations {action}")
     if not with_engine(settings, work):
         click.echo(f"conversation {conversation_id}: nothing to {action.replace('_', ' ')} "
                    "(not found, or not in a state that allows it)", err=True)
@@ -131,28 +132,22 @@ def _staff_action(action: str, conversation_id: int, as_user: str) -> None:
     click.echo(f"conversation {conversation_id}: done")
 
 
-def _user() -> str:
-    import getpass
-
-    return getpass.getuser()
-
-
 @conversations.command()
 @click.argument("conversation_id", type=int)
 def handback(conversation_id: int) -> None:
     """Give the thread back to the bot."""
-    _staff_action("hand_back", conversation_id, _user())
+    _staff_action("hand_back", conversation_id)
 
 
 @conversations.command()
 @click.argument("conversation_id", type=int)
 def close(conversation_id: int) -> None:
     """Close the thread; the customer's next message starts a fresh conversation."""
-    _staff_action("close", conversation_id, _user())
+    _staff_action("close", conversation_id)
 
 
 @conversations.command()
 @click.argument("conversation_id", type=int)
 def take(conversation_id: int) -> None:
     """Take the thread over (the bot goes silent in it)."""
-    _staff_action("take_over", conversation_id, _user())
+    _staff_action("take_over", conversation_id)

@@ -2,8 +2,10 @@
 LLM takes 1 s per reply. Wall time until every reply is delivered, and proof that per-thread
 order holds (a few threads send several messages in the same burst).
 
-Two cases: the LLM client as ``Engine.open`` builds it (httpx pool of 20 connections), and the
-same client with a pool as large as the burst, to show where the wall time goes.
+The LLM client is the one ``Engine.open`` builds (pool of ``SUPPORTBOT_LLM_MAX_CONNECTIONS``,
+1,000). ``engine_cpu_s`` (this process) and ``fake_llm_cpu_s`` (the fake's process) show where
+the wall time goes: the engine's CPU runs on one core, and the LLM's second only overlaps it
+once requests are out.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT
-from bench.fakeproc import fake_llm_process
+from bench.fakeproc import fake_llm_child
 
 NAME = "concurrency"
 LLM_DELAY = 1.0
@@ -30,7 +32,7 @@ class TimedSink:
     def __init__(self, log: list[tuple[float, str, str]], thread: str) -> None:
         self.log, self.thread = log, thread
 
-    async def send(self, text: str) -> str | None:
+    async def send(self, text: str, *, feedback_id: int | None = None) -> str | None:
         self.log.append((time.perf_counter(), self.thread, text))
         return None
 
@@ -51,13 +53,17 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))
     try:
-        with fake_llm_process(delay=delay) as url:
+        with fake_llm_child(delay=delay) as fake:
             settings = Settings(
                 _env_file=None, data_dir=tmp / "data", knowledge_dir=ROOT / "knowledge",
-                prompts_dir=ROOT / "prompts", llm_base_url=url, llm_api_key="sk-bench",
+                prompts_dir=ROOT / "prompts", llm_base_url=fake.url, llm_api_key="sk-bench",
                 llm_stream=False, llm_max_retries=0,
             )
+            fake_before = fake.cpu_seconds()
             row = await _burst(settings, conversations, ordered_threads, per_thread)
+            fake_after = fake.cpu_seconds()
+            if fake_before is not None and fake_after is not None:
+                row["fake_llm_cpu_s"] = round(fake_after - fake_before, 2)
             row["llm_delay_s"] = delay
             rows.append({"bench": NAME, "case": "as_shipped", "judged": not quick, **row})
     finally:
@@ -81,6 +87,7 @@ async def _burst(settings: Any, conversations: int, ordered_threads: int,
 
     try:
         tasks = []
+        cpu_started = time.process_time()
         started = time.perf_counter()
         for k in range(per_thread):  # interleave, so order must come from the per-thread lock
             for t in range(ordered_threads):
@@ -91,6 +98,7 @@ async def _burst(settings: Any, conversations: int, ordered_threads: int,
                     tasks.append(asyncio.create_task(
                         send(f"burst-{c}", f"burst question {c}", f"b-{c}")))
         done, pending = await asyncio.wait(tasks, timeout=CASE_TIMEOUT)
+        engine_cpu = time.process_time() - cpu_started
         for task in pending:
             task.cancel()
         errors = [t.exception() for t in done if t.exception() is not None]
@@ -111,6 +119,7 @@ async def _burst(settings: Any, conversations: int, ordered_threads: int,
             "conversations": conversations,
             "llm_pool": settings.llm_max_connections,
             "wall_s": round(wall, 2) if wall is not None else None,
+            "engine_cpu_s": round(engine_cpu, 2),
             "replies_delivered": len(singles),
             "all_delivered": len(singles) == conversations and not pending,
             "ordered_threads": ordered_threads,

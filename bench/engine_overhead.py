@@ -29,7 +29,7 @@ class CountingSink:
     def __init__(self) -> None:
         self.sent = 0
 
-    async def send(self, text: str) -> str | None:
+    async def send(self, text: str, *, feedback_id: int | None = None) -> str | None:
         self.sent += 1
         return None
 

@@ -2,6 +2,7 @@
 time) with the code being measured::
 
     with fake_llm_process(delay=1.0) as url: ...
+    with fake_llm_child(delay=1.0) as child: ... child.url, child.cpu_seconds()
 
 The child prints its URL, then serves until its stdin closes.
 """
@@ -10,15 +11,39 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from bench.common import PYTHON, ROOT, bench_env
 
 
+@dataclass(frozen=True)
+class FakeChild:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU the fake has used so far (Linux ``/proc``; None elsewhere), to
+        tell the fake's share of a benchmark from the code under test."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def fake_llm_process(delay: float = 0.0) -> Iterator[str]:
+    with fake_llm_child(delay) as child:
+        yield child.url
+
+
+@contextlib.contextmanager
+def fake_llm_child(delay: float = 0.0) -> Iterator[FakeChild]:
     proc = subprocess.Popen(
         [PYTHON, "-m", "bench.fakeproc", "--delay", str(delay)],
         cwd=ROOT, env=bench_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -28,7 +53,7 @@ def fake_llm_process(delay: float = 0.0) -> Iterator[str]:
         url = proc.stdout.readline().strip()
         if not url.startswith("http"):
             raise RuntimeError("fake LLM process did not start")
-        yield url
+        yield FakeChild(url, proc.pid)
     finally:
         if proc.stdin is not None:
             proc.stdin.close()

@@ -8,12 +8,16 @@ platform and the load generator run here. Streaming is off (``SUPPORTBOT_LLM_STR
 one reply is one ``chat.postMessage`` / ``sendMessage``.
 
 Figures: latency at light load (one message at a time) and throughput (many customers at once,
-``msgs_per_s`` = messages / time from the first request to the last reply).
+``msgs_per_s`` = messages / time from the first request to the last reply). Because the machine
+is shared, the burst also reports the bot process's own CPU time per message (``bot_cpu_ms``,
+user + system, until the process is idle again) and the platform API calls it made per message
+(``api_calls_per_msg``, by method): both hold steady when wall-clock figures do not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -73,8 +77,12 @@ def _slack(env: dict[str, str], tmp: Path, samples: int, burst: int,
         def replies() -> dict[str, float]:
             return {str(c.params.get("channel")): c.at for c in slack.calls("chat.postMessage")}
 
+        def methods() -> list[str]:
+            return [c.method for c in slack.calls()]
+
         with serve_process(env, tmp / "bot.log") as bot:
-            return asyncio.run(_drive(bot.url, request, replies, samples, burst, concurrency))
+            return asyncio.run(_drive(bot.url, request, replies, samples, burst, concurrency,
+                                      pid=bot.pid, methods=methods))
 
 
 def _telegram(env: dict[str, str], tmp: Path, samples: int, burst: int,
@@ -102,8 +110,12 @@ def _telegram(env: dict[str, str], tmp: Path, samples: int, burst: int,
             return {str(c.params.get("chat_id")): c.at for c in tg.calls("sendMessage")
                     if not c.error}
 
+        def methods() -> list[str]:
+            return [c.method for c in tg.calls()]
+
         with serve_process(env, tmp / "bot.log", port=port) as bot:
-            return asyncio.run(_drive(bot.url, request, replies, samples, burst, concurrency))
+            return asyncio.run(_drive(bot.url, request, replies, samples, burst, concurrency,
+                                      pid=bot.pid, methods=methods))
 
 
 async def _drive(
@@ -113,6 +125,9 @@ async def _drive(
     samples: int,
     burst: int,
     concurrency: int,
+    *,
+    pid: int,
+    methods: Callable[[], list[str]],
 ) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
@@ -132,6 +147,9 @@ async def _drive(
         prepared = [request(offset + i) for i in range(burst)]
         acks: list[float] = []
         queue = list(reversed(prepared))
+        await _settle(pid)  # the light-load phase's last follow-up calls
+        calls_before = len(methods())
+        cpu_before = _cpu_seconds(pid)
         first_sent = time.time()
 
         async def poster() -> None:
@@ -152,6 +170,10 @@ async def _drive(
         got = replies()
         arrived = [got[k] for k in keys if k in got]
         last = max(arrived) if arrived else time.time()
+        cpu = await _settle(pid) - cpu_before  # follow-up work (edits) after the last reply too
+        per_method: dict[str, int] = {}
+        for method in methods()[calls_before:]:
+            per_method[method] = per_method.get(method, 0) + 1
         return {
             **percentiles(latencies),
             "samples": len(latencies),
@@ -162,7 +184,31 @@ async def _drive(
             "msgs_per_s": round(len(arrived) / (last - first_sent), 1),
             "post_phase_s": round(posted - first_sent, 2),
             **percentiles(acks, "ack_"),
+            "bot_cpu_ms": round(cpu * 1000 / burst, 2),
+            "api_calls_per_msg": round(sum(per_method.values()) / burst, 2),
+            "api_calls": {m: round(n / burst, 2) for m, n in sorted(per_method.items())},
         }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _settle(pid: int, idle: float = 1.5, within: float = 15.0) -> float:
+    """Wait until the process has used no CPU for ``idle`` seconds (Slack's paced follow-up
+    calls come up to a second after the reply); return its CPU time then."""
+    deadline = time.monotonic() + within
+    last = _cpu_seconds(pid)
+    still_since = time.monotonic()
+    while time.monotonic() - still_since < idle and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        now = _cpu_seconds(pid)
+        if now - last > 0.015:  # more than a clock tick or so: still working
+            still_since = time.monotonic()
+        last = now
+    return last
 
 
 async def _wait_for(probe: Callable[[], Any], within: float, need_all: bool = True) -> Any:

@@ -14,7 +14,7 @@ from supportbot import metrics
 from supportbot.adapters.terminal import PLATFORM, run_chat
 from supportbot.engine import Outcome
 from supportbot.storage.reports import feedback_for
-from supportbot.testing import OfflineBot
+from supportbot.testing import OfflineBot, RecordingSink
 
 REPO = Path(__file__).resolve().parents[1]
 Q = "How long do refunds take?"
@@ -36,6 +36,17 @@ async def test_vote_is_stored_and_a_later_vote_replaces_it(tmp_path):
     assert vote.conversation_id == reply.conversation_id and vote.actor == "web:alice"
     after = metrics.value("supportbot_feedback_total", {"platform": "web", "helpful": "no"})
     assert after - before == 1
+
+
+async def test_sinks_learn_which_replies_may_be_rated(tmp_path):
+    """An answer is sent with its stored id (so buttons can go out with it); the bot's own
+    words (don't know, handoff notices) are not rated."""
+    async with OfflineBot(tmp_path, platform="web") as bot:
+        sink = RecordingSink()
+        answered = await bot.ask(Q, sink=sink)
+        unsure = await bot.ask("Does the moon run on batteries?", sink=sink)
+    assert answered.outcome is Outcome.FAQ and unsure.outcome is Outcome.DONT_KNOW
+    assert sink.feedback_ids == [answered.message_id, None]
 
 
 async def test_customers_cannot_rate_other_peoples_answers(tmp_path):

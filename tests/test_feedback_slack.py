@@ -127,3 +127,18 @@ async def test_only_the_customer_can_vote_and_signatures_are_checked(env: Env) -
     await env.press(HELPFUL, "not-a-number", user=CUSTOMER, message_ts=answer.ts)
     await env.press(HELPFUL, message_id, user=CUSTOMER, message_ts=answer.ts)
     assert (await feedback_for(env.engine.store, int(message_id))).helpful is True
+
+
+async def test_a_whole_answer_needs_no_edit_for_its_buttons(env: Env) -> None:
+    """Sent whole, the answer goes out with its buttons: one Web API write per answer. A
+    streamed answer gets them in a last edit (its stored id exists only once it is done)."""
+    answer = await ask(env, "How long do refunds take?")
+    writes = [c for c in env.slack.calls() if c.method.startswith("chat.")]
+    with_buttons = [c for c in writes if c.params.get("blocks")]
+    if env.engine.settings.llm_stream:
+        assert [c.method for c in with_buttons] == ["chat.update"]
+    else:
+        assert [c.method for c in writes] == ["chat.postMessage"] == [
+            c.method for c in with_buttons
+        ]
+    assert with_buttons[0].params["channel"] == DM and buttons_of(answer)

@@ -197,3 +197,15 @@ async def test_no_buttons_when_the_bot_did_not_answer(tmp_path, fake, llm) -> No
         await env.fake.wait_for(lambda: len(env.fake.sent(ALICE)) == 2)
         assert all("reply_markup" not in m for m in env.fake.sent(ALICE))
         assert not env.fake.calls("editMessageReplyMarkup")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_buttons_come_with_a_whole_answer_and_after_a_streamed_one(
+    tmp_path, fake, llm, stream: bool
+) -> None:
+    """A whole answer is sent with its keyboard; a streamed one gets it in an edit at the end
+    (its stored id exists only once the stream is done)."""
+    async with running(tmp_path, fake, llm, webhook=True, stream=stream) as env:
+        msg, _ = await env.ask(env.fake.private_message("How do refunds work?"))
+        edits = env.fake.calls("editMessageReplyMarkup")
+        assert [c.params["message_id"] for c in edits] == ([msg["message_id"]] if stream else [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -98,6 +99,21 @@ async def test_non_streaming_sends_key_roles_and_settings(fake: FakeLLM, make_cl
     assert request.json["temperature"] == 0.7
     assert request.json["max_tokens"] == 123
     assert "stream" not in request.json
+
+
+async def test_body_is_compact_utf8_json(fake: FakeLLM, make_client) -> None:
+    conversation = [*CONVERSATION[:-1], {"role": "user", "content": "我要转人工 — ¿ahora?"}]
+    await make_client().complete(conversation)
+    await make_client(extra_headers={"Content-Type": "application/json; charset=utf-8"}).complete(
+        conversation
+    )
+
+    plain, overridden = fake.requests
+    assert plain.messages == conversation
+    assert plain.headers["content-type"] == "application/json"
+    compact = json.dumps(plain.json, ensure_ascii=False, separators=(",", ":")).encode()
+    assert int(plain.headers["content-length"]) == len(compact)
+    assert overridden.headers["content-type"] == "application/json; charset=utf-8"
 
 
 async def test_streaming_delivers_deltas_in_order_with_usage(fake: FakeLLM, make_client) -> None:

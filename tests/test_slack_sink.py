@@ -101,6 +101,17 @@ async def test_one_post_per_interval_per_channel(fake: FakeSlack) -> None:
     assert all(g >= 0.17 for g in gaps), gaps
 
 
+async def test_paced_writes_go_out_in_the_order_they_came(fake: FakeSlack) -> None:
+    poster = poster_for(fake, min_interval=0.05)
+    await poster.post("C1", "first")  # takes the channel's turn without waiting
+    await asyncio.gather(*(poster.post("C1", f"m{i}") for i in range(5)))
+    await asyncio.sleep(0.06)
+    await poster.post("C1", "later")  # the channel is quiet again
+    assert [m.text for m in fake.messages(channel="C1")] == [
+        "first", "m0", "m1", "m2", "m3", "m4", "later"
+    ]
+
+
 async def chunks(parts: list[str], pause: float = 0.0) -> AsyncIterator[str]:
     for part in parts:
         if pause:
@@ -172,3 +183,45 @@ async def test_stream_error_propagates_and_keeps_partial_text(fake: FakeSlack) -
         await sink.send_stream(broken())
     [msg] = fake.messages(channel="C1")
     assert msg.text.startswith("partial answer")
+
+
+def buttons(msg) -> list[str]:
+    return [e["value"] for b in msg.blocks or [] if b["type"] == "actions" for e in b["elements"]]
+
+
+async def test_a_rated_answer_is_posted_with_its_buttons(fake: FakeSlack) -> None:
+    sink = SlackSink(poster_for(fake), "C1", "1.1")
+    ts = await sink.send("**Refunds** take 5 days.", feedback_id=42)
+    [msg] = fake.messages(channel="C1")
+    assert msg.ts == ts and msg.text == "*Refunds* take 5 days."
+    assert msg.blocks[0]["text"]["text"] == msg.text  # blocks replace the text on screen
+    assert buttons(msg) == ["42", "42"] and sink.rated == 42
+    assert [c.method for c in fake.calls()] == ["chat.postMessage"]
+
+
+async def test_buttons_go_under_the_last_message_of_a_long_answer(fake: FakeSlack) -> None:
+    sink = SlackSink(poster_for(fake), "C1", "1.1")
+    text = "\n\n".join(f"Paragraph {i}: " + "word " * 60 for i in range(22))  # ~7k chars
+    await sink.send(text, feedback_id=7)
+    msgs = fake.messages(channel="C1")
+    assert len(msgs) == 2 and [bool(buttons(m)) for m in msgs] == [False, True]
+    *sections, _ = msgs[-1].blocks
+    assert len(sections) == 2  # 3,000 characters per section: the last message needs two
+    assert "\n\n".join(b["text"]["text"] for b in sections).split() == msgs[-1].text.split()
+    assert " ".join(m.text for m in msgs).split() == text.split()
+
+
+async def test_refused_buttons_do_not_cost_the_answer(fake: FakeSlack) -> None:
+    fake.fail("chat.postMessage", "invalid_blocks")
+    sink = SlackSink(poster_for(fake), "C1", "1.1")
+    await sink.send("Refunds take 5 days.", feedback_id=3)
+    [msg] = fake.messages(channel="C1")
+    assert msg.text == "Refunds take 5 days." and not msg.blocks
+    assert sink.rated is None  # so the adapter still tries to add them by an edit
+
+
+async def test_other_errors_with_buttons_are_not_retried_plainly(fake: FakeSlack) -> None:
+    fake.fail("chat.postMessage", "channel_not_found")
+    with pytest.raises(SlackApiError):
+        await SlackSink(poster_for(fake), "C1", "1.1").send("Refunds take 5 days.", feedback_id=3)
+    assert len(fake.calls("chat.postMessage")) == 1

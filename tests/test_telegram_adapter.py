@@ -3,6 +3,7 @@ FakeTelegram as Bot API and FakeLLM as the model."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -88,8 +89,33 @@ async def test_polling_private_question_gets_an_answer(fake: FakeTelegram, bot, 
     expected = ["Answer: How do I reset my password?"]  # **bold** rendered as HTML
     await fake.wait_for(lambda: fake.texts(ALICE) == expected)
     assert fake.sent(ALICE)[0]["raw_text"].startswith("<b>Answer:</b>")
-    assert any(c.params["action"] == "typing" for c in fake.calls("sendChatAction"))
     assert fake.calls("getUpdates")
+
+
+async def test_a_quick_answer_costs_one_bot_api_call(tmp_path, fake: FakeTelegram, llm) -> None:
+    """No "typing…" for an answer that comes at once, and the 👍/👎 buttons go out with it
+    rather than in an edit afterwards."""
+    async with running(make_settings(tmp_path, fake, llm, llm_stream=False)) as (_, adapter):
+        adapter.router.typing_after = 30  # however loaded the test machine: this one is quick
+        fake.push(fake.private_message("How do I reset my password?"))
+        await fake.wait_for(lambda: fake.sent(ALICE))
+        await asyncio.sleep(0.3)  # anything that would follow the answer
+        api = [c.method for c in fake.calls() if c.method not in ("getUpdates", "getMe",
+                                                                   "deleteWebhook")]
+        assert api == ["sendMessage"]
+        [msg] = fake.sent(ALICE)
+        assert fake.keyboard(ALICE, msg["message_id"])
+
+
+async def test_a_slow_answer_shows_typing(tmp_path, fake: FakeTelegram, llm: FakeLLM) -> None:
+    llm.delay = 0.6
+    async with running(make_settings(tmp_path, fake, llm, llm_stream=False)) as (_, adapter):
+        adapter.router.typing_after = 0.2
+        fake.push(fake.private_message("How do I reset my password?"))
+        await fake.wait_for(lambda: fake.sent(ALICE))
+        typing = fake.calls("sendChatAction")
+        assert [c.params["action"] for c in typing] == ["typing"]
+        assert typing[0].at < fake.calls("sendMessage")[0].at
 
 
 async def test_group_answers_only_when_addressed(fake: FakeTelegram, bot, llm) -> None:
@@ -246,6 +272,18 @@ async def test_handoff_round_trip_through_a_staff_topic(fake: FakeTelegram, bot)
     assert "again" in fake.texts(ALICE)[-1]  # handed_back notice via the sink factory
     fake.push(fake.private_message("one more question"))
     await fake.wait_for(lambda: fake.texts(ALICE)[-1] == "Answer: one more question")
+
+
+async def test_no_typing_while_staff_own_the_thread(fake: FakeTelegram, bot) -> None:
+    engine, adapter = bot
+    _, topic = await start_handoff(fake, engine)
+    adapter.router.typing_after = 0.1  # it would show while the relay is slow to go out
+    fake.slow("sendMessage", 0.5)
+    before = len(fake.calls("sendChatAction"))
+    fake.push(fake.private_message("still there?"))
+    await fake.wait_for(lambda: any("still there?" in t for t in fake.texts(STAFF, topic)))
+    await asyncio.sleep(0.2)
+    assert len(fake.calls("sendChatAction")) == before
 
 
 async def test_staff_close_and_edits_are_mirrored(fake: FakeTelegram, bot) -> None:

@@ -180,3 +180,41 @@ async def test_streaming_survives_flood_control_on_an_edit(fake: FakeTelegram, b
     sink = TelegramSink(bot, CHAT, throttle=EditThrottle(interval=0))
     await sink.send_stream(chunks_of("one two three four five six", 5))
     assert fake.texts(CHAT) == ["one two three four five six"]
+
+
+async def test_a_rated_answer_carries_its_buttons_in_the_send(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    sink = TelegramSink(bot, CHAT)
+    await sink.send("Refunds take **5 days**.", feedback_id=42)
+    [msg] = fake.sent(CHAT)
+    [[up, down]] = fake.keyboard(CHAT, msg["message_id"])
+    assert (up["callback_data"], down["callback_data"]) == ("fb:1:42", "fb:0:42")
+    assert sink.rated == 42
+    assert len(fake.calls("sendMessage")) == 1
+
+
+async def test_buttons_go_under_the_last_part_of_a_long_answer(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    await TelegramSink(bot, CHAT).send(long_answer(), feedback_id=7)
+    sent = fake.sent(CHAT)
+    assert len(sent) == 3
+    assert [bool(fake.keyboard(CHAT, m["message_id"])) for m in sent] == [False, False, True]
+
+
+async def test_buttons_survive_the_plain_text_fallback(fake: FakeTelegram, bot: Bot) -> None:
+    fake.fail("sendMessage", description="Bad Request: can't parse entities: nope")
+    sink = TelegramSink(bot, CHAT)
+    await sink.send("**bold** answer", feedback_id=5)
+    [msg] = fake.sent(CHAT)
+    assert msg["parse_mode"] is None and fake.keyboard(CHAT, msg["message_id"])
+    assert sink.rated == 5
+
+
+async def test_unrated_replies_have_no_buttons(fake: FakeTelegram, bot: Bot) -> None:
+    sink = TelegramSink(bot, CHAT)
+    await sink.send("I don't know that one.")
+    await sink.send("Still no idea.", feedback_id=None)
+    assert [fake.keyboard(CHAT, m["message_id"]) for m in fake.sent(CHAT)] == [[], []]
+    assert sink.rated is None

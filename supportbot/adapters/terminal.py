@@ -31,7 +31,8 @@ class TerminalSink:
         self.name = name
         self.out = out
 
-    async def send(self, text: str) -> str | None:
+    async def send(self, text: str, *, feedback_id: int | None = None) -> str | None:
+        """Print the reply; the terminal has no rating buttons, so ``feedback_id`` is unused."""
         self.out.write(f"{self.name}: {plain(text, tty=self.out.isatty())}\n")
         self.out.flush()
         return None

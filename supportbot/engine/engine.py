@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from supportbot import logs, metrics
 from supportbot.config import Settings
 from supportbot.engine.history import trim_history
-from supportbot.engine.locks import KeyedLocks
+from supportbot.engine.locks import Admission, KeyedLocks
 from supportbot.engine.types import (
     ConversationView,
     IncomingMessage,
@@ -52,6 +52,9 @@ log = logging.getLogger("supportbot.engine")
 
 SinkFactory = Callable[[ConversationView], ReplySink]
 OPEN_STATES = (Status.BOT, Status.WAITING, Status.HUMAN)
+# messages that begin preparation per event-loop iteration (see Admission): ~50 ms of work, so
+# in a burst, network work (LLM requests out, replies in, acks) runs at least that often
+ADMISSION_PER_TURN = 8
 
 class Engine:
     def __init__(
@@ -71,6 +74,7 @@ class Engine:
         self.llm = llm
         self.hours = BusinessHours.parse(settings.business_hours, settings.timezone)
         self.locks = KeyedLocks()
+        self.admission = Admission(ADMISSION_PER_TURN)
         self.limits = Limits(settings.rate_limit_per_minute, settings.daily_token_budget)
         self._desks: dict[str, StaffDesk] = {}
         self._sinks: dict[str, SinkFactory] = {}
@@ -127,6 +131,7 @@ class Engine:
             return metrics.count_reply(msg.platform, Reply(None, Outcome.IGNORED))
         language = detect_language(text, msg.language, default=self.settings.default_language)
         async with self._thread(msg.platform, msg.thread_key):
+            await self.admission.wait()
             accepted = await self.store.accept(
                 platform=msg.platform,
                 event_id=msg.message_id,
@@ -490,7 +495,8 @@ class Engine:
             return None
         platform_id: str | None = already_sent if isinstance(already_sent, str) else None
         if sink is not None and not already_sent:
-            platform_id = await sink.send(text)
+            rated = outcome in (Outcome.FAQ, Outcome.LLM)
+            platform_id = await sink.send(text, feedback_id=reply_id if rated else None)
         await self.store.finish_reply(conversation_id, reply_id, user_id, platform_id,
                                       conversation_values)
         return reply_id
@@ -643,7 +649,7 @@ class Engine:
         conv = await self.store.conversation(conversation_id)
         if conv is None:
             return None
-        recent = await self.store.history(conv.id, limit=10)
+        recent = await self.store.recent(conv.id, limit=10)
         turns = [TurnView(m.role, m.text, m.created_at) for m in recent]
         return ConversationView(
             id=conv.id,

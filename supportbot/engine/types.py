@@ -90,8 +90,12 @@ class ReplySink(Protocol):
     the bot still owns the thread, so adapters must not send bot replies any other way.
     """
 
-    async def send(self, text: str) -> str | None:
-        """Send a complete reply; return the platform message id if there is one."""
+    async def send(self, text: str, *, feedback_id: int | None = None) -> str | None:
+        """Send a complete reply; return the platform message id if there is one.
+
+        ``feedback_id`` is the stored reply's id when the customer may rate this answer:
+        adapters with rating buttons attach them to this message, so no edit is needed later.
+        (Streamed answers get their buttons afterwards, from ``Reply.message_id``.)"""
         ...
 
     async def send_stream(self, chunks: AsyncIterator[str]) -> str | None:

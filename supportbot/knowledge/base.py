@@ -13,11 +13,14 @@ import hashlib
 import logging
 import time
 from array import array
+from operator import itemgetter
 from pathlib import Path
+from typing import NamedTuple
 
 from supportbot.knowledge import scoring
 from supportbot.knowledge.embeddings import Embedder, EmbeddingsError
 from supportbot.knowledge.index import IndexStore
+from supportbot.knowledge.lexicon import Lexicon, Row, match_terms
 from supportbot.knowledge.loader import drop_duplicates, iter_knowledge_files, parse_file
 from supportbot.knowledge.models import FaqEntry, Hit
 from supportbot.knowledge.text import terms
@@ -27,10 +30,18 @@ from supportbot.problems import Problem
 log = logging.getLogger(__name__)
 
 CANDIDATES = 50  # lexical/dense candidates re-scored per query
+_BY_RANK = itemgetter(0, 1)  # (-rank, rowid)
 THREAD_THRESHOLD = 20  # re-index this many files or more in a worker thread
 EMBED_RETRY_SECONDS = 30.0
 
 Stat = tuple[int, int]  # mtime_ns, size
+
+
+class _Snapshot(NamedTuple):
+    """What a search reads, replaced as a whole by a refresh (which may run in a thread)."""
+
+    by_rowid: dict[int, tuple[FaqEntry, str]]  # rowid -> (entry, content hash)
+    lexicon: Lexicon
 
 
 class KnowledgeBase:
@@ -50,7 +61,7 @@ class KnowledgeBase:
             for rel, (_, _, _, probs) in files.items()
             if probs
         }
-        self._by_rowid: dict[int, tuple[FaqEntry, str]] = self._store.load_entries()
+        self._snap = _Snapshot(self._store.load_entries(), Lexicon.build(self._store.load_rows()))
         self._rebuild_maps()
         self._dense = DenseIndex([])
         self._vec_by_hash: dict[str, array] = {}
@@ -67,9 +78,12 @@ class KnowledgeBase:
             Embedder.from_settings(settings),
         )
 
+    @property
+    def _by_rowid(self) -> dict[int, tuple[FaqEntry, str]]:
+        return self._snap.by_rowid
+
     def _rebuild_maps(self) -> None:
         self.entries: dict[str, FaqEntry] = {e.id: e for e, _ in self._by_rowid.values()}
-        self._qsets = self._store.question_terms()
 
     @property
     def problems(self) -> list[Problem]:
@@ -109,6 +123,8 @@ class KnowledgeBase:
         store = self._store
         reindexed: list[str] = []
         by_rowid = dict(self._by_rowid)
+        removed: list[int] = []  # index rows, for the lexicon
+        added: list[Row] = []
         with store.write_lock:
             w = store.writer
             w.execute("BEGIN IMMEDIATE")
@@ -116,18 +132,23 @@ class KnowledgeBase:
                 for rel in deleted:
                     for rid in store.delete_path(rel):
                         by_rowid.pop(rid, None)
+                        removed.append(rid)
                     self._indexed.pop(rel, None)
                     self._file_problems.pop(rel, None)
                     self._seen.pop(rel, None)
                     reindexed.append(rel)
                 for rel in changed:
-                    if self._reindex_file(rel, stats[rel], by_rowid):
+                    if self._reindex_file(rel, stats[rel], by_rowid, removed, added):
                         reindexed.append(rel)
                 w.execute("COMMIT")
             except BaseException:
                 w.execute("ROLLBACK")
                 raise
-        self._by_rowid = by_rowid
+        lexicon = self._snap.lexicon
+        if removed or added:
+            # all removals come first there: a rowid freed here may be reused by an insert
+            lexicon = lexicon.updated(removed, added)
+        self._snap = _Snapshot(by_rowid, lexicon)
         self._rebuild_maps()
         self._embed_dirty = self.embedder is not None
         self.last_reindexed = reindexed
@@ -135,7 +156,12 @@ class KnowledgeBase:
             log.info("knowledge: re-indexed %s (%d entries)", ", ".join(reindexed), len(by_rowid))
 
     def _reindex_file(
-        self, rel: str, stat: Stat, by_rowid: dict[int, tuple[FaqEntry, str]]
+        self,
+        rel: str,
+        stat: Stat,
+        by_rowid: dict[int, tuple[FaqEntry, str]],
+        removed: list[int],
+        added: list[Row],
     ) -> bool:
         """Returns True when the index changed for this file."""
         store = self._store
@@ -167,8 +193,10 @@ class KnowledgeBase:
             return False
         for rid in store.delete_path(rel):
             by_rowid.pop(rid, None)
-        for rid, e in zip(store.insert_entries(rel, parsed.entries), parsed.entries, strict=True):
-            by_rowid[rid] = (e, e.content_hash)
+            removed.append(rid)
+        for row, e in zip(store.insert_entries(rel, parsed.entries), parsed.entries, strict=True):
+            by_rowid[row[0]] = (e, e.content_hash)
+            added.append(row)
         store.set_file(rel, *stat, sha, parsed.problems)
         self._indexed[rel] = sha
         return True
@@ -242,43 +270,46 @@ class KnowledgeBase:
         return self.search_sync(query, k, qvec)
 
     def search_sync(self, query: str, k: int = 5, qvec: array | None = None) -> list[Hit]:
-        store = self._store
+        by_rowid, lexicon = self._snap
         qterms = terms(query)
-        n = len(self._by_rowid)
-        dfs = store.doc_freqs(qterms)
-        lexical = store.match(qterms, CANDIDATES, dfs, n)
-        bm25 = dict(lexical)
+        n = len(lexicon)
+        uniq = list(dict.fromkeys(qterms))
+        dfs = {t: lexicon.doc_freq(t) for t in uniq}
+        bm25 = lexicon.top(match_terms(uniq, dfs, n), CANDIDATES)
         index = self._dense
         dense = index.top(qvec, CANDIDATES) if qvec is not None else {}
-        pool = list(dict.fromkeys([rid for rid, _ in lexical] + list(dense)))
+        pool = list(dict.fromkeys([*bm25, *dense]))
         if not pool:
             return []
-        weights = scoring.term_weights(qterms, dfs, n)
-        qsets = self._qsets
-        in_answer = store.answer_matches([t for t in weights if weights[t] > 0], pool)
+        confidence = scoring.lexical_confidence(scoring.term_weights(uniq, dfs, n))
+        docs = lexicon.docs
         top_bm25 = max(bm25.values(), default=0.0) or 1.0
-        scored = []
+        # (-rank, rowid, score, details): ties by rowid; details built for the hits returned
+        scored: list[tuple[float, int, float, dict[str, float] | None]] = []
         for rid in pool:
-            if rid not in self._by_rowid or rid not in qsets:
-                continue  # index changed between the two reads
-            lex = scoring.lexical_confidence(weights, qsets[rid], in_answer.get(rid, set()))
-            details = {"lexical": lex, "bm25": bm25.get(rid, 0.0)}
-            if qvec is not None:
-                cos = dense.get(rid)
-                if cos is None:
-                    cos = index.cosine(rid, qvec)
-                d = scoring.dense_confidence(cos or 0.0)
-                details.update(cosine=cos or 0.0, dense=d)
-                score = scoring.hybrid_score(lex, d)
-                rank = scoring.hybrid_rank(lex, cos or 0.0)
-            else:
-                score = lex
+            doc = docs.get(rid)
+            if doc is None or rid not in by_rowid:
+                continue  # the dense index is older than the last refresh
+            lex = confidence(doc)
+            if qvec is None:
                 rank = scoring.lexical_rank(lex, bm25.get(rid, 0.0) / top_bm25)
-            scored.append((rank, score, rid, details))
-        scored.sort(key=lambda x: (-x[0], x[2]))
+                scored.append((-rank, rid, lex, None))
+                continue
+            cos = dense.get(rid)
+            if cos is None:
+                cos = index.cosine(rid, qvec)
+            d = scoring.dense_confidence(cos or 0.0)
+            details = {"lexical": lex, "bm25": bm25.get(rid, 0.0), "cosine": cos or 0.0, "dense": d}
+            rank = scoring.hybrid_rank(lex, cos or 0.0)
+            scored.append((-rank, rid, scoring.hybrid_score(lex, d), details))
+        scored.sort(key=_BY_RANK)
         return [
-            Hit(self._by_rowid[rid][0], round(score, 4), details)
-            for _, score, rid, details in scored[:k]
+            Hit(
+                by_rowid[rid][0],
+                round(score, 4),
+                details if details is not None else {"lexical": score, "bm25": bm25.get(rid, 0.0)},
+            )
+            for _, rid, score, details in scored[:k]
         ]
 
     @property

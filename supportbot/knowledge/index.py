@@ -3,7 +3,9 @@
 It is a cache of the knowledge directory (delete it and it is rebuilt), kept in its own SQLite
 file through the stdlib driver because the main database may be PostgreSQL. Text is
 pre-tokenised in Python (``supportbot.knowledge.text``) and FTS5 uses the ``ascii`` tokenizer,
-which splits on ASCII spaces only, so the index terms are exactly Python's terms.
+which splits on ASCII spaces only, so the index terms are exactly Python's terms. Search does
+not query it: its rows are loaded once into ``supportbot.knowledge.lexicon``, which ranks as
+FTS5 does, in memory.
 """
 
 from __future__ import annotations
@@ -14,16 +16,22 @@ import threading
 from array import array
 from pathlib import Path
 
+from supportbot.knowledge import lexicon
+from supportbot.knowledge.lexicon import Row, match_terms
 from supportbot.knowledge.models import FaqEntry
 from supportbot.knowledge.text import terms
 
 SCHEMA_VERSION = "3"
-COMMON_SHARE = 0.05
-COMMON_MIN_ENTRIES = 2000
 
 # Column weights for BM25: the question and its alternative phrasings say what an entry is
-# about; the answer mostly says other things.
-WEIGHTS = {"question": 4.0, "alts": 3.0, "answer": 1.0, "tags": 2.0}
+# about; the answer mostly says other things. Search ranks in memory with the same weights
+# (supportbot.knowledge.lexicon); FTS5's own ranking is the reference it is tested against.
+WEIGHTS = {
+    "question": float(lexicon.WEIGHT_QUESTION),
+    "alts": float(lexicon.WEIGHT_ALTS),
+    "answer": float(lexicon.WEIGHT_ANSWER),
+    "tags": float(lexicon.WEIGHT_TAGS),
+}
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -125,6 +133,10 @@ class IndexStore:
         rows = self.writer.execute("SELECT rowid, data, hash FROM entries")
         return {rid: (entry_from_json(data, self.root), h) for rid, data, h in rows}
 
+    def load_rows(self) -> list[Row]:
+        """Every FTS5 row as indexed (the terms of each column), for the in-memory lexicon."""
+        return self.writer.execute("SELECT rowid, question, alts, answer, tags FROM fts").fetchall()
+
     # --- writes (call inside a transaction) ---------------------------------------------------
 
     def delete_path(self, rel: str) -> list[int]:
@@ -135,9 +147,10 @@ class IndexStore:
         w.execute("DELETE FROM files WHERE path=?", (rel,))
         return rowids
 
-    def insert_entries(self, rel: str, entries: list[FaqEntry]) -> list[int]:
+    def insert_entries(self, rel: str, entries: list[FaqEntry]) -> list[Row]:
+        """Index ``entries``; returns their FTS5 rows, in the order given."""
         w = self.writer
-        rowids = []
+        rows: list[Row] = []
         for e in entries:
             q = " ".join(terms(e.question))
             alts = " ".join(t for a in e.alternatives for t in terms(a))
@@ -152,8 +165,8 @@ class IndexStore:
                 "INSERT INTO fts (rowid, question, alts, answer, tags) VALUES (?,?,?,?,?)",
                 (rowid, q, alts, ans, tags),
             )
-            rowids.append(rowid)
-        return rowids
+            rows.append((rowid, q, alts, ans, tags))
+        return rows
 
     def set_file(self, rel: str, mtime_ns: int, size: int, sha: str, problems: list) -> None:
         self.writer.execute(
@@ -194,21 +207,15 @@ class IndexStore:
             gone = [(h, model) for h in have if h not in keep]
             self.writer.executemany("DELETE FROM embeddings WHERE hash=? AND model=?", gone)
 
-    # --- search-time reads (reader connection, event-loop thread) -----------------------------
+    # --- FTS5's own ranking: the reference for supportbot.knowledge.lexicon (tests) ---------
 
     def match(
         self, query_terms: list[str], limit: int, dfs: dict[str, int] | None = None, n: int = 0
     ) -> list[tuple[int, float]]:
-        """Top entries by weighted BM25 for the OR of the terms.
-
-        In a large FAQ, terms found in more than ``COMMON_SHARE`` of the entries are left out of
-        the match (they still count in the confidence): they hardly change the ranking but make
-        FTS5 score most of the corpus, which is what costs time at 10,000 entries.
-        """
+        """Top entries by weighted BM25 for the OR of the terms (``match_terms`` picks them)."""
         uniq = list(dict.fromkeys(query_terms))
-        if dfs is not None and n >= COMMON_MIN_ENTRIES:
-            rare = [t for t in uniq if dfs.get(t, 0) <= n * COMMON_SHARE]
-            uniq = rare or sorted(uniq, key=lambda t: dfs.get(t, 0))[:2]
+        if dfs is not None:
+            uniq = match_terms(uniq, dfs, n)
         if not uniq:
             return []
         expr = " OR ".join(f'"{t}"' for t in uniq)
@@ -224,18 +231,3 @@ class IndexStore:
         marks = ",".join("?" * len(uniq))
         rows = self.reader.execute(f"SELECT term, doc FROM vocab WHERE term IN ({marks})", uniq)
         return dict(rows)
-
-    def question_terms(self) -> dict[int, frozenset[str]]:
-        rows = self.writer.execute("SELECT rowid, qterms FROM entries")
-        return {rid: frozenset(q.split()) for rid, q in rows}
-
-    def answer_matches(self, query_terms: list[str], rowids: list[int]) -> dict[int, set[str]]:
-        """For each of ``rowids``, which query terms its answer contains."""
-        if not rowids:
-            return {}
-        marks = ",".join("?" * len(rowids))
-        rows = self.reader.execute(
-            f"SELECT rowid, ' ' || aterms || ' ' FROM entries WHERE rowid IN ({marks})", rowids
-        )
-        needles = [(t, f" {t} ") for t in dict.fromkeys(query_terms)]
-        return {rid: {t for t, needle in needles if needle in text} for rid, text in rows}

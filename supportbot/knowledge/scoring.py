@@ -32,6 +32,7 @@ than the dense cosine on paraphrases (0.753), so fusions that weigh the two list
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
 ANSWER_CREDIT = 0.4
 CJK_UNIGRAM_WEIGHT = 0.3
@@ -63,17 +64,24 @@ def term_weights(query_terms: list[str], dfs: dict[str, int], n: int) -> dict[st
     return weights
 
 
-def lexical_confidence(weights: dict[str, float], qset: set[str], aset: set[str]) -> float:
+def lexical_confidence(weights: dict[str, float]) -> Callable[[Mapping[str, int]], float]:
+    """The query's lexical confidence as a function of an entry's terms (``Lexicon.docs``: > 0
+    when in its question, alternative phrasings or tags, < 0 when only in its answer); the
+    query's side is worked out once for all its candidates."""
     total = sum(weights.values())
     if total <= 0:
-        return 0.0
-    got = 0.0
-    for t, w in weights.items():
-        if t in qset:
-            got += w
-        elif t in aset:
-            got += w * ANSWER_CREDIT
-    return min(1.0, got / total)
+        return lambda doc: 0.0
+    credits = [(t, w, w * ANSWER_CREDIT) for t, w in weights.items()]
+
+    def confidence(doc: Mapping[str, int]) -> float:
+        got = 0.0
+        for t, w, answer_only in credits:
+            v = doc.get(t)
+            if v is not None:
+                got += w if v > 0 else answer_only
+        return min(1.0, got / total)
+
+    return confidence
 
 
 def dense_confidence(cosine: float) -> float:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import URL, event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -54,6 +55,16 @@ def create_engine(
     engine = create_async_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def sqlite_sync_engine(path: str) -> Engine:
+    """A synchronous engine on the same SQLite file, for statements run inline (see
+    ``inline_sqlite.SyncConnection``)."""
+    engine = create_sync_engine(
+        f"sqlite:///{path}", connect_args={"timeout": 5.0, "check_same_thread": False}
+    )
+    event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 

@@ -127,8 +127,8 @@ async def customer_usage(
 ) -> Usage:
     params = {"platform": platform, "customer_id": customer_id, "minute_ago": minute_ago,
               "day_start": day_start, "since": min(minute_ago, day_start)}
-    async with store.sessions() as session:
-        row = (await session.execute(usage_query(), params)).one()
+    async with store.read() as conn:
+        row = (await conn.execute(usage_query(), params)).one()
     return Usage(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), int(row[3] or 0))
 
 

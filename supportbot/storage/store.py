@@ -11,7 +11,17 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -21,22 +31,62 @@ from supportbot.storage.db import (
     is_disconnect,
     migrate,
     retry_disconnects,
+    sqlite_sync_engine,
 )
-from supportbot.storage.inline_sqlite import InlineSession
+from supportbot.storage.inline_sqlite import InlineSession, SyncConnection
 from supportbot.storage.models import Conversation, HandledEvent, Message, Transition, utcnow
 
-OPEN = ("bot", "waiting", "human")
 log = logging.getLogger("supportbot.storage")
+
+# The per-message path runs these Core statements, built once: SQLAlchemy caches their compiled
+# form, and without the ORM's unit of work a message costs a fraction of the CPU.
+CONVERSATIONS, MESSAGES = Conversation.__table__, Message.__table__
+_CLAIM_EVENT = insert(HandledEvent.__table__)
+_OPEN_CONVERSATION = select(CONVERSATIONS).where(
+    CONVERSATIONS.c.platform == bindparam("platform"),
+    CONVERSATIONS.c.thread_key == bindparam("thread_key"),
+    # the partial unique index's own predicate, written out, so SQLite uses that index: it
+    # cannot match ``status IN ('bot', 'waiting', 'human')`` to it (and scanned the platform's
+    # threads), and with ``!= ?`` it re-plans the statement on every run (3x the time)
+    CONVERSATIONS.c.status != literal_column("'closed'"),
+)
+_CONVERSATION = select(CONVERSATIONS).where(CONVERSATIONS.c.id == bindparam("id"))
+_STATUS = select(CONVERSATIONS.c.status).where(CONVERSATIONS.c.id == bindparam("id"))
+_INSERT_CONVERSATION = insert(CONVERSATIONS)
+_INSERT_MESSAGE = insert(MESSAGES)
+_INSERT_TRANSITION = insert(Transition.__table__)
+_HISTORY_STATES = ("answered", "sent", "relayed", "received", "expired")
+_SHOWN = MESSAGES.c.conversation_id == bindparam("conversation_id"), MESSAGES.c.state.in_(
+    # constants in the SQL: a bound IN list is re-expanded on every execution (~25% of it)
+    [literal_column(f"'{state}'") for state in _HISTORY_STATES]
+)
+_NEWEST_FIRST = MESSAGES.c.id.desc()
+# what the model sees: no timestamps, whose parsing was most of this query's cost
+_HISTORY = select(MESSAGES.c.id, MESSAGES.c.role, MESSAGES.c.text).where(
+    *_SHOWN, MESSAGES.c.id < bindparam("before_id")
+).order_by(_NEWEST_FIRST).limit(bindparam("limit"))
+_RECENT = select(MESSAGES.c.id, MESSAGES.c.role, MESSAGES.c.text, MESSAGES.c.created_at).where(
+    *_SHOWN
+).order_by(_NEWEST_FIRST).limit(bindparam("limit"))
+# the SET clause of these two comes from the parameters' column names
+_MESSAGE_STATE = update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
+_TOUCH_CONVERSATION = update(CONVERSATIONS).where(
+    CONVERSATIONS.c.id == bindparam("conversation_id")
+)
 
 
 @retry_disconnects
 class Store:
     def __init__(self, engine: AsyncEngine, *, pool_size: int = 5, max_overflow: int = 10) -> None:
         self.engine = engine
-        inline = engine.dialect.name == "sqlite" and engine.url.database not in (None, ":memory:")
-        self.sessions = async_sessionmaker(
-            engine, expire_on_commit=False, class_=InlineSession if inline else AsyncSession
+        self.inline = (
+            engine.dialect.name == "sqlite" and engine.url.database not in (None, ":memory:")
         )
+        self.sessions = async_sessionmaker(
+            engine, expire_on_commit=False, class_=InlineSession if self.inline else AsyncSession
+        )
+        self._sync = sqlite_sync_engine(engine.url.database) if self.inline else None
+        self._sync_conn: Connection | None = None
         # PostgreSQL advisory locks live on connections of their own, held while a thread is
         # handled: taken from the main pool, waiting holders would starve the very queries
         # that let the holders finish. Waiting for one of these never times out.
@@ -53,11 +103,48 @@ class Store:
         await migrate(engine)
         return cls(engine, pool_size=pool_size, max_overflow=max_overflow)
 
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection | SyncConnection]:
+        """A Core connection in a transaction, committed on exit: the per-message path.
+
+        SQLite: a synchronous connection run inline, committed in the calling task (see
+        ``SyncConnection``). Elsewhere SQLAlchemy's ``engine.begin()``, whose cleanup survives
+        cancellation."""
+        if self._sync is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._sqlite().begin():
+            yield SyncConnection(self._sqlite())
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection | SyncConnection]:
+        """A Core connection for reads (see :meth:`begin`)."""
+        if self._sync is None:
+            async with self.engine.connect() as conn:
+                yield conn
+            return
+        with self._sqlite().begin():
+            yield SyncConnection(self._sqlite())
+
+    def _sqlite(self) -> Connection:
+        """The one synchronous SQLite connection: transactions run inline never overlap, so
+        one connection serves them all without a pool checkout each."""
+        assert self._sync is not None
+        conn = self._sync_conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._sync_conn = self._sync.connect()
+        return conn
+
     async def close(self) -> None:
         for lock in list(self._singletons):
             await lock.release()
         if self.lock_engine is not None:
             await self.lock_engine.dispose()
+        if self._sync_conn is not None:
+            self._sync_conn.close()
+        if self._sync is not None:
+            self._sync.dispose()
         await self.engine.dispose()
 
     @asynccontextmanager
@@ -123,8 +210,8 @@ class Store:
     async def claim_event(self, platform: str, event_id: str) -> bool:
         """True the first time an event id is seen, False for every redelivery."""
         try:
-            async with self.sessions.begin() as session:
-                session.add(HandledEvent(platform=platform, event_id=event_id))
+            async with self.begin() as conn:
+                await conn.execute(_CLAIM_EVENT, {"platform": platform, "event_id": event_id})
             return True
         except IntegrityError:
             return False
@@ -145,54 +232,49 @@ class Store:
         """Claim the event, find or open the conversation and store the customer's message,
         in one transaction. ``None`` means the event was already handled."""
         try:
-            async with self.sessions.begin() as session:
-                session.add(HandledEvent(platform=platform, event_id=event_id))
-                await session.flush()
-                conv = await self._open_conversation(session, platform, thread_key)
-                if conv is None:
+            async with self.begin() as conn:
+                await conn.execute(_CLAIM_EVENT, {"platform": platform, "event_id": event_id})
+                row = (await conn.execute(
+                    _OPEN_CONVERSATION, {"platform": platform, "thread_key": thread_key}
+                )).first()
+                if row is None:
                     conv = await self._start_conversation(
-                        session, platform, thread_key, customer_id, customer_name, language,
+                        conn, platform, thread_key, customer_id, customer_name, language,
                         reason="first message",
                     )
                 else:
-                    conv.language = language
-                    if customer_name:
-                        conv.customer_name = customer_name
-                message = Message(
-                    conversation_id=conv.id,
-                    role="user",
-                    text=text,
-                    state="received",
-                    platform_message_id=event_id,
-                    author=customer_id,
-                    usage_estimated=False,
-                )
-                session.add(message)
-            return conv, message
+                    conv = Conversation(**row._mapping)
+                    changes = {"language": language} if language != conv.language else {}
+                    if customer_name and customer_name != conv.customer_name:
+                        changes["customer_name"] = customer_name
+                    if changes:
+                        await conn.execute(_TOUCH_CONVERSATION,
+                                           {"conversation_id": conv.id, **changes})
+                        for key, value in changes.items():
+                            setattr(conv, key, value)
+                values = {
+                    "conversation_id": conv.id, "role": "user", "text": text,
+                    "state": "received", "platform_message_id": event_id,
+                    "author": customer_id, "usage_estimated": False, "created_at": utcnow(),
+                }
+                result = await conn.execute(_INSERT_MESSAGE, values)
+            return conv, Message(id=result.inserted_primary_key[0], **values)
         except IntegrityError:
             return None
-
-    @staticmethod
-    async def _open_conversation(
-        session: AsyncSession, platform: str, thread_key: str
-    ) -> Conversation | None:
-        return await session.scalar(
-            select(Conversation).where(
-                Conversation.platform == platform,
-                Conversation.thread_key == thread_key,
-                Conversation.status.in_(OPEN),
-            )
-        )
 
     # --- conversations --------------------------------------------------------------------
 
     async def conversation(self, conversation_id: int) -> Conversation | None:
-        async with self.sessions() as session:
-            return await session.get(Conversation, conversation_id)
+        async with self.read() as conn:
+            row = (await conn.execute(_CONVERSATION, {"id": conversation_id})).first()
+        return Conversation(**row._mapping) if row is not None else None
 
     async def find_open(self, platform: str, thread_key: str) -> Conversation | None:
-        async with self.sessions() as session:
-            return await self._open_conversation(session, platform, thread_key)
+        async with self.read() as conn:
+            row = (await conn.execute(
+                _OPEN_CONVERSATION, {"platform": platform, "thread_key": thread_key}
+            )).first()
+        return Conversation(**row._mapping) if row is not None else None
 
     async def find_by_staff_ref(self, platform: str, ref: str) -> Conversation | None:
         async with self.sessions() as session:
@@ -209,49 +291,41 @@ class Store:
     ) -> Conversation:
         """The open conversation of a thread, created when there is none (for /human before
         any question)."""
-        async with self.sessions.begin() as session:
-            conv = await self._open_conversation(session, platform, thread_key)
-            if conv is None:
-                conv = await self._start_conversation(
-                    session, platform, thread_key, customer_id, customer_name, language,
-                    reason="asked for a person",
-                )
-            return conv
+        async with self.begin() as conn:
+            row = (await conn.execute(
+                _OPEN_CONVERSATION, {"platform": platform, "thread_key": thread_key}
+            )).first()
+            if row is not None:
+                return Conversation(**row._mapping)
+            return await self._start_conversation(
+                conn, platform, thread_key, customer_id, customer_name, language,
+                reason="asked for a person",
+            )
 
     @staticmethod
     async def _start_conversation(
-        session: AsyncSession, platform: str, thread_key: str, customer_id: str,
+        conn: AsyncConnection | SyncConnection, platform: str, thread_key: str, customer_id: str,
         customer_name: str, language: str, *, reason: str,
     ) -> Conversation:
-        conv = Conversation(
-            platform=platform,
-            thread_key=thread_key,
-            customer_id=customer_id,
-            customer_name=customer_name,
-            language=language,
-            status="bot",
-            failures=0,
-            bot_failed=False,
-            wait_notices=0,
-        )
-        session.add(conv)
-        await session.flush()
-        session.add(
-            Transition(
-                conversation_id=conv.id,
-                from_status="new",
-                to_status="bot",
-                actor=f"customer:{customer_id}",
-                reason=reason,
-            )
-        )
+        now = utcnow()
+        values: dict[str, Any] = {
+            "platform": platform, "thread_key": thread_key, "customer_id": customer_id,
+            "customer_name": customer_name, "language": language, "status": "bot",
+            "assignee": None, "staff_ref": None, "failures": 0, "bot_failed": False,
+            "handoff_reason": None, "waiting_since": None, "wait_notices": 0,
+            "created_at": now, "updated_at": now,
+        }
+        result = await conn.execute(_INSERT_CONVERSATION, values)
+        conv = Conversation(id=result.inserted_primary_key[0], **values)
+        await conn.execute(_INSERT_TRANSITION, {
+            "conversation_id": conv.id, "from_status": "new", "to_status": "bot",
+            "actor": f"customer:{customer_id}", "reason": reason,
+        })
         return conv
 
     async def update_conversation(self, conversation_id: int, **values: Any) -> None:
-        async with self.sessions.begin() as session:
-            await session.execute(
-                update(Conversation).where(Conversation.id == conversation_id).values(**values)
-            )
+        async with self.begin() as conn:
+            await conn.execute(_TOUCH_CONVERSATION, {"conversation_id": conversation_id, **values})
 
     async def transition(
         self,
@@ -344,28 +418,27 @@ class Store:
             return await session.get(Message, message_id)
 
     async def set_message_state(self, message_id: int, state: str, **values: Any) -> None:
-        async with self.sessions.begin() as session:
-            await session.execute(
-                update(Message).where(Message.id == message_id).values(state=state, **values)
-            )
+        async with self.begin() as conn:
+            await conn.execute(_MESSAGE_STATE, {"message_id": message_id, "state": state, **values})
 
-    async def history(self, conversation_id: int, *, before_id: int | None = None,
-                      limit: int = 50) -> list[Message]:
-        """Newest ``limit`` turns worth showing the model, oldest first."""
-        query = (
-            select(Message)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.state.in_(("answered", "sent", "relayed", "received", "expired")),
-            )
-            .order_by(Message.id.desc())
-            .limit(limit)
-        )
-        if before_id is not None:
-            query = query.where(Message.id < before_id)
-        async with self.sessions() as session:
-            rows = (await session.scalars(query)).all()
-        return list(reversed(rows))
+    async def history(self, conversation_id: int, before_id: int,
+                      limit: int = 50) -> list[Row[Any]]:
+        """The newest ``limit`` turns before ``before_id`` worth showing the model, oldest
+        first: rows of ``id``, ``role`` and ``text``."""
+        params = {"conversation_id": conversation_id, "before_id": before_id, "limit": limit}
+        async with self.read() as conn:
+            rows = (await conn.execute(_HISTORY, params)).all()
+        rows.reverse()
+        return rows
+
+    async def recent(self, conversation_id: int, limit: int = 10) -> list[Row[Any]]:
+        """The newest ``limit`` turns for a staff view, oldest first: rows of ``id``, ``role``,
+        ``text`` and ``created_at``."""
+        params = {"conversation_id": conversation_id, "limit": limit}
+        async with self.read() as conn:
+            rows = (await conn.execute(_RECENT, params)).all()
+        rows.reverse()
+        return rows
 
     async def messages(self, conversation_id: int) -> Sequence[Message]:
         async with self.sessions() as session:
@@ -403,42 +476,38 @@ class Store:
         With ``require_bot``, the conversation's status is re-read in the same transaction: if a
         human owns the thread the reply is kept as ``suppressed`` (and the customer's message as
         ``relayed``) and ``None`` is returned."""
-        values.setdefault("usage_estimated", False)
-        async with self.sessions.begin() as session:
+        async with self.begin() as conn:
             owned = True
             if require_bot:
-                status = await session.scalar(
-                    select(Conversation.status).where(Conversation.id == conversation_id)
-                )
+                status = (await conn.execute(_STATUS, {"id": conversation_id})).scalar()
                 owned = status == "bot"
-            reply = Message(conversation_id=conversation_id, role="assistant", text=text,
-                            state="pending" if owned else "suppressed", **values)
-            session.add(reply)
+            reply = {
+                "usage_estimated": False, **values, "conversation_id": conversation_id,
+                "role": "assistant", "text": text, "state": "pending" if owned else "suppressed",
+                "created_at": utcnow(),
+            }
+            result = await conn.execute(_INSERT_MESSAGE, reply)
             if not owned and user_message_id is not None:
-                await session.execute(
-                    update(Message).where(Message.id == user_message_id).values(state="relayed")
-                )
-            await session.flush()
-            return reply.id if owned else None
+                await conn.execute(_MESSAGE_STATE,
+                                   {"message_id": user_message_id, "state": "relayed"})
+            return result.inserted_primary_key[0] if owned else None
 
     async def finish_reply(
         self, conversation_id: int, reply_id: int, user_message_id: int | None,
         platform_message_id: str | None, conversation_values: dict[str, Any] | None = None,
     ) -> None:
         """The reply went out: mark it sent and the customer's message answered, together."""
-        async with self.sessions.begin() as session:
-            await session.execute(
-                update(Message).where(Message.id == reply_id)
-                .values(state="sent", platform_message_id=platform_message_id)
-            )
+        async with self.begin() as conn:
+            await conn.execute(_MESSAGE_STATE, {
+                "message_id": reply_id, "state": "sent",
+                "platform_message_id": platform_message_id,
+            })
             if user_message_id is not None:
-                await session.execute(
-                    update(Message).where(Message.id == user_message_id).values(state="answered")
-                )
-            await session.execute(
-                update(Conversation).where(Conversation.id == conversation_id)
-                .values(updated_at=utcnow(), **(conversation_values or {}))
-            )
+                await conn.execute(_MESSAGE_STATE, {"message_id": user_message_id,
+                                                    "state": "answered"})
+            await conn.execute(_TOUCH_CONVERSATION, {
+                "conversation_id": conversation_id, **(conversation_values or {})
+            })
 
     async def count_messages(self) -> int:
         async with self.sessions() as session:

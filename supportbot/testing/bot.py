@@ -64,18 +64,25 @@ class OfflineBot:
 
 
 class RecordingSink:
-    """A ReplySink that keeps what the bot sent (and the streamed chunks) for assertions."""
+    """A ReplySink that keeps what the bot sent (and the streamed chunks) for assertions.
+
+    ``feedback_ids`` runs parallel to ``sent``: the ``feedback_id`` each reply came with (the
+    stored reply's id when the customer may rate it), ``None`` for the rest and for streams.
+    """
 
     def __init__(self) -> None:
         self.sent: list[str] = []
         self.chunks: list[list[str]] = []
+        self.feedback_ids: list[int | None] = []
 
-    async def send(self, text: str) -> str | None:
+    async def send(self, text: str, *, feedback_id: int | None = None) -> str | None:
         self.sent.append(text)
+        self.feedback_ids.append(feedback_id)
         return f"sent-{len(self.sent)}"
 
     async def send_stream(self, chunks: Any) -> str | None:
         parts = [chunk async for chunk in chunks]
         self.chunks.append(parts)
         self.sent.append("".join(parts))
+        self.feedback_ids.append(None)
         return f"sent-{len(self.sent)}"

@@ -13,7 +13,6 @@ sync tests, async tests and a bot running as a subprocess can all talk to it ove
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import math
@@ -31,6 +30,7 @@ Responder = Callable[[list[dict[str, Any]]], str]
 
 FAULT_KINDS = frozenset({"400", "401", "429", "500", "slow", "cut", "bad_json", "context_length"})
 _ERROR_KINDS = ("400", "401", "429", "500", "context_length")
+LISTEN_BACKLOG = 4096
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,7 @@ class FakeLLM:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
+        self._sleepers: set[asyncio.Future[None]] = set()
         self._port = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -188,13 +189,19 @@ class FakeLLM:
         app.router.add_post("/v1/embeddings", self._embeddings)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        # aiohttp's default backlog (128) drops SYNs when a benchmark opens 1,000 connections
+        # at once, and each dropped one costs the client a 1 s retransmit; the kernel caps this
+        # at net.core.somaxconn.
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=LISTEN_BACKLOG)
         await site.start()
         self._port = self._runner.addresses[0][1]
 
     async def _shutdown(self) -> None:
         if self._stopping is not None:
-            self._stopping.set()  # wakes "slow" handlers
+            self._stopping.set()
+        for sleeper in self._sleepers:  # wakes "slow" handlers and delayed replies
+            if not sleeper.done():
+                sleeper.set_result(None)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -260,10 +267,19 @@ class FakeLLM:
         return _auth_error(record)
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep that ends early when the server stops, so shutdown never waits on it."""
-        if seconds > 0 and self._stopping is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), seconds)
+        """Sleep that ends early when the server stops, so shutdown never waits on it (a bare
+        future and timer: ``wait_for`` on an event costs a task per reply)."""
+        if seconds <= 0 or self._stopping is None or self._stopping.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        sleeper: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(seconds, _wake, sleeper)
+        self._sleepers.add(sleeper)
+        try:
+            await sleeper
+        finally:
+            timer.cancel()
+            self._sleepers.discard(sleeper)
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -389,6 +405,11 @@ class FakeLLM:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         )
+
+
+def _wake(sleeper: asyncio.Future[None]) -> None:
+    if not sleeper.done():
+        sleeper.set_result(None)
 
 
 def split_deltas(text: str) -> list[str]:

@@ -327,6 +327,8 @@ class FakeSlack:
             return {"ok": False, "error": "no_text"}
         if text and len(text) > self.max_text_chars:
             return {"ok": False, "error": "msg_too_long"}
+        if "blocks" in params and not _valid_blocks(_maybe_json(params["blocks"])):
+            return {"ok": False, "error": "invalid_blocks"}
         return None
 
     def _m_chat_postMessage(self, params: dict[str, Any], request: web.Request) -> dict[str, Any]:
@@ -630,6 +632,23 @@ class FakeSlack:
             **self.sign(body, timestamp=timestamp, secret=secret),
         }
         return headers, body
+
+
+def _valid_blocks(blocks: Any) -> bool:
+    """Slack's checks that matter here: a list of at most 50 typed blocks, section text of
+    1-3,000 characters, 1-25 elements in an actions block."""
+    if not isinstance(blocks, list) or len(blocks) > 50:
+        return False
+    for block in blocks:
+        if not isinstance(block, dict) or not block.get("type"):
+            return False
+        if block["type"] == "section":
+            text = (block.get("text") or {}).get("text") or ""
+            if not 1 <= len(text) <= 3000:
+                return False
+        if block["type"] == "actions" and not 1 <= len(block.get("elements") or []) <= 25:
+            return False
+    return True
 
 
 def _maybe_json(value: Any) -> Any:

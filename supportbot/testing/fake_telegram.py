@@ -2,7 +2,8 @@
 
 It keeps just enough state (chats, forum topics, messages, queued updates, a webhook) for the
 methods the bot calls, records every request, and fails on demand (429 ``retry_after``,
-"can't parse entities", "message thread not found") so error paths run against the real client.
+"can't parse entities", "message thread not found") or answers slowly (``slow``) so error and
+timing paths run against the real client.
 Point the bot at it with ``SUPPORTBOT_TELEGRAM_API_URL=<fake.url>``.
 """
 
@@ -183,6 +184,7 @@ class FakeTelegram:
         self._lock = threading.RLock()
         self._calls: list[Call] = []
         self._faults: list[Fault] = []
+        self._delays: dict[str, float] = {}
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
@@ -279,6 +281,11 @@ class FakeTelegram:
             description = description or "Bad Request: injected failure"
         with self._lock:
             self._faults.append(Fault(method, code, description, parameters, times, match))
+
+    def slow(self, method: str, seconds: float) -> None:
+        """Answer every ``method`` call only after ``seconds`` (0 makes it quick again)."""
+        with self._lock:
+            self._delays[method] = seconds
 
     def add_chat(
         self,
@@ -592,6 +599,9 @@ class FakeTelegram:
         if token != self.token:
             call.error = "Unauthorized"
             return _error(401, "Unauthorized")
+        delay = self._delays.get(method)
+        if delay:
+            await asyncio.sleep(delay)
         try:
             self._maybe_fault(method, params)
             handler = getattr(self, f"_api_{method.lower()}", None)
@@ -707,6 +717,8 @@ class FakeTelegram:
         reply = p.get("reply_parameters") or {}
         if reply.get("message_id"):
             fields["reply_to_message_id"] = reply["message_id"]
+        if markup := _check_markup(p.get("reply_markup")):
+            fields["reply_markup"] = markup
         msg = self._store_bot_message(chat, thread, fields)
         return _public(msg)
 
@@ -736,7 +748,7 @@ class FakeTelegram:
         if "inline_message_id" in p:
             raise ApiError(400, "Bad Request: inline messages are not supported by the fake")
         key = (int(p["chat_id"]), int(p["message_id"]))
-        markup = p.get("reply_markup") or None
+        markup = _check_markup(p.get("reply_markup"))
         with self._lock:
             msg = self._messages.get(key)
             if msg is None:
@@ -836,6 +848,22 @@ class FakeTelegram:
 
     def _api_deletemessage(self, p: dict[str, Any]) -> bool:
         return True
+
+
+def _check_markup(markup: Any) -> dict[str, Any] | None:
+    """An inline keyboard as Telegram checks it (button text, callback data of 1-64 bytes)."""
+    if not markup:
+        return None
+    rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        raise ApiError(400, "Bad Request: can't parse inline keyboard button")
+    for button in (b for row in rows for b in row):
+        if not isinstance(button, dict) or not button.get("text"):
+            raise ApiError(400, "Bad Request: can't parse inline keyboard button")
+        data = button.get("callback_data")
+        if data is not None and not 1 <= len(str(data).encode()) <= 64:
+            raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+    return markup
 
 
 def _photo_size() -> dict[str, Any]:

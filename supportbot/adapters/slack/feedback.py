@@ -14,6 +14,14 @@ from slack_sdk.errors import SlackApiError
 from supportbot.engine.types import Outcome, Reply
 from supportbot.storage.reports import feedback_target
 
+from .buttons import (
+    BLOCK_ID,
+    FEEDBACK_PREFIX,
+    HELPFUL,
+    UNHELPFUL,
+    feedback_buttons,
+    rated_blocks,
+)
 from .mrkdwn import split_text, to_mrkdwn
 from .sink import SlackPoster, SlackSink
 
@@ -22,48 +30,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_PREFIX = "feedback_"
-HELPFUL, UNHELPFUL = "feedback_helpful", "feedback_unhelpful"
-BLOCK_ID = "supportbot_feedback"
 RATED = (Outcome.FAQ, Outcome.LLM)
-_SECTION_LIMIT = 2900  # Slack caps a section's text at 3,000 characters
 
-
-def feedback_buttons(message_id: int) -> dict[str, Any]:
-    return {
-        "type": "actions",
-        "block_id": BLOCK_ID,
-        "elements": [
-            {
-                "type": "button",
-                "action_id": HELPFUL,
-                "text": {"type": "plain_text", "text": "👍 Helpful", "emoji": True},
-                "value": str(message_id),
-            },
-            {
-                "type": "button",
-                "action_id": UNHELPFUL,
-                "text": {"type": "plain_text", "text": "👎 Not helpful", "emoji": True},
-                "value": str(message_id),
-            },
-        ],
-    }
+__all__ = ["BLOCK_ID", "FEEDBACK_PREFIX", "HELPFUL", "RATED", "UNHELPFUL", "feedback_buttons",
+           "handle_feedback", "offer_feedback", "rated_blocks"]
 
 
 async def offer_feedback(poster: SlackPoster, sink: SlackSink, reply: Reply) -> None:
-    """Add the buttons to the last message of an answer (by editing it in place)."""
+    """Add the buttons to the last message of an answer that did not get them as it was sent
+    (a streamed one), by editing it in place."""
     if reply.message_id is None or reply.outcome not in RATED or not reply.text or not sink.sent:
         return
+    if sink.rated == reply.message_id:
+        return  # sent with the buttons already
     pieces = split_text(to_mrkdwn(reply.text), poster.limit)
     last = pieces[-1] if pieces else ""
-    buttons = feedback_buttons(reply.message_id)
     try:
-        if last and len(last) <= _SECTION_LIMIT:
-            blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": last}}, buttons]
-            await poster.update(sink.channel, sink.sent[-1], last, blocks=blocks)
-        else:  # too long to repeat inside a block: ask underneath instead
-            await poster.post(sink.channel, "Did this answer help?", thread_ts=sink.thread_ts,
-                              blocks=[buttons])
+        await poster.update(sink.channel, sink.sent[-1], last,
+                            blocks=rated_blocks(last, reply.message_id))
     except SlackApiError as exc:
         log.warning("could not add feedback buttons: %s", exc.response.get("error"))
 

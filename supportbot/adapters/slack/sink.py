@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from supportbot import metrics
 
+from .buttons import rated_blocks
 from .mrkdwn import split_text, to_mrkdwn
 
 log = logging.getLogger(__name__)
@@ -44,18 +45,36 @@ class SlackPoster:
         self.min_interval = min_interval
         self.max_attempts = max_attempts
         self.limit = limit
-        self._channel_locks: dict[str, asyncio.Lock] = {}
+        self._channel_locks: dict[str, asyncio.Lock] = {}  # channels with writes waiting
+        self._waiting: dict[str, int] = {}
         self._next_at: dict[str, float] = {}
         self._method_blocked_until: dict[str, float] = {}
 
     async def _pace(self, channel: str) -> None:
-        lock = self._channel_locks.setdefault(channel, asyncio.Lock())
-        async with lock:
-            now = time.monotonic()
-            wait = self._next_at.get(channel, 0.0) - now
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._next_at[channel] = max(now, self._next_at.get(channel, 0.0)) + self.min_interval
+        """At most one write per ``min_interval`` per channel, in the order they asked."""
+        now = time.monotonic()
+        if channel not in self._channel_locks and self._next_at.get(channel, 0.0) <= now:
+            # Nobody waits and the channel's turn is free: take it (nothing awaits in between).
+            if len(self._next_at) > 10_000:  # a bot sees many DMs over time: forget idle ones
+                self._next_at = {c: t for c, t in self._next_at.items() if t > now}
+            self._next_at[channel] = now + self.min_interval
+            return
+        lock = self._channel_locks.get(channel)
+        if lock is None:
+            lock = self._channel_locks[channel] = asyncio.Lock()
+        self._waiting[channel] = self._waiting.get(channel, 0) + 1
+        try:
+            async with lock:
+                now = time.monotonic()
+                wait = self._next_at.get(channel, 0.0) - now
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                start = max(now, self._next_at.get(channel, 0.0))
+                self._next_at[channel] = start + self.min_interval
+        finally:
+            self._waiting[channel] -= 1
+            if not self._waiting[channel]:  # the last one out: the next may take the fast path
+                del self._waiting[channel], self._channel_locks[channel]
 
     async def call(self, method: str, **kwargs: Any) -> Any:
         """Call ``method``; wait out 429s (``Retry-After``) and pace writes per channel."""
@@ -134,11 +153,40 @@ class SlackSink:
         self.thread_ts = thread_ts
         self.stream_interval = stream_interval
         self.sent: list[str] = []  # ts of every message this sink posted
+        self.rated: int | None = None  # the feedback id whose buttons went out with an answer
 
-    async def send(self, text: str) -> str | None:
-        stamps = await self.poster.post(self.channel, to_mrkdwn(text), thread_ts=self.thread_ts)
+    async def send(self, text: str, *, feedback_id: int | None = None) -> str | None:
+        """Post a whole reply; with ``feedback_id`` its last message carries the rating buttons,
+        so no ``chat.update`` (and no second wait for the channel's pacing) is needed."""
+        mrkdwn = to_mrkdwn(text)
+        if feedback_id is None:
+            stamps = await self.poster.post(self.channel, mrkdwn, thread_ts=self.thread_ts)
+        else:
+            pieces = split_text(mrkdwn, self.poster.limit)
+            stamps = []
+            for piece in pieces[:-1]:
+                stamps.extend(await self.poster.post(self.channel, piece, thread_ts=self.thread_ts))
+            if pieces:
+                stamps.extend(await self._post_rated(pieces[-1], feedback_id))
         self.sent.extend(stamps)
         return stamps[0] if stamps else None
+
+    async def _post_rated(self, piece: str, feedback_id: int) -> list[str]:
+        try:
+            resp = await self.poster.call(
+                "chat.postMessage", channel=self.channel, text=piece,
+                blocks=rated_blocks(piece, feedback_id), **_thread(self.thread_ts),
+            )
+        except SlackApiError as exc:
+            if exc.response.get("error") not in _BLOCK_ERRORS:
+                raise  # not about the buttons: a plain post would fail the same way
+            # Slack refused the blocks (or measured the text differently): the answer matters
+            # more than its buttons, so send it plainly; offer_feedback tries an edit after.
+            log.warning("answer with feedback buttons refused (%s); sending it plainly",
+                        exc.response.get("error"))
+            return await self.poster.post(self.channel, piece, thread_ts=self.thread_ts)
+        self.rated = feedback_id
+        return [resp["ts"]]
 
     async def send_stream(self, chunks: AsyncIterator[str]) -> str | None:
         """Post a placeholder, edit it as text arrives (at most every ``stream_interval``)."""
@@ -231,6 +279,9 @@ class _Stream:
 
 
 _PACED = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral"})
+_BLOCK_ERRORS = frozenset(
+    {"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "msg_too_long"}
+)
 
 
 def _thread(thread_ts: str | None) -> dict[str, str]:

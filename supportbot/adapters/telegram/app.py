@@ -5,19 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
 from telegram import Bot, CallbackQuery, Message, MessageEntity, Update
 from telegram.constants import ChatType
 from telegram.ext import Application, ContextTypes, TypeHandler
-from telegram.request import HTTPXRequest
 
 from supportbot.adapters.telegram.desk import TelegramDesk, current_message
 from supportbot.adapters.telegram.feedback import answer, handle_vote, offer_feedback, parse_vote
-from supportbot.adapters.telegram.sink import EditThrottle, TelegramSink, typing
+from supportbot.adapters.telegram.http import AiohttpRequest
+from supportbot.adapters.telegram.sink import TYPING_AFTER, EditThrottle, TelegramSink, Typing
 from supportbot.config import Settings
 from supportbot.engine import Engine, IncomingMessage, Status
 from supportbot.engine.locks import KeyedLocks
-from supportbot.httppool import linearize
 
 log = logging.getLogger(__name__)
 
@@ -26,21 +24,12 @@ ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 COMMANDS = {"/start", "/help", "/human", "/new"}
 
 
-
-class _Request(HTTPXRequest):
-    """PTB's default request (256 connections, its timeouts) over our linear-time pool."""
-
-    __slots__ = ()
-
-    def _build_client(self) -> httpx.AsyncClient:
-        return linearize(super()._build_client())
-
-
 def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any, Any]:
     """Everything points at ``telegram_api_url`` so the bot can run against a loopback fake.
 
     Updates run concurrently (the engine orders messages within one conversation), and in
-    webhook mode PTB's own web server is not used: our Starlette route feeds the queue.
+    webhook mode PTB's own web server is not used: our Starlette route feeds the queue. Bot API
+    calls go over aiohttp (``http.py``); long polling keeps PTB's own request object.
     """
     assert settings.telegram_bot_token is not None
     base = settings.telegram_api_url.rstrip("/")
@@ -50,7 +39,7 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
         .base_url(base)
         .base_file_url(base.removesuffix("/bot") + "/file/bot")
         .concurrent_updates(64)
-        .request(_Request())
+        .request(AiohttpRequest())
     )
     if settings.telegram_webhook_url:
         builder = builder.updater(None)
@@ -67,6 +56,7 @@ class UpdateRouter:
 
     def __init__(self, engine: Engine, bot: Bot, desk: TelegramDesk | None, throttle: EditThrottle):
         self.engine, self.bot, self.desk, self.throttle = engine, bot, desk, throttle
+        self.typing_after = TYPING_AFTER  # seconds before "typing…" is shown (tests shorten it)
         self._order = KeyedLocks()
 
     def handler(self) -> TypeHandler[Update, Any]:
@@ -161,11 +151,14 @@ class UpdateRouter:
             language=user.language_code,
             received_at=msg.date,
         )
-        conv = await self.engine.find_conversation(PLATFORM, thread_key)
-        if conv is not None and conv.status in (Status.WAITING, Status.HUMAN):
-            await self.engine.handle(incoming, sink)  # relayed to staff: no "typing…"
-            return
-        async with typing(self.bot, msg.chat.id, sink.thread_id):
+
+        async def bot_answers() -> bool:  # no "typing…" while staff own the thread
+            conv = await self.engine.find_conversation(PLATFORM, thread_key)
+            return conv is None or conv.status not in (Status.WAITING, Status.HUMAN)
+
+        typing = Typing(self.bot, msg.chat.id, sink.thread_id, after=self.typing_after,
+                        wanted=bot_answers)
+        async with typing:
             reply = await self.engine.handle(incoming, sink)
         await offer_feedback(self.bot, sink, reply)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import Bot, CallbackQuery
 from telegram.error import TelegramError
 
+from supportbot.adapters.telegram.buttons import PREFIX, feedback_keyboard, parse_vote
 from supportbot.adapters.telegram.sink import TelegramSink, counted, with_flood_retry
 from supportbot.engine.types import Outcome, Reply
 from supportbot.storage.reports import feedback_target
@@ -21,33 +22,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PREFIX = "fb:"
 RATED = (Outcome.FAQ, Outcome.LLM)
 
-
-def feedback_keyboard(message_id: int) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        [[
-            InlineKeyboardButton("👍", callback_data=f"{PREFIX}1:{message_id}"),
-            InlineKeyboardButton("👎", callback_data=f"{PREFIX}0:{message_id}"),
-        ]]
-    )  # fmt: skip
-
-
-def parse_vote(data: str | None) -> tuple[bool, int] | None:
-    """``fb:1:42`` -> (True, 42); anything else (another button, garbage) -> None."""
-    if not data or not data.startswith(PREFIX):
-        return None
-    vote, _, ident = data[len(PREFIX) :].partition(":")
-    if vote not in ("0", "1") or not ident.isdigit() or len(ident) > 18:
-        return None
-    return vote == "1", int(ident)
+__all__ = ["PREFIX", "RATED", "answer", "feedback_keyboard", "handle_vote", "offer_feedback",
+           "parse_vote"]
 
 
 async def offer_feedback(bot: Bot, sink: TelegramSink, reply: Reply) -> None:
-    """Attach the buttons to the last message of an answer (a failure only loses the buttons)."""
+    """Attach the buttons to the last message of an answer that did not get them as it was
+    sent (a streamed one: it is edited in place; a failure only loses the buttons)."""
     if reply.message_id is None or reply.outcome not in RATED or not sink.sent:
         return
+    if sink.rated == reply.message_id:
+        return  # sent with the buttons already
     keyboard = feedback_keyboard(reply.message_id)
     try:
         await with_flood_retry(

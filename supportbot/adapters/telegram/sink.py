@@ -17,15 +17,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from telegram import Bot, Message, ReplyParameters
+from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from supportbot import metrics
+from supportbot.adapters.telegram.buttons import feedback_keyboard
 
 log = logging.getLogger(__name__)
 
 MAX_UNITS = 4096  # Telegram's limit, in UTF-16 code units of visible text
+#: "typing…" only for an answer slower than this: a quick answer ends the indicator at once
+#: anyway, so the call would only cost a Bot API request per message.
+TYPING_AFTER = 1.0
 _FENCE = "```"
 T = TypeVar("T")
 
@@ -203,6 +207,7 @@ async def send_part(
     reply_to: int | None = None,
     markdown: bool = True,
     attempts: int = 5,
+    reply_markup: InlineKeyboardMarkup | None = None,
 ) -> Message:
     """Send one part (already within the limit): HTML first, plain text if Telegram rejects it."""
 
@@ -210,6 +215,8 @@ async def send_part(
         kwargs: dict[str, Any] = {"message_thread_id": thread_id}
         if reply_to is not None:
             kwargs["reply_parameters"] = _reply_params(reply_to)
+        if reply_markup is not None:
+            kwargs["reply_markup"] = reply_markup
         if rendered:
             kwargs.update(text=markdown_to_html(text), parse_mode=ParseMode.HTML)
         else:
@@ -238,10 +245,13 @@ async def send_text(
     thread_id: int | None = None,
     reply_to: int | None = None,
     markdown: bool = True,
+    reply_markup: InlineKeyboardMarkup | None = None,
 ) -> list[Message]:
-    """Send ``text`` as as many messages as it needs; only the first one is a reply."""
+    """Send ``text`` as as many messages as it needs; only the first one is a reply, only the
+    last one carries ``reply_markup`` (buttons go under the end of the answer)."""
     sent: list[Message] = []
-    for part in split_text(text):
+    parts = split_text(text)
+    for i, part in enumerate(parts, 1):
         sent.append(
             await send_part(
                 bot,
@@ -250,6 +260,7 @@ async def send_text(
                 thread_id=thread_id,
                 reply_to=reply_to if not sent else None,
                 markdown=markdown,
+                reply_markup=reply_markup if i == len(parts) else None,
             )
         )
     return sent
@@ -314,14 +325,59 @@ class EditThrottle:
             await asyncio.sleep(remaining)
 
 
-@contextlib.asynccontextmanager
-async def typing(bot: Bot, chat_id: int, thread_id: int | None = None) -> AsyncIterator[None]:
-    """Show "typing…" until the block ends (Telegram clears it after ~5 s, so repeat)."""
+class Typing:
+    """Show "typing…" while the block runs, once it has run ``after`` seconds (Telegram clears
+    the indicator after ~5 s, so it is repeated every 4 s): ``async with Typing(bot, chat):``.
 
-    async def loop() -> None:
+    A quick answer sends no ``sendChatAction`` at all: nothing but a timer is started unless
+    the answer is slow to come. ``wanted`` is asked then (not before every message) whether
+    the indicator should be shown at all.
+    """
+
+    __slots__ = ("_task", "_timer", "after", "bot", "chat_id", "thread_id", "wanted")
+
+    def __init__(
+        self,
+        bot: Bot,
+        chat_id: int,
+        thread_id: int | None = None,
+        *,
+        after: float = TYPING_AFTER,
+        wanted: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.bot, self.chat_id, self.thread_id, self.after = bot, chat_id, thread_id, after
+        self.wanted = wanted
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.after, self._start, loop)
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._task = loop.create_task(self._loop())
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        task = self._task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        try:
+            if self.wanted is not None and not await self.wanted():
+                return
+        except Exception as exc:  # cosmetic: never let it break the reply
+            log.debug("typing indicator check failed: %s", type(exc).__name__)
+            return
         while True:
             try:
-                await bot.send_chat_action(chat_id, ChatAction.TYPING, message_thread_id=thread_id)
+                await self.bot.send_chat_action(
+                    self.chat_id, ChatAction.TYPING, message_thread_id=self.thread_id
+                )
             except RetryAfter as exc:
                 count_flood_wait(retry_seconds(exc))
                 await asyncio.sleep(retry_seconds(exc))
@@ -332,14 +388,6 @@ async def typing(bot: Bot, chat_id: int, thread_id: int | None = None) -> AsyncI
                 log.debug("typing indicator failed: %s", type(exc).__name__)
                 return
             await asyncio.sleep(4.0)
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class TelegramSink:
@@ -357,12 +405,19 @@ class TelegramSink:
         self.bot, self.chat_id, self.thread_id, self.reply_to = bot, chat_id, thread_id, reply_to
         self.throttle = throttle or EditThrottle()
         self.sent: list[int] = []  # message ids, for tests and relay mapping
+        self.rated: int | None = None  # the feedback id whose buttons went out with an answer
 
-    async def send(self, text: str) -> str | None:
+    async def send(self, text: str, *, feedback_id: int | None = None) -> str | None:
+        """Send a whole reply; with ``feedback_id`` its last message carries the 👍/👎 buttons,
+        so rating an answer costs no second Bot API call."""
+        markup = feedback_keyboard(feedback_id) if feedback_id is not None else None
         messages = await send_text(
-            self.bot, self.chat_id, text, thread_id=self.thread_id, reply_to=self.reply_to
+            self.bot, self.chat_id, text, thread_id=self.thread_id, reply_to=self.reply_to,
+            reply_markup=markup,
         )
         self.sent.extend(m.message_id for m in messages)
+        if markup is not None and messages:
+            self.rated = feedback_id
         return str(messages[0].message_id) if messages else None
 
     async def send_stream(self, chunks: AsyncIterator[str]) -> str | None:

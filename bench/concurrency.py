@@ -74,8 +74,10 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
 async def _burst(settings: Any, conversations: int, ordered_threads: int,
                  per_thread: int) -> dict[str, Any]:
     from supportbot.engine import Engine, IncomingMessage
+    from supportbot.runtime import freeze_startup_heap
 
     engine = await Engine.open(settings)
+    freeze_startup_heap()  # as ``supportbot serve`` does once it is up
     delivered: list[tuple[float, str, str]] = []
     outcomes: dict[str, int] = {}
 

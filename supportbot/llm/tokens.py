@@ -20,6 +20,8 @@ def estimate_tokens(text: str) -> int:
     """~4 characters per token, CJK ~1 per character: good enough for budgets and metrics."""
     if not text:
         return 0
+    if text.isascii():  # O(1) in CPython, and most turns are
+        return math.ceil(len(text) / 4)
     wide = len(_WIDE_CHARS.findall(text))
     return wide + math.ceil((len(text) - wide) / 4)
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -87,6 +88,9 @@ class Store:
         )
         self._sync = sqlite_sync_engine(engine.url.database) if self.inline else None
         self._sync_conn: Connection | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._writes = 0  # transactions committed through ``begin`` (SQLite)
         # PostgreSQL advisory locks live on connections of their own, held while a thread is
         # handled: taken from the main pool, waiting holders would starve the very queries
         # that let the holders finish. Waiting for one of these never times out.
@@ -101,7 +105,10 @@ class Store:
     async def open(cls, url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Store:
         engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         await migrate(engine)
-        return cls(engine, pool_size=pool_size, max_overflow=max_overflow)
+        store = cls(engine, pool_size=pool_size, max_overflow=max_overflow)
+        if store._sync is not None:
+            store._checkpoints = asyncio.create_task(store._checkpoint_wal())
+        return store
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection | SyncConnection]:
@@ -116,6 +123,7 @@ class Store:
             return
         with self._sqlite().begin():
             yield SyncConnection(self._sqlite())
+        self._writes += 1
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection | SyncConnection]:
@@ -134,9 +142,40 @@ class Store:
         conn = self._sync_conn
         if conn is None or conn.closed or conn.invalidated:
             conn = self._sync_conn = self._sync.connect()
+            if self._checkpoints is not None:  # checkpoints run off the loop (_checkpoint_wal)
+                conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA wal_autocheckpoint=0"
+                )
         return conn
 
+    async def _checkpoint_wal(self, interval: float = 1.0) -> None:
+        """Copy the write-ahead log into the database file from a worker thread.
+
+        SQLite does it by itself every 1,000 pages, inside whichever commit crosses the line,
+        fsync included: a pause of the event loop, and so of every customer, that set the p99 of
+        a message (9 ms where the p50 is 2.4 ms). A PASSIVE checkpoint on a connection of its own
+        blocks no reader or writer, and sqlite3 releases the GIL while it runs."""
+        path = self.engine.url.database
+        assert path is not None
+        conn = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
+        done = 0
+        try:
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), interval)
+                if self._writes != done:
+                    done = self._writes
+                    try:
+                        await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error as exc:
+                        log.warning("WAL checkpoint failed: %s", exc)
+        finally:
+            conn.close()
+
     async def close(self) -> None:
+        if self._checkpoints is not None:
+            self._stopping.set()  # lets a checkpoint in progress finish first
+            await self._checkpoints
         for lock in list(self._singletons):
             await lock.release()
         if self.lock_engine is not None:

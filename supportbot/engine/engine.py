@@ -52,7 +52,7 @@ log = logging.getLogger("supportbot.engine")
 
 SinkFactory = Callable[[ConversationView], ReplySink]
 OPEN_STATES = (Status.BOT, Status.WAITING, Status.HUMAN)
-# messages that begin preparation per event-loop iteration (see Admission): ~50 ms of work, so
+# messages that begin preparation per event-loop iteration (see Admission): ~10 ms of work, so
 # in a burst, network work (LLM requests out, replies in, acks) runs at least that often
 ADMISSION_PER_TURN = 8
 

@@ -165,8 +165,8 @@ class SyncConnection:
     """The awaitable face of a synchronous SQLAlchemy connection, for ``Store``'s Core statements.
 
     With statements run inline anyway, SQLAlchemy's asyncio bridge only adds greenlet switches
-    (about ninety per customer message); a synchronous engine on the same file, behind the two
-    methods ``Store`` uses, does the same work without them."""
+    (about ninety per customer message); a synchronous engine on the same file, behind the one
+    method ``Store`` uses, does the same work without them."""
 
     __slots__ = ("sync",)
 
@@ -175,6 +175,3 @@ class SyncConnection:
 
     async def execute(self, statement: Any, parameters: Any = None) -> Result[Any]:
         return self.sync.execute(statement, parameters)
-
-    async def scalar(self, statement: Any, parameters: Any = None) -> Any:
-        return self.sync.scalar(statement, parameters)

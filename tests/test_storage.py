@@ -103,3 +103,25 @@ async def test_the_write_ahead_log_is_checkpointed_off_the_event_loop(tmp_path):
     await store.close()  # (closing checkpoints anyway: look before it)
     assert autocheckpoint == 0
     assert checkpointed == 3
+
+
+async def test_if_background_checkpoints_stop_sqlite_checkpoints_in_commits_again(
+    tmp_path, monkeypatch
+):
+    import sqlite3
+
+    store = await open_store(tmp_path)
+    async with store.read() as conn:  # the store's own connection, checkpoints off
+        before = (await conn.execute(text("pragma wal_autocheckpoint"))).scalar()
+
+    def refuse(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", refuse)  # the checkpointer has not started yet
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    monkeypatch.undo()
+    async with store.read() as conn:
+        after = (await conn.execute(text("pragma wal_autocheckpoint"))).scalar()
+    await store.close()
+    assert (before, after) == (0, 1000)

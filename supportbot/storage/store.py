@@ -157,25 +157,34 @@ class Store:
         blocks no reader or writer, and sqlite3 releases the GIL while it runs."""
         path = self.engine.url.database
         assert path is not None
-        conn = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
         done = 0
         try:
-            while not self._stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), interval)
-                if self._writes != done:
-                    done = self._writes
-                    try:
-                        await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
-                    except sqlite3.Error as exc:
-                        log.warning("WAL checkpoint failed: %s", exc)
-        finally:
-            conn.close()
+            conn = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
+            try:
+                while not self._stopping.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), interval)
+                    if self._writes != done:
+                        done = self._writes
+                        try:
+                            await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                        except sqlite3.Error as exc:  # busy, say: the next round catches up
+                            log.warning("WAL checkpoint failed: %s", exc)
+            finally:
+                conn.close()
+        except Exception:
+            # never leave the log to grow without bound: SQLite's own checkpoints take over
+            log.exception("WAL checkpoints stopped; SQLite checkpoints in commits again")
+            self._checkpoints = None
+            if self._sync_conn is not None and not self._sync_conn.closed:
+                self._sync_conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                    "PRAGMA wal_autocheckpoint=1000"
+                )
 
     async def close(self) -> None:
         if self._checkpoints is not None:
             self._stopping.set()  # lets a checkpoint in progress finish first
-            await self._checkpoints
+            await asyncio.gather(self._checkpoints, return_exceptions=True)
         for lock in list(self._singletons):
             await lock.release()
         if self.lock_engine is not None:

@@ -313,6 +313,16 @@ class _Protocol(asyncio.Protocol):
         self.writing_paused = False
         self._wake_drainer()
 
+    async def until(self, waiter: str, within: float | None) -> None:
+        """Wait for the callback that resolves ``waiter`` ("reader": data, EOF or an error;
+        "drainer": room in the write buffer), at most ``within`` seconds (TimeoutError)."""
+        setattr(self, waiter, asyncio.get_running_loop().create_future())
+        try:
+            async with asyncio.timeout(within):
+                await getattr(self, waiter)
+        finally:
+            setattr(self, waiter, None)
+
     def _wake_reader(self) -> None:
         if self.reader is not None and not self.reader.done():
             self.reader.set_result(None)
@@ -358,17 +368,10 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         self._flush()
         protocol = self._protocol
         if not protocol.chunks and not protocol.eof:
-            protocol.reader = asyncio.get_running_loop().create_future()
             try:
-                if timeout is None:
-                    await protocol.reader
-                else:
-                    async with asyncio.timeout(timeout):
-                        await protocol.reader
+                await protocol.until("reader", timeout)
             except TimeoutError:
                 raise httpcore.ReadTimeout(f"no data within {timeout:g} s") from None
-            finally:
-                protocol.reader = None
         if protocol.chunks:
             data = _take(protocol.chunks, max_bytes)
             protocol.size -= len(data)
@@ -395,14 +398,10 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if not protocol.writing_paused:
             return
         self._flush()  # the transport's buffer is full: wait until it drains
-        protocol.drainer = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(timeout):
-                await protocol.drainer
+            await protocol.until("drainer", timeout)
         except TimeoutError:
             raise httpcore.WriteTimeout(f"could not send within {timeout:g} s") from None
-        finally:
-            protocol.drainer = None
         if protocol.error is not None or self._transport.is_closing():
             raise httpcore.WriteError(str(protocol.error or "the connection is closed"))
 

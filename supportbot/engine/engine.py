@@ -495,8 +495,7 @@ class Engine:
             return None
         platform_id: str | None = already_sent if isinstance(already_sent, str) else None
         if sink is not None and not already_sent:
-            rated = outcome in (Outcome.FAQ, Outcome.LLM)
-            platform_id = await sink.send(text, feedback_id=reply_id if rated else None)
+            platform_id = await sink.send(text, feedback_id=reply_id if outcome.rated else None)
         await self.store.finish_reply(conversation_id, reply_id, user_id, platform_id,
                                       conversation_values)
         return reply_id

@@ -33,6 +33,11 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"  # redelivery of a message already handled
     IGNORED = "ignored"  # empty or otherwise not for the bot
 
+    @property
+    def rated(self) -> bool:
+        """An answer the customer may rate (the adapters' feedback buttons)."""
+        return self in (Outcome.FAQ, Outcome.LLM)
+
 
 @dataclass(frozen=True, slots=True)
 class IncomingMessage:

@@ -121,8 +121,9 @@ class Store:
             async with self.engine.begin() as conn:
                 yield conn
             return
-        with self._sqlite().begin():
-            yield SyncConnection(self._sqlite())
+        conn = self._sqlite()
+        with conn.begin():
+            yield SyncConnection(conn)
         self._writes += 1
 
     @asynccontextmanager
@@ -132,8 +133,9 @@ class Store:
             async with self.engine.connect() as conn:
                 yield conn
             return
-        with self._sqlite().begin():
-            yield SyncConnection(self._sqlite())
+        conn = self._sqlite()
+        with conn.begin():
+            yield SyncConnection(conn)
 
     def _sqlite(self) -> Connection:
         """The one synchronous SQLite connection: transactions run inline never overlap, so

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
-from supportbot.engine.types import Outcome, Reply
+from supportbot.engine.types import Reply
 from supportbot.storage.reports import feedback_target
 
 from .buttons import (
@@ -30,16 +30,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RATED = (Outcome.FAQ, Outcome.LLM)
-
-__all__ = ["BLOCK_ID", "FEEDBACK_PREFIX", "HELPFUL", "RATED", "UNHELPFUL", "feedback_buttons",
+__all__ = ["BLOCK_ID", "FEEDBACK_PREFIX", "HELPFUL", "UNHELPFUL", "feedback_buttons",
            "handle_feedback", "offer_feedback", "rated_blocks"]
 
 
 async def offer_feedback(poster: SlackPoster, sink: SlackSink, reply: Reply) -> None:
     """Add the buttons to the last message of an answer that did not get them as it was sent
     (a streamed one), by editing it in place."""
-    if reply.message_id is None or reply.outcome not in RATED or not reply.text or not sink.sent:
+    if reply.message_id is None or not reply.outcome.rated or not reply.text or not sink.sent:
         return
     if sink.rated == reply.message_id:
         return  # sent with the buttons already

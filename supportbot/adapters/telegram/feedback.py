@@ -14,7 +14,7 @@ from telegram.error import TelegramError
 
 from supportbot.adapters.telegram.buttons import PREFIX, feedback_keyboard, parse_vote
 from supportbot.adapters.telegram.sink import TelegramSink, counted, with_flood_retry
-from supportbot.engine.types import Outcome, Reply
+from supportbot.engine.types import Reply
 from supportbot.storage.reports import feedback_target
 
 if TYPE_CHECKING:
@@ -22,16 +22,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RATED = (Outcome.FAQ, Outcome.LLM)
-
-__all__ = ["PREFIX", "RATED", "answer", "feedback_keyboard", "handle_vote", "offer_feedback",
+__all__ = ["PREFIX", "answer", "feedback_keyboard", "handle_vote", "offer_feedback",
            "parse_vote"]
 
 
 async def offer_feedback(bot: Bot, sink: TelegramSink, reply: Reply) -> None:
     """Attach the buttons to the last message of an answer that did not get them as it was
     sent (a streamed one: it is edited in place; a failure only loses the buttons)."""
-    if reply.message_id is None or reply.outcome not in RATED or not sink.sent:
+    if reply.message_id is None or not reply.outcome.rated or not sink.sent:
         return
     if sink.rated == reply.message_id:
         return  # sent with the buttons already

@@ -237,7 +237,19 @@ def bench_env(**extra: str) -> dict[str, str]:
 
 def peak_rss_mb(pid: int) -> float:
     """VmHWM: the most resident memory the process ever had (Linux)."""
+    return status_mb(pid, "VmHWM")
+
+
+def status_mb(pid: int, field: str) -> float:
+    """One memory figure of ``/proc/PID/status`` (VmRSS, VmHWM, ...) in MB; 0 if absent."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (Linux ``/proc``), to tell one
+    process's share of a benchmark from another's."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-from bench.common import PYTHON, ROOT, bench_env
+from bench.common import PYTHON, ROOT, bench_env, process_cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -30,10 +28,9 @@ class FakeChild:
         """User + system CPU the fake has used so far (Linux ``/proc``; None elsewhere), to
         tell the fake's share of a benchmark from the code under test."""
         try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return process_cpu_seconds(self.pid)
         except OSError:
             return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from bench.botproc import serve_process
-from bench.common import ROOT, peak_rss_mb, seed_history, write_knowledge
+from bench.common import ROOT, peak_rss_mb, seed_history, status_mb, write_knowledge
 from bench.fakeproc import fake_llm_process
 
 NAME = "memory"
@@ -58,16 +58,10 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                                    timeout=60)
                 answered = len(slack.calls("chat.postMessage"))
                 peak = peak_rss_mb(bot.pid)
-                current = _rss_mb(bot.pid)
+                current = status_mb(bot.pid, "VmRSS")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return [{"bench": NAME, "judged": not quick, "faq_entries": faq, "stored_messages": msgs,
              "customers_sent": customers, "customers_answered": answered, "peak_rss_mb": peak,
              "peak_rss_after_start_mb": after_start, "rss_at_end_mb": current}]
 
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0

@@ -17,7 +17,6 @@ user + system, until the process is idle again) and the platform API calls it ma
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Any
 import httpx
 
 from bench.botproc import free_port, repo_path, serve_process
-from bench.common import percentiles
+from bench.common import percentiles, process_cpu_seconds
 from bench.fakeproc import fake_llm_process
 
 NAME = "platform_paths"
@@ -149,7 +148,7 @@ async def _drive(
         queue = list(reversed(prepared))
         await _settle(pid)  # the light-load phase's last follow-up calls
         calls_before = len(methods())
-        cpu_before = _cpu_seconds(pid)
+        cpu_before = process_cpu_seconds(pid)
         first_sent = time.time()
 
         async def poster() -> None:
@@ -190,21 +189,15 @@ async def _drive(
         }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _settle(pid: int, idle: float = 1.5, within: float = 15.0) -> float:
     """Wait until the process has used no CPU for ``idle`` seconds (Slack's paced follow-up
     calls come up to a second after the reply); return its CPU time then."""
     deadline = time.monotonic() + within
-    last = _cpu_seconds(pid)
+    last = process_cpu_seconds(pid)
     still_since = time.monotonic()
     while time.monotonic() - still_since < idle and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-        now = _cpu_seconds(pid)
+        now = process_cpu_seconds(pid)
         if now - last > 0.015:  # more than a clock tick or so: still working
             still_since = time.monotonic()
         last = now

@@ -24,7 +24,6 @@ from httpx_sse import EventSource, SSEError
 from pydantic import SecretStr
 
 from supportbot import metrics
-from supportbot.httppool import linearize
 from supportbot.llm.errors import (
     LLMAuthError,
     LLMBadResponse,
@@ -172,7 +171,7 @@ class LLMClient:
         extra_headers: Mapping[str, str] | None = None,
         base_backoff: float = 0.5,
         max_backoff: float = 8.0,
-        max_connections: int = 20,
+        max_connections: int = 100,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
         base = httpx.URL(base_url)
@@ -190,10 +189,13 @@ class LLMClient:
         self.max_backoff = max_backoff
         self._unsupported: set[str] = set()
         self._owns_http = http_client is None
-        # Our own client carries the fixed headers as its defaults: passed per request, httpx
-        # re-parses and merges them on every call (~5% of a call's CPU).
+        # Our own client carries the fixed headers as its defaults, so httpx does not re-parse
+        # and merge them on every call; a client passed in gets them per request.
         self._request_headers = None if self._owns_http else self._headers()
-        self._http = http_client or linearize(httpx.AsyncClient(
+        # httpx's own connection pool. Each reply in progress holds one connection for the
+        # seconds the model takes, so the pool size is the number of replies generated at once;
+        # requests beyond it wait for a free connection (up to ``timeout``).
+        self._http = http_client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(
                 max_connections=max_connections,
@@ -201,7 +203,7 @@ class LLMClient:
                 keepalive_expiry=30.0,
             ),
             headers={"User-Agent": "supportbot", **self._headers()},
-        ))
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> LLMClient:

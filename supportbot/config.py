@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     llm_deadline: float = 60.0
     llm_max_retries: int = 4
     llm_base_backoff: float = 0.5
-    llm_max_connections: int = 1000  # replies generated at once; each holds one for seconds
+    llm_max_connections: int = 100  # LLM replies generated at once (httpx pool); more wait
     llm_extra_headers: dict[str, str] = Field(default_factory=dict)
     llm_stream: bool = True
 

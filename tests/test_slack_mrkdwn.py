@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,3 +94,47 @@ def test_split_bounds_and_keeps_content(text: str, limit: int) -> None:
         return "".join(s.replace("```", "").split())
 
     assert core("".join(pieces)) == core(text)
+
+
+# --- no mention or channel ping can come from content (issue 23, finding 2) -------------------
+
+_CONSTRUCT = re.compile(r"<([^<>]*)>")
+
+
+def assert_no_special_construct(mrkdwn: str) -> None:
+    """Every ``<…>`` Slack would parse is a web or mail link; nothing can ping anyone."""
+    for m in _CONSTRUCT.finditer(mrkdwn):
+        target = m.group(1).split("|", 1)[0]
+        assert re.match(r"(?i)(https?://|mailto:)", target), (mrkdwn, m.group(0))
+        assert not re.search(r"[\s<>]", target), mrkdwn
+
+
+@pytest.mark.parametrize(
+    "markdown",
+    [
+        "[x](!channel)", "[x](!here)", "[everyone](!everyone)", "[team](!subteam^S0123)",
+        "[boss](@U0BOSS)", "[x](#C0GENERAL)", "[x]( <!channel> )", "<!channel>", "<@U123>",
+        "<#C123|general>", "<!subteam^S1|@team>", "[x](javascript:alert(1))",
+        "[x](slack://channel?id=C1)", "[x](file:///etc/passwd)", "[x](data:text/html,hi)",
+        "[ok](https://x.io|<!channel>)", "[ok](https://x.io/<!here>)", "<https://x.io|<!here>>",
+        "<https://x.io|@here>", "![img](!channel)", "`<!channel>`", "```\n<!channel>\n```",
+        "**[x](!channel)**", "- [x](@U1)", "\x01[x](!channel)\x02", "[x](HTTPS://x.io)",
+    ],
+)
+def test_content_cannot_make_a_mention(markdown: str) -> None:
+    assert_no_special_construct(to_mrkdwn(markdown))
+
+
+def test_only_web_and_mail_links_stay_links() -> None:
+    assert to_mrkdwn("[x](!channel)") == "x (!channel)"
+    assert to_mrkdwn("[mail us](mailto:help@acme.io)") == "<mailto:help@acme.io|mail us>"
+    assert to_mrkdwn("[x](HTTPS://x.io)") == "<HTTPS://x.io|x>"
+    assert to_mrkdwn("[ok](https://x.io|<!channel>)").startswith("<https://x.io")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([*"[]()<>!@#|^:/ abhtps*_`\n\x01\x02", "channel", "here",
+                                 "subteam^S1", "https://", "mailto:", "U12", "C9"]),
+               max_size=40).map("".join))
+def test_no_mention_from_any_text(markdown: str) -> None:
+    assert_no_special_construct(to_mrkdwn(markdown))

@@ -2,6 +2,11 @@
 
 Slack does not render CommonMark: bold is ``*x*``, italics ``_x_``, links ``<url|text>``, there
 are no headings, and ``&``, ``<``, ``>`` must be escaped. Code is left alone apart from escaping.
+
+Everything converted here is content (LLM answers a customer can steer, FAQ text, names), so
+the only ``<…>`` constructs it can produce are ``http(s)``/``mailto`` links: ``<!channel>``,
+``<@U…>``, ``<#C…>`` and ``<!subteam^…>`` would ping people, so a Markdown link to anything else
+is shown as plain text and every other ``<``, ``>``, ``&`` is escaped.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
 _BULLET = re.compile(r"^(\s*)[-*+]\s+(?!\[)")
 _TASK = re.compile(r"^(\s*)[-*+]\s+\[([ xX])\]\s+")
 _RULE = re.compile(r"^\s{0,3}([-*_])(\s*\1){2,}\s*$")
+_SAFE_URL = re.compile(r"(?i)(?:https?://|mailto:)[^\s<>|]+")
 _TOKEN = re.compile("\x00(\\d+)\x00")
 _BOLD_OPEN, _BOLD_CLOSE = "\x01", "\x02"
+_MARKERS = str.maketrans("", "", "\x00\x01\x02")
 
 
 def escape(text: str) -> str:
@@ -36,10 +43,11 @@ def to_mrkdwn(markdown: str) -> str:
         saved.append(value)
         return f"\x00{len(saved) - 1}\x00"
 
-    text = markdown.replace("\r\n", "\n").replace("\x00", "")
+    # \x00 marks placeholders and \x01/\x02 bold markers below: content may not carry them
+    text = markdown.replace("\r\n", "\n").translate(_MARKERS)
     text = _FENCE.sub(lambda m: keep("```\n" + escape(m.group(1).rstrip("\n")) + "\n```"), text)
     text = _INLINE_CODE.sub(lambda m: keep(escape(m.group(0))), text)
-    text = _AUTOLINK.sub(lambda m: keep(f"<{m.group(1)}>"), text)
+    text = _AUTOLINK.sub(lambda m: keep(f"<{_url(m.group(1))}>"), text)
     text = _LINK.sub(lambda m: keep(_link(m.group(2), m.group(1))), text)
     text = escape(text)
     lines = [_line(line) for line in text.split("\n")]
@@ -56,10 +64,19 @@ def to_mrkdwn(markdown: str) -> str:
     return text
 
 
+def _url(url: str) -> str:
+    """A link target with the characters that end or split a Slack link percent-encoded."""
+    return url.replace("|", "%7C").replace("<", "%3C").replace(">", "%3E")
+
+
 def _link(url: str, label: str) -> str:
     label = escape(label.strip()).replace("|", "¦")
-    url = url.replace("|", "%7C").replace(">", "%3E")
-    return f"<{url}|{label}>" if label and label != url else f"<{url}>"
+    safe = _url(url)
+    if not _SAFE_URL.fullmatch(safe):
+        # not a web or mail address (``!channel``, ``@U…``, ``#C…``, ``javascript:``): text only
+        target = escape(url)
+        return f"{label} ({target})" if label and label != target else target
+    return f"<{safe}|{label}>" if label and label != safe else f"<{safe}>"
 
 
 def _line(line: str) -> str:

@@ -4,16 +4,24 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
+import sys
+import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
+import pytest
 from click.testing import CliRunner
 from test_auth import STAFF_CHANNEL, WEBHOOK_SECRET, running_bot
 from test_crash_recovery import Serve, wait_for
 
+from supportbot import logs
 from supportbot.cli import cli
+from supportbot.config import Settings
 from supportbot.testing.fake_llm import FakeLLM
 from supportbot.testing.fake_slack import FakeSlack
 from supportbot.testing.fake_telegram import FakeTelegram
@@ -103,8 +111,8 @@ async def test_in_process_logs_errors_check_and_exports_hold_no_secret(
 
     env = {
         "SUPPORTBOT_DATA_DIR": str(tmp_path),
-        "SUPPORTBOT_PROMPTS_DIR": str(REPO / "prompts"),
-        "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "knowledge"),
+        "SUPPORTBOT_PROMPTS_DIR": str(REPO / "supportbot/defaults/prompts"),
+        "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "supportbot/defaults/knowledge"),
         "SUPPORTBOT_LLM_BASE_URL": "http://127.0.0.1:9/v1",
         "SUPPORTBOT_LLM_API_KEY": LLM_KEY,
         "SUPPORTBOT_SLACK_BOT_TOKEN": SLACK_TOKEN,
@@ -122,3 +130,73 @@ async def test_in_process_logs_errors_check_and_exports_hold_no_secret(
         outputs.append(result.output + repr(result.exception or ""))
     assert "key please" in outputs[1] and "key please" in outputs[2]
     assert leaks("\n".join(outputs)) == []
+
+
+# --- every log output is masked, tracebacks included (issue 23, finding 3) ------------------
+
+DB_PASSWORD = "SECRET-db-password-4242"
+SLACK_APP = "xapp-1-SECRET-app-token-13579"
+
+
+def all_secret_settings() -> Settings:
+    return Settings(
+        _env_file=None, llm_api_key=LLM_KEY, slack_bot_token=SLACK_TOKEN,
+        slack_signing_secret=SLACK_SIGNING, slack_app_token=SLACK_APP,
+        telegram_bot_token=TG_TOKEN, telegram_webhook_secret=TG_WEBHOOK,
+        database_url=f"postgresql+asyncpg://bot:{DB_PASSWORD}@db.internal:5432/support",
+    )
+
+
+EVERY_SECRET = (LLM_KEY, SLACK_TOKEN, SLACK_SIGNING, SLACK_APP, TG_TOKEN, TG_WEBHOOK, DB_PASSWORD)
+
+
+def leaked_in(output: str) -> list[str]:
+    """Secrets found in the output, also URL-encoded or JSON-escaped, or the token's secret half."""
+    found = []
+    for secret in EVERY_SECRET:
+        forms = {secret, quote(secret, safe=""), json.dumps(secret)[1:-1], secret.split(":")[-1]}
+        if any(form in output for form in forms):
+            found.append(secret)
+    return found
+
+
+def _fail_like_a_proxy(settings: Settings) -> None:
+    url = f"https://api.telegram.org/bot{TG_TOKEN}/sendMessage"
+    try:
+        try:
+            raise ConnectionError(f"could not reach postgres://bot:{DB_PASSWORD}@db.internal")
+        except ConnectionError as inner:
+            raise RuntimeError(
+                f"502 Bad Gateway <html>upstream failed for {url} "
+                f"({quote(url, safe='')}) key={LLM_KEY} app={SLACK_APP}</html>"
+            ) from inner
+    except RuntimeError:
+        log = logging.getLogger("supportbot.test.secrets")
+        log.debug("request failed: %s", url, exc_info=True,
+                  extra={"headers": {"Authorization": f"Bearer {LLM_KEY}"},
+                         "signing": SLACK_SIGNING, "token": SLACK_TOKEN})
+        log.exception("webhook %s failed", TG_WEBHOOK, stack_info=True)
+        logging.getLogger("uvicorn.error").error("socket %s", SLACK_APP, exc_info=True)
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_every_log_output_is_masked_tracebacks_included(fmt: str) -> None:
+    settings = all_secret_settings()
+    assert set(EVERY_SECRET) <= set(settings.secrets())  # the DB password counts too
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, sys.excepthook, threading.excepthook)
+    try:
+        logs.setup("DEBUG", fmt, settings.secrets(), stream=stream)
+        _fail_like_a_proxy(settings)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        sys.excepthook, threading.excepthook = saved[2], saved[3]
+    output = stream.getvalue()
+    assert "Traceback" in output and "502 Bad Gateway" in output and "ConnectionError" in output
+    assert "Stack (most recent call last)" in output  # stack_info was logged, masked
+    assert leaked_in(output) == []

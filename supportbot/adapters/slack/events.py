@@ -5,14 +5,16 @@ Kept free of I/O so the routing rules (who the bot answers, where) are easy to t
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 #: Message subtypes that still carry text a person typed; everything else (edits, deletions,
 #: joins, topic changes, bot posts…) is not customer text.
 TEXT_SUBTYPES = frozenset({None, "", "file_share", "thread_broadcast", "me_message"})
+
+log = logging.getLogger(__name__)
 
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
@@ -56,7 +58,7 @@ class SlackText:
     def received_at(self) -> datetime | None:
         try:
             return datetime.fromtimestamp(float(self.ts), tz=UTC)
-        except ValueError:
+        except (ValueError, OverflowError, OSError):
             return None
 
     def mentions(self, user_id: str | None) -> bool:
@@ -64,10 +66,13 @@ class SlackText:
 
 
 def parse_text_event(
-    event: dict[str, Any], team_id: str | None, bot_user_id: str | None, bot_id: str | None
+    event: object, team_id: str | None, bot_user_id: str | None, bot_id: str | None
 ) -> SlackText | None:
-    """Return the message if a person wrote it, else ``None`` (bots, edits, deletions…)."""
-    if event.get("type") not in ("message", "app_mention"):
+    """Return the message if a person wrote it, else ``None`` (bots, edits, deletions…).
+
+    Signed payloads can still carry anything: a field of the wrong type makes the event
+    "not customer text" (one log line), never an exception."""
+    if not isinstance(event, dict) or event.get("type") not in ("message", "app_mention"):
         return None
     if event.get("subtype") not in TEXT_SUBTYPES or event.get("hidden"):
         return None
@@ -79,18 +84,52 @@ def parse_text_event(
     channel, ts = event.get("channel"), event.get("ts")
     if not channel or not ts:
         return None
-    thread_ts = event.get("thread_ts")
+    thread_ts = event.get("thread_ts") or None
+    text = event.get("text") or ""
+    team = event.get("team") or team_id or ""
+    channel_type = event.get("channel_type") or ""
+    if not all(isinstance(v, str) for v in (user, channel, ts, text, team, channel_type)) or (
+        thread_ts is not None and not isinstance(thread_ts, str)
+    ):
+        log.warning("ignored a slack message event with fields of the wrong type")
+        return None
     if thread_ts == ts:  # a thread's parent message is top-level
         thread_ts = None
     return SlackText(
-        team=event.get("team") or team_id or "",
+        team=team,
         channel=channel,
-        channel_type=event.get("channel_type") or "",
+        channel_type=channel_type,
         user=user,
-        text=event.get("text") or "",
+        text=text,
         ts=ts,
         thread_ts=thread_ts,
     )
+
+
+def parse_action(body: object) -> tuple[str, str] | None:
+    """``(user id, action id)`` of a button press, or ``None`` (one log line) when the
+    payload does not have the shape Slack gives one (the handlers rely on that shape)."""
+    if isinstance(body, dict):
+        user, actions = body.get("user"), body.get("actions")
+        if isinstance(user, dict) and isinstance(actions, list) and actions:
+            action = actions[0]
+            parts = [body.get(k) or {} for k in ("channel", "container", "message")]
+            if (
+                isinstance(action, dict)
+                and _is_str(user.get("id"))
+                and _is_str(action.get("action_id"))
+                and _is_str(action.get("value", ""), limit=18)  # ids fit in a BIGINT
+                and all(isinstance(p, dict) for p in parts)
+                and all(_is_str(p.get(k, ""), limit=64) for p in parts
+                        for k in ("id", "channel_id", "thread_ts", "ts"))
+            ):
+                return user["id"], action["action_id"]
+    log.warning("ignored a slack button payload of an unknown shape")
+    return None
+
+
+def _is_str(value: object, limit: int = 255) -> bool:
+    return isinstance(value, str) and len(value) <= limit
 
 
 def strip_mention(text: str, bot_user_id: str | None) -> str:

@@ -5,28 +5,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 
 from supportbot.cli import cli
 from supportbot.config import Settings
-from supportbot.engine import Engine, IncomingMessage
+from supportbot.engine import Engine, IncomingMessage, Outcome
+from supportbot.storage import Store
 from supportbot.storage.models import Conversation, HandledEvent, Message, Transition
+from supportbot.testing.fake_llm import FakeLLM
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def settings(tmp: Path) -> Settings:
-    return Settings(_env_file=None, data_dir=tmp, prompts_dir=REPO / "prompts",
-                    knowledge_dir=REPO / "knowledge")
+    return Settings(_env_file=None, data_dir=tmp, prompts_dir=REPO / "supportbot/defaults/prompts",
+                    knowledge_dir=REPO / "supportbot/defaults/knowledge")
 
 
 def env(tmp: Path) -> dict[str, str]:
-    return {"SUPPORTBOT_DATA_DIR": str(tmp), "SUPPORTBOT_PROMPTS_DIR": str(REPO / "prompts"),
-            "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "knowledge"), "SUPPORTBOT_LOG_LEVEL": "WARNING"}
+    return {"SUPPORTBOT_DATA_DIR": str(tmp),
+            "SUPPORTBOT_PROMPTS_DIR": str(REPO / "supportbot/defaults/prompts"),
+            "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "supportbot/defaults/knowledge"),
+            "SUPPORTBOT_LOG_LEVEL": "WARNING"}
 
 
 async def seed(tmp: Path) -> None:
@@ -140,10 +146,82 @@ async def test_purge_customer_deletes_everything_about_them_and_nothing_else(
     texts = [m["text"] for c in bob["conversations"] for m in c["messages"]]
     assert "bob's private question" in texts and "alice chimes in" not in texts
     left = await counts(tmp_path)
-    assert left["conversations"] == 1 and left["handled_events"] == 1  # only bob's event
+    # the event ids stay as tombstones (they carry no text): a redelivery stays a no-op
+    assert left["conversations"] == 1 and left["handled_events"] == 5
 
 
 def test_purge_needs_exactly_one_selector(tmp_path: Path) -> None:
     assert run(tmp_path, "purge")[0] == 2
     assert run(tmp_path, "purge", "--older-than", "1", "--customer", "x")[0] == 2
     assert run(tmp_path, "purge", "--older-than", "1", "--platform", "slack")[0] == 2
+
+
+# --- purge that really erases (issue 23, finding 6) -------------------------------------------
+
+SECRET_TEXT = "ORDER-7731 alice.private@example.com"
+
+
+def _file_bytes(tmp: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in tmp.glob("supportbot.db*") if p.is_file()}
+
+
+@pytest.mark.sqlite_only
+async def test_purge_leaves_the_text_in_neither_the_database_nor_its_wal(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    cfg = Settings(_env_file=None, data_dir=tmp_path, llm_base_url=fake_llm.url,
+                   rate_limit_per_minute=0, daily_token_budget=0)
+    engine = await Engine.open(cfg)  # stays open: the purge runs beside a serving bot
+    try:
+        for i in range(40):
+            await engine.handle(IncomingMessage("telegram", "77", "alice",
+                                                f"{SECRET_TEXT} #{i} " + "x" * 300, f"u{i}"))
+        await engine.handle(IncomingMessage("telegram", "88", "bob", "bob stays here", "b1"))
+        before = b"".join(_file_bytes(tmp_path).values())
+        assert SECRET_TEXT.encode() in before  # it is really there to begin with
+        code, out = await asyncio.to_thread(run, tmp_path, "purge", "--customer", "alice")
+        assert code == 0, out
+        files = _file_bytes(tmp_path)
+        assert files["supportbot.db"] and b"bob stays here" in b"".join(files.values())
+        for name, data in files.items():
+            assert SECRET_TEXT.encode() not in data, name
+            assert b"ORDER-7731" not in data, name
+        assert len(files.get("supportbot.db-wal", b"")) == 0  # checkpointed and truncated
+    finally:
+        await engine.aclose()
+    for name, data in _file_bytes(tmp_path).items():
+        assert b"ORDER-7731" not in data, name
+
+
+async def test_redelivery_after_purge_is_neither_stored_nor_answered(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    cfg = Settings(_env_file=None, data_dir=tmp_path, llm_base_url=fake_llm.url,
+                   rate_limit_per_minute=0, daily_token_budget=0)
+    update = IncomingMessage("telegram", "77", "alice", f"{SECRET_TEXT} please", "4242")
+    engine = await Engine.open(cfg)
+    try:
+        first = await engine.handle(update)
+        assert first.outcome is Outcome.LLM
+        asked = len(fake_llm.chat_requests())
+        code, out = await asyncio.to_thread(run, tmp_path, "purge", "--customer", "alice")
+        assert code == 0, out
+        again = await engine.handle(update)  # the platform redelivers the same update
+        assert again.outcome is Outcome.DUPLICATE and again.text is None
+        assert len(fake_llm.chat_requests()) == asked  # not answered again
+        assert await engine.store.count_messages() == 0  # not stored again
+    finally:
+        await engine.aclose()
+
+
+@pytest.mark.sqlite_only
+async def test_database_and_data_folder_are_private(tmp_path: Path) -> None:
+    data = tmp_path / "new" / "data"
+    store = await Store.open(Settings(_env_file=None, data_dir=data).resolved_database_url)
+    try:
+        await store.count_messages()
+    finally:
+        await store.close()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for path in data.glob("supportbot.db*"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name

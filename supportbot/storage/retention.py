@@ -3,19 +3,34 @@
 Operators honour retention periods (``purge_older_than``) and a customer's access and deletion
 requests (``export_customer``, ``purge_customer``) with these; the CLI in ``supportbot.cli.data``
 is a thin wrapper. Every function takes a :class:`Store`, so they work on SQLite and PostgreSQL.
+
+A purge must really erase. On SQLite the deleting connection turns ``secure_delete`` on (freed
+space is overwritten with zeros instead of keeping the old text), and the write-ahead log, which
+still holds every earlier version of the deleted pages, is checkpointed into the database and
+truncated to zero bytes afterwards. The platform event ids of purged messages are kept (they
+carry no text): they are what makes a platform's redelivery of a purged message a no-op instead
+of storing and answering it again. Event ids go only with age, and never younger than
+:data:`EVENT_TOMBSTONE_AGE` (platforms redeliver for hours, not days).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from supportbot.storage.models import Conversation, HandledEvent, Message, Transition
 from supportbot.storage.store import Store
+
+log = logging.getLogger("supportbot.storage")
+# handled event ids younger than this survive any purge, so redeliveries stay no-ops
+EVENT_TOMBSTONE_AGE = timedelta(days=2)
+CHECKPOINT_ATTEMPTS = 20  # a reader mid-query delays a TRUNCATE checkpoint by milliseconds
 
 
 @dataclass(slots=True)
@@ -129,7 +144,11 @@ async def _purge(
     if extra_messages is not None:
         message_where = or_(message_where, extra_messages)
     transition_where = Transition.conversation_id.in_(conv_ids)
+    sqlite = store.engine.dialect.name == "sqlite"
     async with store.sessions.begin() as session:
+        if sqlite and not dry_run:
+            # per connection: the pages these deletes free are zeroed, not left holding text
+            await session.execute(text("PRAGMA secure_delete=ON"))
         counts = PurgeCounts(
             conversations=await _count(session, Conversation, conversations),
             messages=await _count(session, Message, message_where),
@@ -145,17 +164,37 @@ async def _purge(
         await session.execute(delete(Message).where(message_where))
         await session.execute(delete(Transition).where(transition_where))
         await session.execute(delete(Conversation).where(conversations))
+    if sqlite:
+        await checkpoint_wal(store)
     return counts
+
+
+async def checkpoint_wal(store: Store) -> bool:
+    """Copy SQLite's write-ahead log into the database and truncate it to zero bytes, so the
+    earlier versions of purged pages it holds are gone. False (and a warning) when another
+    connection kept it busy through every attempt."""
+    for attempt in range(CHECKPOINT_ATTEMPTS):
+        async with store.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            row = (await auto.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")).first()
+        if row is None or row[0] == 0:
+            return True
+        await asyncio.sleep(0.05 * (attempt + 1))
+    log.warning("purge: the write-ahead log stayed busy; it is checkpointed on the next quiet "
+                "moment, until then it may still hold purged text")
+    return False
 
 
 async def purge_older_than(store: Store, cutoff: datetime, *, dry_run: bool = False) -> PurgeCounts:
     """Delete conversations with no activity since ``cutoff`` (any status: a retention period
-    applies to everything), and handled event ids older than it."""
+    applies to everything), and handled event ids older than it (but never younger than
+    :data:`EVENT_TOMBSTONE_AGE`)."""
+    event_cutoff = min(cutoff, datetime.now(UTC) - EVENT_TOMBSTONE_AGE)
     return await _purge(
         store,
         Conversation.updated_at < cutoff,
         None,
-        [HandledEvent.created_at < cutoff],
+        [HandledEvent.created_at < event_cutoff],
         dry_run,
     )
 
@@ -163,37 +202,13 @@ async def purge_older_than(store: Store, cutoff: datetime, *, dry_run: bool = Fa
 async def purge_customer(
     store: Store, customer_id: str, platform: str | None = None, *, dry_run: bool = False
 ) -> PurgeCounts:
-    """A deletion request: the customer's conversations, their own messages in other threads,
-    and the platform event ids of those messages."""
-    async with store.sessions() as session:
-        event_ids = (
-            await session.execute(
-                select(Conversation.platform, Message.platform_message_id)
-                .join(Conversation, Conversation.id == Message.conversation_id)
-                .where(
-                    Message.role == "user",
-                    Message.platform_message_id.is_not(None),
-                    or_(
-                        Message.conversation_id.in_(
-                            select(Conversation.id).where(_customer_filter(customer_id, platform))
-                        ),
-                        _authored_filter(customer_id, platform),
-                    ),
-                )
-            )
-        ).all()
-    by_platform: dict[str, list[str]] = {}
-    for event_platform, event_id in event_ids:
-        by_platform.setdefault(event_platform, []).append(event_id)
-    events = [  # chunks: databases cap the number of bound parameters
-        and_(HandledEvent.platform == p, HandledEvent.event_id.in_(ids[i : i + 500]))
-        for p, ids in by_platform.items()
-        for i in range(0, len(ids), 500)
-    ]
+    """A deletion request: the customer's conversations and their own messages in other
+    threads. Their platform event ids stay as tombstones (ids only, no text), so a redelivered
+    update is recognised and neither stored nor answered again."""
     return await _purge(
         store,
         _customer_filter(customer_id, platform),
         _authored_filter(customer_id, platform),
-        events,
+        [],
         dry_run,
     )

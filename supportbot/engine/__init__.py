@@ -2,8 +2,10 @@
 
 from supportbot.engine.engine import Engine
 from supportbot.engine.types import (
+    Accepted,
     ConversationView,
     IncomingMessage,
+    Intake,
     Outcome,
     Reply,
     ReplySink,
@@ -14,9 +16,11 @@ from supportbot.engine.types import (
 )
 
 __all__ = [
+    "Accepted",
     "ConversationView",
     "Engine",
     "IncomingMessage",
+    "Intake",
     "Outcome",
     "Reply",
     "ReplySink",

@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from supportbot import logs, metrics
 from supportbot.config import Settings
+from supportbot.defaults import resolve
 from supportbot.engine.history import trim_history
-from supportbot.engine.locks import Admission, KeyedLocks
+from supportbot.engine.locks import KeyedLocks
+from supportbot.engine.queues import Job, ThreadQueues
 from supportbot.engine.types import (
+    Accepted,
     ConversationView,
     IncomingMessage,
+    Intake,
     Outcome,
     Reply,
     ReplySink,
@@ -52,9 +57,8 @@ log = logging.getLogger("supportbot.engine")
 
 SinkFactory = Callable[[ConversationView], ReplySink]
 OPEN_STATES = (Status.BOT, Status.WAITING, Status.HUMAN)
-# messages that begin preparation per event-loop iteration (see Admission): ~10 ms of work, so
-# in a burst, network work (LLM requests out, replies in, acks) runs at least that often
-ADMISSION_PER_TURN = 8
+# customer messages answered at once (each may wait on the LLM); the rest wait in their queues
+MAX_CONCURRENT_TURNS = 256
 
 class Engine:
     def __init__(
@@ -65,6 +69,8 @@ class Engine:
         prompts: PromptLibrary,
         detector: HandoffDetector,
         llm: LLMClient | None = None,
+        *,
+        max_concurrent_turns: int = MAX_CONCURRENT_TURNS,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -74,7 +80,9 @@ class Engine:
         self.llm = llm
         self.hours = BusinessHours.parse(settings.business_hours, settings.timezone)
         self.locks = KeyedLocks()
-        self.admission = Admission(ADMISSION_PER_TURN)
+        self.queues = ThreadQueues(max_concurrent_turns)
+        self._queued: dict[int, _QueuedTurn] = {}  # stored message id -> its queued turn
+        self._started = False
         self.limits = Limits(settings.rate_limit_per_minute, settings.daily_token_budget)
         self._desks: dict[str, StaffDesk] = {}
         self._sinks: dict[str, SinkFactory] = {}
@@ -98,11 +106,13 @@ class Engine:
                 "timezone": settings.timezone,
             },
         )
-        detector = HandoffDetector.load(settings.prompts_dir / "handoff_phrases.yaml")
+        # staff phrases override the package's file (see supportbot.defaults.resolve)
+        detector = HandoffDetector.load(resolve(settings.prompts_dir, "handoff_phrases.yaml").path)
         llm = LLMClient.from_settings(settings) if settings.llm_configured else None
         return cls(settings, store, knowledge, prompts, detector, llm)
 
     async def aclose(self) -> None:
+        await self.queues.aclose()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -123,16 +133,27 @@ class Engine:
 
     # --- customer messages -------------------------------------------------------------------
 
-    async def handle(self, msg: IncomingMessage, sink: ReplySink | None = None) -> Reply:
-        started = time.perf_counter()
+    async def accept(self, msg: IncomingMessage) -> Accepted:
+        """Store one customer message, and nothing else: what a door awaits before it tells
+        the platform "OK".
+
+        One short transaction claims the event id, finds or opens the conversation and stores
+        the message as ``received``. No platform or LLM call happens here. A redelivery gives
+        ``Intake.DUPLICATE``, an empty message ``Intake.IGNORED`` (nothing stored). If the store
+        fails this raises, and the door must not acknowledge (503, no ack) so the platform
+        delivers again. Answer it with :meth:`dispatch`, called right after (no ``await`` in
+        between): a thread's messages are then answered in the order ``accept`` was called."""
         metrics.MESSAGES_IN.labels(msg.platform).inc()
         text, truncated = self._clean(msg.text)
+        fields = {"platform": msg.platform, "thread_key": msg.thread_key,
+                  "event_id": msg.message_id}
         if not text:
-            return metrics.count_reply(msg.platform, Reply(None, Outcome.IGNORED))
+            return Accepted(Intake.IGNORED, language=msg.language or "en", **fields)
         language = detect_language(text, msg.language, default=self.settings.default_language)
-        async with self._thread(msg.platform, msg.thread_key):
-            await self.admission.wait()
-            accepted = await self.store.accept(
+        # one thread's messages are stored in the order accept was called (the lock is taken
+        # before anything awaits, and wakes waiters first in, first out)
+        async with self.locks.hold(("accept", msg.platform, msg.thread_key)):
+            stored = await self.store.accept(
                 platform=msg.platform,
                 event_id=msg.message_id,
                 thread_key=msg.thread_key,
@@ -141,20 +162,128 @@ class Engine:
                 language=language,
                 text=text,
             )
-            if accepted is None:
-                log.info("duplicate delivery ignored",
-                         extra={"platform": msg.platform, "event_id": msg.message_id})
-                return metrics.count_reply(
-                    msg.platform, Reply(None, Outcome.DUPLICATE, language=language)
-                )
-            conv, user_msg = accepted
+        if stored is None:
+            log.info("duplicate delivery ignored",
+                     extra={"platform": msg.platform, "event_id": msg.message_id})
+            return Accepted(Intake.DUPLICATE, language=language, **fields)
+        conv, user_msg = stored
+        return Accepted(Intake.STORED, language=language, conversation_id=conv.id,
+                        message_id=user_msg.id, truncated=truncated, **fields)
+
+    def dispatch(
+        self,
+        accepted: Accepted,
+        sink: ReplySink | None = None,
+        *,
+        customer_name: Callable[[], Awaitable[str]] | None = None,
+    ) -> asyncio.Future[Reply]:
+        """Answer an accepted message in the background; never awaits.
+
+        The work joins its thread's queue: a thread's messages are answered one at a time in
+        the order they were dispatched (behind any recovery of that thread), threads run
+        concurrently, at most ``max_concurrent_turns`` at once. ``customer_name``, if given, is
+        awaited when the message's turn comes (a platform lookup the door must not make before
+        the store) and stored with the conversation. Await the returned future for the
+        :class:`Reply` (optional: failures are logged, and a message whose answer failed stays
+        ``received`` for the recovery sweep)."""
+        if not accepted.stored:
+            outcome = Outcome.DUPLICATE if accepted.duplicate else Outcome.IGNORED
+            done: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+            done.set_result(metrics.count_reply(
+                accepted.platform, Reply(None, outcome, language=accepted.language)
+            ))
+            return done
+        assert accepted.message_id is not None
+        queued = self._queued.get(accepted.message_id)
+        if queued is not None:  # recovery queued it already: the live sink is better
+            if sink is not None and not queued.job.started:
+                queued.sink = sink
+            return queued.job.future
+        item = _QueuedTurn(accepted, sink, customer_name)
+        item.job = self.queues.submit((accepted.platform, accepted.thread_key),
+                                      lambda: self._run_queued(item))
+        self._queued[accepted.message_id] = item
+        return item.job.future
+
+    async def handle(self, msg: IncomingMessage, sink: ReplySink | None = None) -> Reply:
+        """Store and answer one message, waiting for the answer (terminal, tests)."""
+        return await self.dispatch(await self.accept(msg), sink)
+
+    def backlog(self) -> int:
+        """Messages waiting for or being answered in this process (for ``/healthz``)."""
+        return self.queues.backlog
+
+    def start(self, *, waiting_interval: float = 30.0) -> None:
+        """Begin the background duties: recovery of messages stored but never answered (a
+        crash), and the waiting-thread notices. Returns at once; serving never waits for it.
+
+        Until the unanswered messages are listed (one query), queued work is held back, so a
+        new message for a thread being recovered waits behind that thread's recovery."""
+        if self._started:
+            return
+        self._started = True
+        self.queues.pause()
+        self._spawn(self._recover_in_background())
+        self.start_background(waiting_interval)
+
+    async def _recover_in_background(self) -> None:
+        try:
+            counts = await self.queue_recovery()
+            if any(counts.values()):
+                log.info("recovering unanswered messages", extra=counts)
+        except Exception:
+            log.exception("could not list unanswered messages")
+        finally:
+            self.queues.resume()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _run_queued(self, item: _QueuedTurn) -> Reply:
+        accepted = item.accepted
+        assert accepted is not None and accepted.message_id is not None
+        try:
+            if item.customer_name is not None and accepted.conversation_id is not None:
+                await self._fill_customer_name(accepted.conversation_id, item.customer_name)
+            return await self._process(accepted.platform, accepted.thread_key,
+                                       accepted.message_id, item.sink,
+                                       truncated=accepted.truncated)
+        finally:
+            self._queued.pop(accepted.message_id, None)
+
+    async def _fill_customer_name(self, conversation_id: int,
+                                  lookup: Callable[[], Awaitable[str]]) -> None:
+        try:
+            name = await lookup()
+        except Exception as exc:  # a display name is a nicety: answer without it
+            log.warning("customer name lookup failed: %s", type(exc).__name__)
+            return
+        if name:
+            await self.store.update_conversation(conversation_id, customer_name=name)
+
+    async def _process(self, platform: str, thread_key: str, message_id: int,
+                       sink: ReplySink | None, *, truncated: bool = False) -> Reply:
+        """Answer one stored message under its thread's lock, if nobody has yet."""
+        started = time.perf_counter()
+        async with self._thread(platform, thread_key):
+            user_msg = await self.store.message(message_id)
+            conv = (await self.store.conversation(user_msg.conversation_id)
+                    if user_msg is not None else None)
+            if user_msg is None or conv is None or user_msg.state != "received":
+                # another process (or recovery) answered it meanwhile
+                return metrics.count_reply(platform, Reply(
+                    conv.id if conv else None, Outcome.DUPLICATE,
+                    language=conv.language if conv else "en",
+                ))
             token = logs.conversation_id.set(conv.id)
             try:
                 with metrics.turn() as stats:
-                    reply = await self._respond(conv, user_msg, language, sink, truncated)
-                metrics.count_reply(msg.platform, reply)
+                    reply = await self._respond(conv, user_msg, conv.language, sink, truncated)
+                metrics.count_reply(platform, reply)
                 extra: dict[str, Any] = {
-                    "platform": msg.platform,
+                    "platform": platform,
                     "outcome": str(reply.outcome),
                     "latency_ms": round((time.perf_counter() - started) * 1000, 1),
                     "llm_ms": round(stats.llm_ms, 1),
@@ -162,7 +291,7 @@ class Engine:
                     "completion_tokens": stats.completion_tokens,
                 }
                 if self.settings.log_message_text:
-                    extra["text"] = text
+                    extra["text"] = user_msg.text
                 log.info("message processed", extra=extra)
                 return reply
             finally:
@@ -697,43 +826,101 @@ class Engine:
         return told
 
     async def recover(self, now: datetime | None = None) -> dict[str, int]:
-        """Answer customer messages a crash left unanswered; hand older ones to staff."""
-        now = now or datetime.now(UTC)
-        max_age = timedelta(seconds=self.settings.recover_max_age_seconds)
+        """Answer customer messages a crash left unanswered and wait for it (see
+        :meth:`queue_recovery`); ``start`` does the same in the background."""
+        items = await self.queue_recovery(now, wait=True)
+        await asyncio.gather(*(item.job.future for item in items), return_exceptions=True)
         counts = {"answered": 0, "expired": 0, "skipped": 0}
+        for item in items:
+            counts[item.outcome or "skipped"] += 1
+        return counts
+
+    async def queue_recovery(self, now: datetime | None = None, *,
+                             wait: bool = False) -> Any:
+        """Queue every message stored but never answered at the front of its thread's queue,
+        oldest first: young ones are answered, older than ``recover_max_age_seconds`` are
+        handed to staff instead. Returns the counts queued (or the jobs, with ``wait``)."""
+        max_age = timedelta(seconds=self.settings.recover_max_age_seconds)
+        by_thread: dict[tuple[str, str], list[_QueuedTurn]] = {}
+        skipped = 0
         for message in await self.store.unanswered():
+            if message.id in self._queued:
+                continue  # already on its way
             conv = await self.store.conversation(message.conversation_id)
             if conv is None or conv.platform not in self._sinks:
-                counts["skipped"] += 1
+                skipped += 1
                 continue
-            async with self._thread(conv.platform, conv.thread_key):
-                conv = await self.store.conversation(message.conversation_id)
-                fresh = await self.store.message(message.id)
-                if conv is None or fresh is None or fresh.state != "received":
-                    counts["skipped"] += 1  # another process got to it first
-                    continue
-                if now - message.created_at > max_age:
-                    await self.store.set_message_state(message.id, "expired")
-                    await self.store.update_conversation(conv.id, bot_failed=True)
-                    if conv.status == Status.BOT:
-                        moved = await self.store.transition(
-                            conv.id, to=Status.WAITING, allowed_from=(Status.BOT,),
-                            actor="bot", reason="unanswered_after_restart",
-                            handoff_reason="unanswered_after_restart",
-                            waiting_since=now, wait_notices=0,
-                        )
-                        if moved is not None:
-                            metrics.HANDOFFS.labels("unanswered_after_restart").inc()
-                            await self._desk_call(conv.platform, "handoff_requested", conv.id,
-                                                  "unanswered_after_restart")
-                    counts["expired"] += 1
-                    continue
-                view = await self.get_conversation(conv.id)
-                assert view is not None
-                await self._respond(conv, message, conv.language, self._sinks[conv.platform](view),
-                                    truncated=False)
-                counts["answered"] += 1
-        return counts
+            item = _QueuedTurn(None, None, None, recovered=message.id)
+            by_thread.setdefault((conv.platform, conv.thread_key), []).append(item)
+            self._queued[message.id] = item
+        queued: list[_QueuedTurn] = []
+        for key, items in by_thread.items():
+            runs = [functools.partial(self._recover_one, item, now, max_age) for item in items]
+            for item, job in zip(items, self.queues.submit_front(key, runs), strict=True):
+                item.job = job
+                queued.append(item)
+        if wait:
+            return queued
+        return {"queued": len(queued), "skipped": skipped}
+
+    async def _recover_one(self, item: _QueuedTurn, now: datetime | None,
+                           max_age: timedelta) -> Reply:
+        assert item.recovered is not None
+        try:
+            return await self._recover_message(item, now, max_age)
+        finally:
+            self._queued.pop(item.recovered, None)
+
+    async def _recover_message(self, item: _QueuedTurn, now: datetime | None,
+                               max_age: timedelta) -> Reply:
+        item.outcome = "skipped"
+        skipped = Reply(None, Outcome.DUPLICATE)
+        message = await self.store.message(item.recovered)  # type: ignore[arg-type]
+        conv = await self.store.conversation(message.conversation_id) if message else None
+        if message is None or conv is None:
+            return skipped
+        async with self._thread(conv.platform, conv.thread_key):
+            conv = await self.store.conversation(message.conversation_id)
+            fresh = await self.store.message(message.id)
+            if conv is None or fresh is None or fresh.state != "received":
+                return skipped  # another process got to it first
+            if (now or datetime.now(UTC)) - message.created_at > max_age:
+                await self.store.set_message_state(message.id, "expired")
+                await self.store.update_conversation(conv.id, bot_failed=True)
+                if conv.status == Status.BOT:
+                    moved = await self.store.transition(
+                        conv.id, to=Status.WAITING, allowed_from=(Status.BOT,),
+                        actor="bot", reason="unanswered_after_restart",
+                        handoff_reason="unanswered_after_restart",
+                        waiting_since=now or datetime.now(UTC), wait_notices=0,
+                    )
+                    if moved is not None:
+                        metrics.HANDOFFS.labels("unanswered_after_restart").inc()
+                        await self._desk_call(conv.platform, "handoff_requested", conv.id,
+                                              "unanswered_after_restart")
+                item.outcome = "expired"
+                return Reply(conv.id, Outcome.HANDOFF, handed_off=True, language=conv.language)
+            view = await self.get_conversation(conv.id)
+            assert view is not None
+            sink = item.sink or self._sinks[conv.platform](view)
+            reply = await self._respond(conv, fresh, conv.language, sink, truncated=False)
+            item.outcome = "answered"
+            return reply
+
+class _QueuedTurn:
+    """A stored message waiting in its thread's queue; the sink may still be swapped for a
+    live one (a redelivery while recovery had queued it)."""
+
+    __slots__ = ("accepted", "customer_name", "job", "outcome", "recovered", "sink")
+
+    def __init__(self, accepted: Accepted | None, sink: ReplySink | None,
+                 customer_name: Callable[[], Awaitable[str]] | None, *,
+                 recovered: int | None = None) -> None:
+        self.accepted, self.sink, self.customer_name = accepted, sink, customer_name
+        self.recovered = recovered  # the message id, for a recovered message
+        self.outcome: str | None = None  # recovery: answered, expired or skipped
+        self.job: Job
+
 
 class PromptUnavailable(LLMError):
     """The system prompt cannot be rendered, so the LLM cannot be asked."""

@@ -61,6 +61,40 @@ class IncomingMessage:
     received_at: datetime | None = None
 
 
+class Intake(enum.StrEnum):
+    """What :meth:`Engine.accept` did with a message."""
+
+    STORED = "stored"  # stored for the first time: it will be answered
+    DUPLICATE = "duplicate"  # a redelivery of a message stored before: nothing to do
+    IGNORED = "ignored"  # nothing to answer (empty once cleaned): nothing stored
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The result of storing one customer message (``Engine.accept``), before any answer.
+
+    A door acknowledges the platform once it has this (any ``intake``: a duplicate or an
+    ignored message needs no redelivery either) and hands it to ``Engine.dispatch``.
+    """
+
+    intake: Intake
+    platform: str
+    thread_key: str
+    event_id: str
+    language: str
+    conversation_id: int | None = None
+    message_id: int | None = None  # the stored customer message
+    truncated: bool = False  # cut to ``max_message_chars``
+
+    @property
+    def stored(self) -> bool:
+        return self.intake is Intake.STORED
+
+    @property
+    def duplicate(self) -> bool:
+        return self.intake is Intake.DUPLICATE
+
+
 @dataclass(slots=True)
 class Source:
     """An FAQ entry an answer used."""

@@ -23,8 +23,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 class OfflineBot:
     def __init__(self, data_dir: Path, *, platform: str = "test", **settings: Any) -> None:
-        settings.setdefault("knowledge_dir", REPO / "knowledge")
-        settings.setdefault("prompts_dir", REPO / "prompts")
         self.settings = Settings(_env_file=None, data_dir=Path(data_dir), **settings)
         self.platform = platform
         self.engine: Engine | None = None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from supportbot.cli.knowledge_import import import_cmd
 from supportbot.config import Settings
 from supportbot.knowledge import Embedder, KnowledgeBase, check_knowledge
 from supportbot.knowledge.evaluation import QueryFileError, evaluate, read_queries
@@ -44,6 +45,9 @@ _lexical_option = click.option(
 @click.group()
 def knowledge() -> None:
     """Search the FAQ, check it for errors, and measure retrieval quality."""
+
+
+knowledge.add_command(import_cmd)  # supportbot knowledge import (supportbot.cli.knowledge_import)
 
 
 @knowledge.command()

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from supportbot.knowledge.importing.passages import is_imported, passage_entries
 from supportbot.knowledge.models import FaqEntry
 from supportbot.problems import Problem
 
@@ -138,6 +139,12 @@ def _parse_markdown(directory: Path, path: Path, text: str, out: ParsedFile) -> 
         out.problems.append(Problem(path, _yaml_error_line(exc, 1), f"bad YAML: {msg}"))
         return
     body = text[m.end() :]
+    if is_imported(meta):  # a page or document from ``supportbot knowledge import``
+        base_id = default_id(directory, path, None)
+        out.entries.extend(
+            passage_entries(meta, body, base_id=base_id, path=path, problems=out.problems)
+        )
+        return
     entry = _build(
         meta, directory=directory, path=path, line=1, index=None, body=body, problems=out.problems
     )

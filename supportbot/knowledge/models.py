@@ -19,6 +19,9 @@ class FaqEntry:
     url: str | None = None
     path: Path | None = None
     line: int = 1
+    # "faq" (written by staff, a complete answer) or "passage" (part of an imported document,
+    # supportbot.knowledge.importing: context for the LLM, only an excerpt without one)
+    kind: str = "faq"
 
     @property
     def content_hash(self) -> str:

@@ -35,7 +35,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             env = {
                 "SUPPORTBOT_DATA_DIR": str(data),
                 "SUPPORTBOT_KNOWLEDGE_DIR": str(tmp / "knowledge"),
-                "SUPPORTBOT_PROMPTS_DIR": str(ROOT / "prompts"),
+                "SUPPORTBOT_PROMPTS_DIR": str(ROOT / "supportbot/defaults/prompts"),
                 "SUPPORTBOT_LLM_BASE_URL": llm_url,
                 "SUPPORTBOT_LLM_API_KEY": "sk-bench",
                 "SUPPORTBOT_LLM_STREAM": "false",

@@ -41,8 +41,8 @@ def run(quick: bool = False, name: str = "slack_path") -> list[dict[str, Any]]:
         with fake_llm_process(delay=0.0) as llm_url:
             env = {
                 "SUPPORTBOT_DATA_DIR": str(tmp / "data"),
-                "SUPPORTBOT_KNOWLEDGE_DIR": repo_path("knowledge"),
-                "SUPPORTBOT_PROMPTS_DIR": repo_path("prompts"),
+                "SUPPORTBOT_KNOWLEDGE_DIR": repo_path("supportbot/defaults/knowledge"),
+                "SUPPORTBOT_PROMPTS_DIR": repo_path("supportbot/defaults/prompts"),
                 "SUPPORTBOT_LLM_BASE_URL": llm_url,
                 "SUPPORTBOT_LLM_API_KEY": "sk-bench",
                 "SUPPORTBOT_LLM_STREAM": "false",

@@ -305,15 +305,15 @@ async def main() -> None:
     args = parser.parse_args()
 
     zh_queries = ROOT / "tests/data/zh_paraphrases.jsonl"
-    zh_entries, _ = load_directory(ROOT / "knowledge")
+    zh_entries, _ = load_directory(ROOT / "supportbot/defaults/knowledge")
     zq = read_queries(zh_queries)
-    await quality("zh-paraphrases", ROOT / "knowledge", zh_queries, None)
+    await quality("zh-paraphrases", ROOT / "supportbot/defaults/knowledge", zh_queries, None)
     emit(
         figure="zh-paraphrases",
         mode="fts5-trigram",
         **baseline(zh_entries, zq, "trigram", trigrams),
     )
-    await chinese_jieba(ROOT / "knowledge", zh_queries)
+    await chinese_jieba(ROOT / "supportbot/defaults/knowledge", zh_queries)
 
     if args.stackfaq.is_dir():
         with tempfile.TemporaryDirectory() as tmp:

@@ -46,8 +46,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     runs = 1 if quick else 7
     tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     try:
-        shutil.copytree(ROOT / "knowledge", tmp / "knowledge")
-        shutil.copytree(ROOT / "prompts", tmp / "prompts")
+        shutil.copytree(ROOT / "supportbot/defaults/knowledge", tmp / "knowledge")
+        shutil.copytree(ROOT / "supportbot/defaults/prompts", tmp / "prompts")
         cmd = [PYTHON, "-m", "supportbot", "chat"]
         cold, reply = first_line_after(cmd, tmp)
         warm = [first_line_after(cmd, tmp)[0] for _ in range(runs)]

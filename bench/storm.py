@@ -111,8 +111,8 @@ def settings_for(tmp: Path, slack: FakeSlack, tg: FakeTelegram, llm: FakeLLM) ->
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         data_dir=tmp,
-        prompts_dir=ROOT / "prompts",
-        knowledge_dir=ROOT / "knowledge",
+        prompts_dir=ROOT / "supportbot/defaults/prompts",
+        knowledge_dir=ROOT / "supportbot/defaults/knowledge",
         slack_bot_token=slack.bot_token,
         slack_signing_secret=slack.signing_secret,
         slack_api_url=slack.api_url,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from supportbot import defaults
 from supportbot.config import Settings
 from supportbot.problems import Problem
 
@@ -42,31 +43,44 @@ def config_problems(settings: Settings) -> list[Problem]:
     return problems
 
 
+def files_in_use(settings: Settings) -> list[str]:
+    """One line per file group the bot reads: the package default or the staff override."""
+    from supportbot.prompts import PromptLibrary
+
+    library = PromptLibrary(settings.prompts_dir)
+    overrides = library.overrides()
+    if defaults.is_default_dir(settings.prompts_dir):
+        prompts = f"prompts: package defaults ({defaults.PROMPTS})"
+    else:
+        prompts = (f"prompts: {settings.prompts_dir} over the package defaults; overrides: "
+                   + (", ".join(overrides) if overrides else "none"))
+    if defaults.is_default_dir(settings.knowledge_dir):
+        knowledge = f"knowledge: the package's example FAQ ({defaults.KNOWLEDGE})"
+    else:
+        knowledge = f"knowledge: {settings.knowledge_dir} (override)"
+    return [prompts, knowledge]
+
+
 def run_checks(settings: Settings) -> tuple[list[Problem], str]:
     from supportbot.handoff import check_phrases
     from supportbot.knowledge import check_knowledge
     from supportbot.prompts import PromptLibrary
 
     problems = config_problems(settings)
-    prompts_dir = Path(settings.prompts_dir)
     knowledge_dir = Path(settings.knowledge_dir)
-    if not prompts_dir.is_dir():
-        problems.append(Problem(prompts_dir, 0, "prompts folder not found"))
-    else:
-        problems.extend(PromptLibrary(prompts_dir).check())
-        phrases = prompts_dir / "handoff_phrases.yaml"
-        if phrases.exists():
-            problems.extend(check_phrases(phrases))
-    if not knowledge_dir.is_dir():
-        problems.append(Problem(knowledge_dir, 0, "knowledge folder not found"))
-    else:
-        problems.extend(check_knowledge(knowledge_dir))
-    templates = len(list(prompts_dir.rglob("*.j2"))) if prompts_dir.is_dir() else 0
-    files = sum(1 for p in knowledge_dir.rglob("*") if p.is_file()) if knowledge_dir.is_dir() else 0
-    summary = (
-        f"OK: {templates} prompt template(s) in {prompts_dir}, {files} knowledge file(s) in "
-        f"{knowledge_dir}; LLM {'configured' if settings.llm_configured else 'off (FAQ only)'}; "
+    library = PromptLibrary(settings.prompts_dir)
+    problems.extend(library.check())
+    phrases = defaults.resolve(settings.prompts_dir, "handoff_phrases.yaml")
+    if phrases.path.exists():
+        problems.extend(check_phrases(phrases.path))
+    problems.extend(check_knowledge(knowledge_dir))
+    templates = sum(1 for name, _ in library.files_in_use() if name.endswith(".j2"))
+    files = sum(1 for p in knowledge_dir.rglob("*") if p.is_file())
+    summary = "\n".join([
+        f"OK: {templates} prompt template(s), {files} knowledge file(s); "
+        f"LLM {'configured' if settings.llm_configured else 'off (FAQ only)'}; "
         f"Slack {'on' if settings.slack_configured else 'off'}; "
-        f"Telegram {'on' if settings.telegram_configured else 'off'}."
-    )
+        f"Telegram {'on' if settings.telegram_configured else 'off'}.",
+        *files_in_use(settings),
+    ])
     return problems, summary

@@ -8,8 +8,10 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from supportbot import defaults
 
 
 class Settings(BaseSettings):
@@ -23,7 +25,7 @@ class Settings(BaseSettings):
     default_language: str = "en"
     timezone: str = "UTC"
 
-    # files staff edit
+    # files staff edit: overrides of the package defaults (supportbot/defaults/), see _files
     prompts_dir: Path = Path("prompts")
     knowledge_dir: Path = Path("knowledge")
     data_dir: Path = Path(".supportbot")
@@ -101,6 +103,22 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = "auto"  # auto | json | text
     log_message_text: bool = False
+
+    @model_validator(mode="after")
+    def _files(self) -> Settings:
+        """Use the package's own prompts and example FAQ when there is no folder to override
+        them, so every command works from any folder; a folder that was set explicitly but does
+        not exist is an error that names the setting (a typo must not silently fall back)."""
+        for name, default in (("prompts_dir", defaults.PROMPTS),
+                              ("knowledge_dir", defaults.KNOWLEDGE)):
+            folder = getattr(self, name)
+            if folder.is_dir():
+                continue
+            if name in self.model_fields_set:
+                raise ValueError(f"SUPPORTBOT_{name.upper()}={folder}: folder not found (unset it"
+                                 " to use the package defaults)")
+            setattr(self, name, default)
+        return self
 
     @cached_property
     def resolved_database_url(self) -> str:

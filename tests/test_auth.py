@@ -81,8 +81,8 @@ def bot_settings(tmp: Path, slack: FakeSlack, tg: FakeTelegram, llm: FakeLLM,
     (tmp / "knowledge").mkdir(exist_ok=True)
     values: dict[str, Any] = {
         "data_dir": tmp,
-        "prompts_dir": REPO / "prompts",
-        "knowledge_dir": REPO / "knowledge",
+        "prompts_dir": REPO / "supportbot/defaults/prompts",
+        "knowledge_dir": REPO / "supportbot/defaults/knowledge",
         "slack_bot_token": slack.bot_token,
         "slack_signing_secret": slack.signing_secret,
         "slack_api_url": slack.api_url,
@@ -263,8 +263,9 @@ async def test_non_staff_in_the_telegram_staff_group_cannot_act(bot: Bot) -> Non
 
 
 async def _seed(tmp: Path) -> int:
-    settings = Settings(_env_file=None, data_dir=tmp, prompts_dir=REPO / "prompts",
-                        knowledge_dir=REPO / "knowledge")
+    settings = Settings(_env_file=None, data_dir=tmp,
+                        prompts_dir=REPO / "supportbot/defaults/prompts",
+                        knowledge_dir=REPO / "supportbot/defaults/knowledge")
     engine = await Engine.open(settings)
     try:
         await engine.handle(IncomingMessage("slack", "T:C:1", "U1", "hello", "m1"))
@@ -276,8 +277,9 @@ async def _seed(tmp: Path) -> int:
 
 
 async def _status(tmp: Path, conv_id: int) -> str:
-    settings = Settings(_env_file=None, data_dir=tmp, prompts_dir=REPO / "prompts",
-                        knowledge_dir=REPO / "knowledge")
+    settings = Settings(_env_file=None, data_dir=tmp,
+                        prompts_dir=REPO / "supportbot/defaults/prompts",
+                        knowledge_dir=REPO / "supportbot/defaults/knowledge")
     engine = await Engine.open(settings)
     try:
         view = await engine.get_conversation(conv_id)
@@ -290,8 +292,8 @@ async def _status(tmp: Path, conv_id: int) -> str:
 def _cli_env(tmp: Path, allowed: str | None) -> dict[str, str]:
     env = {
         "SUPPORTBOT_DATA_DIR": str(tmp),
-        "SUPPORTBOT_PROMPTS_DIR": str(REPO / "prompts"),
-        "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "knowledge"),
+        "SUPPORTBOT_PROMPTS_DIR": str(REPO / "supportbot/defaults/prompts"),
+        "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "supportbot/defaults/knowledge"),
         "SUPPORTBOT_LOG_FORMAT": "json",
     }
     if allowed is not None:

@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 def copy_setup(tmp_path: Path) -> tuple[Path, Path]:
     prompts = tmp_path / "prompts"
     knowledge = tmp_path / "knowledge"
-    shutil.copytree(REPO / "prompts", prompts)
-    shutil.copytree(REPO / "knowledge", knowledge)
+    shutil.copytree(REPO / "supportbot/defaults/prompts", prompts)
+    shutil.copytree(REPO / "supportbot/defaults/knowledge", knowledge)
     return prompts, knowledge
 
 

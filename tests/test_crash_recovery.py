@@ -49,8 +49,8 @@ class Serve:
         self.env = {
             **os.environ,
             "SUPPORTBOT_DATA_DIR": str(tmp / "data"),
-            "SUPPORTBOT_PROMPTS_DIR": str(REPO / "prompts"),
-            "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "knowledge"),
+            "SUPPORTBOT_PROMPTS_DIR": str(REPO / "supportbot/defaults/prompts"),
+            "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "supportbot/defaults/knowledge"),
             "SUPPORTBOT_LOG_FORMAT": "json",
             "SUPPORTBOT_RATE_LIMIT_PER_MINUTE": "0",
             "SUPPORTBOT_DAILY_TOKEN_BUDGET": "0",

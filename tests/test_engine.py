@@ -265,7 +265,7 @@ async def test_broken_system_prompt_gets_an_apology_not_silence(tmp_path, fake_l
     from supportbot.testing.bot import REPO
 
     prompts = tmp_path / "prompts"
-    shutil.copytree(REPO / "prompts", prompts)
+    shutil.copytree(REPO / "supportbot/defaults/prompts", prompts)
     (prompts / "system.md.j2").write_text("Hello {{ 1 / 0 }}")
     async with OfflineBot(tmp_path, prompts_dir=prompts, llm_base_url=fake_llm.url,
                           llm_api_key="k") as bot:

@@ -52,8 +52,8 @@ class Env:
 async def env(request, tmp_path: Path) -> AsyncIterator[Env]:
     with FakeSlack() as slack, FakeLLM() as llm:
         settings = Settings(
-            _env_file=None, data_dir=tmp_path, prompts_dir=ROOT / "prompts",
-            knowledge_dir=ROOT / "knowledge", slack_bot_token=slack.bot_token,
+            _env_file=None, data_dir=tmp_path, prompts_dir=ROOT / "supportbot/defaults/prompts",
+            knowledge_dir=ROOT / "supportbot/defaults/knowledge", slack_bot_token=slack.bot_token,
             slack_signing_secret=slack.signing_secret, slack_api_url=slack.api_url,
             llm_base_url=llm.url, llm_api_key="sk-test", llm_max_retries=0,
             llm_stream=request.param,

@@ -77,7 +77,8 @@ async def running(tmp: Path, fake: FakeTelegram, llm: FakeLLM, *, webhook: bool,
         extra = {"telegram_webhook_url": "https://bot.example.com/telegram/webhook",
                  "telegram_webhook_secret": SECRET}
     settings = Settings(
-        _env_file=None, data_dir=tmp, prompts_dir=REPO / "prompts", knowledge_dir=tmp / "knowledge",
+        _env_file=None, data_dir=tmp, prompts_dir=REPO / "supportbot/defaults/prompts",
+        knowledge_dir=tmp / "knowledge",
         llm_base_url=llm.url, llm_api_key="sk-test", llm_stream=stream, llm_max_retries=0,
         telegram_bot_token=fake.token, telegram_api_url=fake.url, **extra,
     )

@@ -21,7 +21,8 @@ from supportbot.handoff import (
 )
 from supportbot.problems import Problem
 
-PHRASES = Path(__file__).resolve().parent.parent / "prompts" / "handoff_phrases.yaml"
+PHRASES = (Path(__file__).resolve().parent.parent
+           / "supportbot/defaults/prompts/handoff_phrases.yaml")
 
 POSITIVE = {
     "en": [

@@ -195,7 +195,7 @@ async def test_missing_directory_does_not_crash(tmp_path: Path) -> None:
 
 
 async def test_example_faq(tmp_path: Path) -> None:
-    shutil.copytree(REPO / "knowledge", tmp_path / "k")
+    shutil.copytree(REPO / "supportbot/defaults/knowledge", tmp_path / "k")
     kb = KnowledgeBase(tmp_path / "k", tmp_path / "idx.sqlite3")
     await kb.refresh()
     try:

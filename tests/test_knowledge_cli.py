@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SUPPORTBOT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("SUPPORTBOT_KNOWLEDGE_DIR", str(REPO / "knowledge"))
+    monkeypatch.setenv("SUPPORTBOT_KNOWLEDGE_DIR", str(REPO / "supportbot/defaults/knowledge"))
     monkeypatch.delenv("SUPPORTBOT_EMBEDDINGS_BASE_URL", raising=False)
     return tmp_path
 
@@ -42,7 +42,9 @@ def test_eval_text_and_json(env: Path) -> None:
         '{"query": "reset my password", "relevant": ["password-reset"]}\n'
         '{"query": "weather on mars", "relevant": ["refunds"]}\n'
     )
-    r = CliRunner().invoke(knowledge, ["eval", str(q), "--knowledge-dir", str(REPO / "knowledge")])
+    r = CliRunner().invoke(
+        knowledge, ["eval", str(q), "--knowledge-dir", str(REPO / "supportbot/defaults/knowledge")]
+    )
     assert r.exit_code == 0, r.output
     assert "hit@1 0.500" in r.output and "recall@5 0.500" in r.output
     r = CliRunner().invoke(knowledge, ["eval", str(q), "--json"])

@@ -140,7 +140,7 @@ def test_hidden_and_other_files_ignored(tmp_path: Path) -> None:
 
 
 def test_example_faq_is_clean_and_answers_refunds() -> None:
-    entries, problems = load_directory(REPO / "knowledge")
+    entries, problems = load_directory(REPO / "supportbot/defaults/knowledge")
     assert problems == []
     ids = {e.id: e for e in entries}
     assert "5–10 business days" in ids["refunds"].answer

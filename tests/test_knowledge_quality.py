@@ -32,7 +32,7 @@ async def test_stackfaq_lexical_quality(tmp_path: Path) -> None:
 
 
 async def test_chinese_paraphrases(tmp_path: Path) -> None:
-    kb = KnowledgeBase(REPO / "knowledge", tmp_path / "idx.sqlite3")
+    kb = KnowledgeBase(REPO / "supportbot/defaults/knowledge", tmp_path / "idx.sqlite3")
     await kb.refresh()
     queries = read_queries(REPO / "tests" / "data" / "zh_paraphrases.jsonl")
     summary, _ = await evaluate(kb, queries)

@@ -64,8 +64,8 @@ class Servers:
             "SUPPORTBOT_LLM_API_KEY": "sk-test",
             "SUPPORTBOT_LLM_STREAM": "false",
             "SUPPORTBOT_LOG_LEVEL": "WARNING",
-            "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "knowledge"),
-            "SUPPORTBOT_PROMPTS_DIR": str(REPO / "prompts"),
+            "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "supportbot/defaults/knowledge"),
+            "SUPPORTBOT_PROMPTS_DIR": str(REPO / "supportbot/defaults/prompts"),
         }
         if not polling:
             self.env |= {

@@ -23,7 +23,7 @@ CONTEXT = dict(
 
 @pytest.fixture
 def prompts(tmp_path: Path) -> Path:
-    shutil.copytree(REPO / "prompts", tmp_path / "prompts")
+    shutil.copytree(REPO / "supportbot/defaults/prompts", tmp_path / "prompts")
     return tmp_path / "prompts"
 
 
@@ -67,7 +67,7 @@ def test_edits_apply_live_and_a_broken_edit_keeps_the_last_good(prompts):
 def test_messages_follow_the_language_and_fall_back_to_english(prompts):
     library = PromptLibrary(prompts, defaults={"bot_name": "Ada", "company_name": "Acme"})
     assert "人工客服" in library.message("dont_know", "zh-Hans")
-    assert "don't know" in library.message("dont_know", "fr")
+    assert "don't know" in library.message("dont_know", "ko")
     assert "Acme" in library.message("help", "en")
 
 

@@ -62,8 +62,8 @@ class Env:
 def make_settings(slack: FakeSlack, llm: FakeLLM | None, tmp_path: Path, **kw: object) -> Settings:
     values: dict[str, object] = {
         "data_dir": tmp_path,
-        "prompts_dir": ROOT / "prompts",
-        "knowledge_dir": ROOT / "knowledge",
+        "prompts_dir": ROOT / "supportbot/defaults/prompts",
+        "knowledge_dir": ROOT / "supportbot/defaults/knowledge",
         "slack_bot_token": slack.bot_token,
         "slack_signing_secret": slack.signing_secret,
         "slack_api_url": slack.api_url,

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def settings_for(slack: FakeSlack, llm: FakeLLM, tmp_path: Path, **kw: object) -> Settings:
     values: dict[str, object] = {
         "data_dir": tmp_path,
-        "prompts_dir": ROOT / "prompts",
-        "knowledge_dir": ROOT / "knowledge",
+        "prompts_dir": ROOT / "supportbot/defaults/prompts",
+        "knowledge_dir": ROOT / "supportbot/defaults/knowledge",
         "llm_base_url": llm.url,
         "llm_api_key": "sk-test-key",
         "slack_bot_token": slack.bot_token,

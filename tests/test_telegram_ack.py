@@ -34,7 +34,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     (tmp_path / "knowledge").mkdir()
     with FakeTelegram(poll_wait=0.2) as fake, FakeLLM(responder=gate) as llm:
         settings = Settings(
-            _env_file=None, data_dir=tmp_path, prompts_dir=REPO / "prompts",
+            _env_file=None, data_dir=tmp_path, prompts_dir=REPO / "supportbot/defaults/prompts",
             knowledge_dir=tmp_path / "knowledge", llm_base_url=llm.url, llm_api_key="sk-test",
             llm_max_retries=0, llm_stream=False, telegram_bot_token=fake.token,
             telegram_api_url=fake.url, telegram_webhook_secret=SECRET,

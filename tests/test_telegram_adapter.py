@@ -53,7 +53,7 @@ def make_settings(tmp: Path, fake: FakeTelegram, llm: FakeLLM, **extra: Any) -> 
     (tmp / "knowledge").mkdir(exist_ok=True)
     values: dict[str, Any] = {
         "data_dir": tmp,
-        "prompts_dir": REPO / "prompts",
+        "prompts_dir": REPO / "supportbot/defaults/prompts",
         "knowledge_dir": tmp / "knowledge",
         "llm_base_url": llm.url,
         "llm_api_key": "sk-test",

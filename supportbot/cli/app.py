@@ -57,7 +57,7 @@ def serve(host: str | None, port: int | None) -> None:
     """Run the configured platform adapters and the HTTP server (/healthz)."""
     from supportbot.server import run_server
 
-    settings = load_settings()
+    settings = load_settings(announce_files=True)
     try:
         asyncio.run(run_server(settings, host=host or settings.host, port=port or settings.port))
     except ValueError as exc:  # an adapter refused its configuration

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -14,17 +15,28 @@ from supportbot.config import Settings
 from supportbot.engine import Engine
 
 T = TypeVar("T")
+log = logging.getLogger("supportbot.cli")
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(*, announce_files: bool = False, **overrides: object) -> Settings:
+    """Settings from the environment, ``.env`` and command-line options; a bad value is one
+    line naming the setting (exit status 2), never a traceback. ``announce_files`` logs which
+    prompt and knowledge files are in use (package defaults or overrides) at start-up."""
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         for error in exc.errors():
-            name = "SUPPORTBOT_" + "_".join(str(p) for p in error["loc"]).upper()
-            click.echo(f"{name}: {error['msg']}", err=True)
+            message = error["msg"].removeprefix("Value error, ")
+            if error["loc"]:  # a field's own error; whole-model checks name the setting
+                name = "SUPPORTBOT_" + "_".join(str(p) for p in error["loc"]).upper()
+                message = f"{name}: {message}"
+            click.echo(message, err=True)
         raise SystemExit(2) from None
     logs.setup(settings.log_level, settings.log_format, settings.secrets())
+    if announce_files:
+        from supportbot.checks import files_in_use
+
+        log.info("files in use: %s", "; ".join(files_in_use(settings)))
     return settings
 
 

@@ -1,7 +1,14 @@
 """The system prompt and the bot's own words, as files staff edit while the bot runs.
 
+Two layers: the package's own files (``supportbot/defaults/prompts``) and the configured prompts
+folder, whose files override the package's one by one (same relative path). A template a
+staff member adds or edits is never trusted: every template renders in Jinja's immutable
+sandbox, so ``{{ cycler.__init__.__globals__ ... }}`` raises a ``SecurityError`` instead of
+running code.
+
 Jinja's ``auto_reload`` recompiles a template whose file changed; when the new version is broken
-we log it and keep rendering the last good one, so a typo never takes the bot down.
+we log it and keep rendering the last good one, so a typo never takes the bot down. A message
+that cannot be read or rendered falls back to the package's text, never to its raw key.
 """
 
 from __future__ import annotations
@@ -14,14 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import (
-    Environment,
-    FileSystemLoader,
-    StrictUndefined,
-    Template,
-    TemplateSyntaxError,
-)
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from supportbot import defaults as package
 from supportbot.problems import Problem
 
 log = logging.getLogger("supportbot.prompts")
@@ -44,6 +48,11 @@ MESSAGE_NAMES = (
     "budget_exhausted",
     "feedback_thanks",
     "feedback_refused",
+    "feedback_helpful",
+    "feedback_not_helpful",
+    "staff_take_over",
+    "staff_hand_back",
+    "staff_close",
 )
 
 
@@ -73,27 +82,66 @@ def sample_context() -> dict[str, Any]:
     }
 
 
+def sandboxed_environment(loader: FileSystemLoader | None = None) -> ImmutableSandboxedEnvironment:
+    """The one way templates are compiled: sandboxed (no private attributes, no mutation of
+    the values passed in), strict about undefined variables, no HTML escaping (plain text)."""
+    return ImmutableSandboxedEnvironment(
+        loader=loader,
+        undefined=StrictUndefined,
+        autoescape=False,
+        auto_reload=True,
+        keep_trailing_newline=False,
+    )
+
+
+@dataclass
+class _MessageFile:
+    mtime: float | None = None
+    templates: dict[str, Template] | None = None
+
+
 class PromptLibrary:
-    def __init__(self, directory: Path, *, defaults: dict[str, Any] | None = None) -> None:
-        self.directory = Path(directory)
+    """Renders prompts and messages from the configured folder over the package defaults.
+
+    ``directory`` is the override folder; ``None`` (or the package folder itself) means the
+    package defaults only.
+    """
+
+    def __init__(self, directory: Path | str | None = None, *,
+                 defaults: dict[str, Any] | None = None,
+                 default_dir: Path = package.PROMPTS) -> None:
+        self.default_dir = Path(default_dir)
+        self.directory = Path(directory) if directory is not None else self.default_dir
         self.defaults = defaults or {}
-        self.env = Environment(
-            loader=FileSystemLoader(self.directory),
-            undefined=StrictUndefined,
-            autoescape=False,
-            auto_reload=True,
-            keep_trailing_newline=False,
-        )
+        self.layers = [self.default_dir]
+        if self.directory.resolve() != self.default_dir.resolve():
+            self.layers.insert(0, self.directory)  # first match wins: override, then package
+        self.env = sandboxed_environment(FileSystemLoader([str(p) for p in self.layers]))
         self._last_good: dict[str, Template] = {}
-        self._messages: dict[str, dict[str, Template]] = {}
-        self._messages_mtime: dict[str, float] = {}
+        self._messages: dict[Path, _MessageFile] = {}
+
+    # --- which files are in use ----------------------------------------------------------
+
+    def resolve(self, relative_path: str) -> package.Resolved:
+        return package.resolve(self.directory, relative_path, self.default_dir)
+
+    def files_in_use(self) -> list[tuple[str, package.Resolved]]:
+        """Every prompt file the bot reads, with the file that is used for it."""
+        names = set(package.prompt_files()) if self.default_dir == package.PROMPTS else set()
+        for layer in self.layers:
+            names.update(p.relative_to(layer).as_posix() for p in layer.rglob("*")
+                         if p.is_file() and p.suffix in (".j2", ".yaml"))
+        return [(name, self.resolve(name)) for name in sorted(names)]
+
+    def overrides(self) -> list[str]:
+        return [name for name, used in self.files_in_use() if used.source == "override"]
 
     # --- system prompt ------------------------------------------------------------------
 
     def render_system(self, platform: str, **context: Any) -> str:
         """Render ``<platform>.md.j2`` when staff provided one, else ``system.md.j2``."""
         name = f"{platform}.md.j2"
-        if not (self.directory / name).is_file():
+        if not any((layer / name).is_file() for layer in self.layers):
             name = SYSTEM_TEMPLATE
         values = {**self.defaults, "platform": platform, **context}
         try:
@@ -112,62 +160,112 @@ class PromptLibrary:
     # --- the bot's own words -------------------------------------------------------------
 
     def message(self, name: str, language: str = "en", **context: Any) -> str:
-        """One of the bot's own messages in the customer's language (English when missing)."""
+        """One of the bot's own messages in the customer's language (English when missing).
+
+        Tried in order: the override file for the language, the package's file for it, then
+        the same for English; a file that is broken or a template that fails to render is
+        skipped, so customers never see a raw key like ``dont_know``.
+        """
         values = {"next_open": None, "customer_name": "", "limit": 0, "timezone": "UTC",
-                  **self.defaults, **context}
+                  "bot_name": "", "company_name": "", **self.defaults, **context}
         for lang in _language_chain(language):
-            template = self._message_templates(lang).get(name)
-            if template is not None:
+            for layer in self.layers:
+                template = self._message_templates(layer, lang).get(name)
+                if template is None:
+                    continue
                 try:
                     return " ".join(template.render(values).split())
                 except Exception as exc:  # a template may raise anything when rendered
-                    log.error("message %s (%s) failed to render: %s", name, lang, exc)
+                    log.error("message %s (%s, %s) failed to render: %s", name, lang, layer,
+                              exc)
+        log.error("no text for message %s in any layer", name)
         return name
 
-    def _message_templates(self, lang: str) -> dict[str, Template]:
-        path = self.directory / "messages" / f"{lang}.yaml"
+    def _message_templates(self, layer: Path, lang: str) -> dict[str, Template]:
+        path = layer / "messages" / f"{lang}.yaml"
+        cached = self._messages.setdefault(path, _MessageFile())
         try:
             mtime = path.stat().st_mtime
-        except FileNotFoundError:
-            return self._messages.get(lang, {})
-        if self._messages_mtime.get(lang) != mtime:
-            self._messages_mtime[lang] = mtime
+        except OSError:
+            return cached.templates or {}
+        if cached.mtime != mtime:
+            cached.mtime = mtime
             templates, problems = _load_messages(self.env, path)
             for problem in problems:
-                log.error("%s (keeping the last good version)", problem)
-            if not problems:
-                self._messages[lang] = templates
-            else:  # keep what was good before, take what parses now
-                self._messages[lang] = {**self._messages.get(lang, {}), **templates}
-        return self._messages.get(lang, {})
+                log.error("%s (using the last good or the package's text)", problem)
+            # keep what was good before, take what parses now
+            cached.templates = {**(cached.templates or {}), **templates}
+        return cached.templates or {}
 
     # --- supportbot check ----------------------------------------------------------------
 
     def check(self) -> list[Problem]:
         problems: list[Problem] = []
-        if not (self.directory / SYSTEM_TEMPLATE).is_file():
-            problems.append(Problem(self.directory / SYSTEM_TEMPLATE, 0, "missing system prompt"))
-        for path in sorted(self.directory.rglob("*.j2")):
-            name = path.relative_to(self.directory).as_posix()
+        for name, used in self.files_in_use():
+            if not name.endswith(".j2"):
+                continue
             try:
                 template = self.env.get_template(name)
+                context = {**sample_context(), **self.defaults}
                 if "/" not in name:  # top-level templates are rendered; partials via include
-                    template.render({**sample_context(), **self.defaults})
+                    template.render(context)
+                else:
+                    _render_partial_for_safety(template, context)
             except TemplateSyntaxError as exc:
-                problems.append(Problem(exc.filename or path, exc.lineno or 0, exc.message or ""))
+                problems.append(Problem(exc.filename or used.path, exc.lineno or 0,
+                                        exc.message or ""))
+            except SecurityError as exc:
+                file, line = _template_location(exc, used.path)
+                problems.append(Problem(file, line, f"unsafe template: {exc}"))
             except Exception as exc:  # a template may raise anything when rendered
-                file, line = _template_location(exc, path)
+                file, line = _template_location(exc, used.path)
                 problems.append(Problem(file, line, str(exc)))
-        for path in sorted((self.directory / "messages").glob("*.yaml")):
-            templates, found = _load_messages(self.env, path)
-            problems.extend(found)
-            if path.stem == "en":
-                problems.extend(
-                    Problem(path, 0, f"missing message {name!r}")
-                    for name in MESSAGE_NAMES
-                    if name not in templates and not any(p.path == path for p in found)
-                )
+        problems.extend(self._check_messages())
         return problems
+
+    def _check_messages(self) -> list[Problem]:
+        problems: list[Problem] = []
+        files = sorted({p.name for layer in self.layers
+                        for p in (layer / "messages").glob("*.yaml")})
+        for filename in files:
+            lang = filename.removesuffix(".yaml")
+            available: set[str] = set()
+            in_use: list[Path] = []
+            for layer in self.layers:
+                path = layer / "messages" / filename
+                if not path.is_file():
+                    continue
+                in_use.append(path)
+                templates, found = _load_messages(self.env, path)
+                problems.extend(found)
+                available.update(templates)
+            # keys missing from every layer of this language: customers get English instead
+            # (or, for English, the raw key's fallback), so say which file lacks which key
+            reference = MESSAGE_NAMES if lang == "en" else self._english_names()
+            for key in reference:
+                if key not in available:
+                    problems.append(Problem(in_use[0], 0, f"missing message {key!r}"
+                                            + ("" if lang == "en" else " (present in en.yaml)")))
+        return problems
+
+    def _english_names(self) -> list[str]:
+        names: set[str] = set()
+        for layer in self.layers:
+            path = layer / "messages" / "en.yaml"
+            if path.is_file():
+                names.update(_message_keys(path))
+        return [n for n in MESSAGE_NAMES if n in names]
+
+
+def _render_partial_for_safety(template: Template, context: dict[str, Any]) -> None:
+    """Partials are rendered through ``{% include %}``; rendered alone they may lack variables
+    their includer sets, so only a sandbox violation is reported from here."""
+    try:
+        template.render(context)
+    except SecurityError:
+        raise
+    except Exception:  # other errors surface when the including template renders
+        return
 
 
 def _language_chain(language: str) -> list[str]:
@@ -175,7 +273,16 @@ def _language_chain(language: str) -> list[str]:
     return [base] if base == "en" else [base, "en"]
 
 
-def _load_messages(env: Environment, path: Path) -> tuple[dict[str, Template], list[Problem]]:
+def _message_keys(path: Path) -> list[str]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    return [str(k) for k in data] if isinstance(data, dict) else []
+
+
+def _load_messages(env: ImmutableSandboxedEnvironment,
+                   path: Path) -> tuple[dict[str, Template], list[Problem]]:
     problems: list[Problem] = []
     try:
         source = path.read_text(encoding="utf-8")
@@ -206,6 +313,9 @@ def _load_messages(env: Environment, path: Path) -> tuple[dict[str, Template], l
             template.render({**sample_context()})
         except TemplateSyntaxError as exc:
             problems.append(Problem(path, line + (exc.lineno or 1) - 1, exc.message or ""))
+            continue
+        except SecurityError as exc:
+            problems.append(Problem(path, line, f"unsafe template: {exc}"))
             continue
         except Exception as exc:  # a template may raise anything when rendered
             problems.append(Problem(path, line, str(exc)))

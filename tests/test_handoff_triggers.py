@@ -1,4 +1,5 @@
-"""Handoff phrase detection against the shipped phrases file, reload, marker and CLI."""
+"""Handoff rules: the built-in rules in every language, syntax, override files, reload, marker,
+CLI. The labelled dev set is scored in test_handoff_quality.py."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ from supportbot.handoff import (
     HandoffDetector,
     MarkerStreamFilter,
     check_phrases,
+    default_rules_path,
     normalize,
     split_marker,
 )
 from supportbot.problems import Problem
 
-PHRASES = (Path(__file__).resolve().parent.parent
-           / "supportbot/defaults/prompts/handoff_phrases.yaml")
+PHRASES = default_rules_path()
 
 POSITIVE = {
     "en": [
@@ -141,7 +142,7 @@ NEGATIVE = {
 
 @pytest.fixture(scope="module")
 def detector() -> HandoffDetector:
-    d = HandoffDetector.load(PHRASES)
+    d = HandoffDetector.load(None)
     assert d.problems == []
     return d
 
@@ -174,7 +175,7 @@ def test_negatives_in_every_language_do_veto(detector: HandoffDetector) -> None:
         for lang, texts in NEGATIVE.items()
     }
     assert all(vetoed[lang] for lang in NEGATIVE), vetoed
-    no_negatives = HandoffDetector(None, replace(detector._rules, negative=()))
+    no_negatives = HandoffDetector(None, replace(detector.rules, negative=()))
     for texts in vetoed.values():
         for text in texts:
             assert no_negatives.detect(text).handoff, text
@@ -191,6 +192,7 @@ def test_reason_names_language_and_pattern() -> None:
     d = HandoffDetector.from_text("en:\n  positive:\n    - talk to a (real) person\n")
     hit = d.detect("Talk to a person!")
     assert hit.reason == 'phrase:en:"talk to a (real) person"' and hit.line == 3
+    assert hit.matched == "talk to a person" and hit.path == "<phrases>"
     assert d.detect("hello").reason == "none"
     assert d.detect("").reason == "none"
 
@@ -284,7 +286,7 @@ def _write(path: Path, text: str, bump: int) -> None:
 def test_live_reload_keeps_last_good_version(tmp_path: Path) -> None:
     path = tmp_path / "handoff_phrases.yaml"
     _write(path, "en:\n  positive:\n    - talk to a person\n", 0)
-    d = HandoffDetector.load(path)
+    d = HandoffDetector.load(path, defaults=False)
     assert d.detect("talk to a person").handoff
     assert not d.detect("operator please").handoff
     assert d.refresh() is False  # unchanged: nothing to do
@@ -314,12 +316,20 @@ def test_live_reload_keeps_last_good_version(tmp_path: Path) -> None:
 
 
 def test_load_never_raises(tmp_path: Path) -> None:
-    d = HandoffDetector.load(tmp_path / "nope.yaml")
+    d = HandoffDetector.load(tmp_path / "nope.yaml", defaults=False)
     assert not d.detect("talk to a person").handoff
     assert d.problems
     (tmp_path / "list.yaml").write_text("- a\n- b\n", encoding="utf-8")
     d = HandoffDetector.load(tmp_path / "list.yaml")
     assert d.problems[0].line == 1
+    assert d.detect("talk to a person").handoff  # the built-in rules still work
+
+
+def test_missing_override_means_builtin_rules_only(tmp_path: Path) -> None:
+    d = HandoffDetector.load(tmp_path / "nope.yaml")
+    assert d.problems == []
+    assert d.sources == (str(PHRASES),)
+    assert d.detect("I want to talk to a human").handoff
 
 
 def test_pathological_input_is_fast_enough_to_finish(detector: HandoffDetector) -> None:
@@ -365,26 +375,27 @@ def test_cli_test_json(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(
         handoff,
-        ["test", "--json", "--phrases", str(PHRASES), "转人工", "is a human reviewing my refund?"],
+        ["test", "--json", "转人工", "is a human reviewing my refund?"],
     )
     assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in result.output.splitlines()]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["handoff"] for r in rows] == [True, False]
     assert rows[0]["text"] == "转人工" and rows[0]["reason"].startswith("phrase:zh:")
-    assert set(rows[1]) == {"text", "handoff", "reason"}
+    assert set(rows[1]) == {"text", "handoff", "reason", "matched", "file", "line"}
+    assert rows[0]["file"] == str(PHRASES) and rows[0]["matched"] == "转人工"
 
 
 def test_cli_test_stdin_and_plain_output() -> None:
     runner = CliRunner()
     result = runner.invoke(
         handoff,
-        ["test", "--phrases", str(PHRASES)],
+        ["test"],
         input="can I talk to a real person\n\n人工智能是什么\n",
     )
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[0].startswith("HANDOFF") and "[en]" in lines[0]
-    assert "(line " in lines[1]
+    assert "(default_rules.yaml line " in lines[1] and 'matched "talk to a real person"' in lines[1]
     assert lines[2].startswith("bot") and "[zh]" in lines[2]
     assert len(lines) == 4  # the blank line is skipped
 
@@ -396,12 +407,12 @@ def test_cli_default_path_from_settings(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("SUPPORTBOT_PROMPTS_DIR", str(tmp_path))
     result = CliRunner().invoke(handoff, ["test", "--json", "banana"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["reason"] == 'phrase:en:"banana"'
+    assert json.loads(result.stdout)["reason"] == 'phrase:en:"banana"'
 
 
 def test_cli_check(tmp_path: Path) -> None:
     runner = CliRunner()
-    ok = runner.invoke(handoff, ["check", "--phrases", str(PHRASES)])
+    ok = runner.invoke(handoff, ["check"])
     assert ok.exit_code == 0 and "OK" in ok.output
     bad = tmp_path / "bad.yaml"
     bad.write_text(BROKEN, encoding="utf-8")
@@ -417,3 +428,106 @@ def test_cli_warns_about_broken_file(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert json.loads(result.stdout)["handoff"] is True
     assert f"{bad}:3:" in result.stderr
+
+
+# --------------------------------------------------------------------------- word lists, overrides
+
+
+def test_word_lists_expand_in_phrases() -> None:
+    d = HandoffDetector.from_text(
+        """
+en:
+  words:
+    talk: [talk, speak, have a word]
+    person: [agent*, human, real person]
+  positive:
+    - "<talk> [to|with] (a|an) <person>"
+    - "reach *2 <person>"
+"""
+    )
+    assert d.problems == []
+    assert d.detect("can I have a word with an agent").matched == "have a word with an agent"
+    assert d.detect("let me speak to a real person").handoff
+    assert d.detect("how do I reach your support human").handoff
+    assert not d.detect("how do I reach the shop, it is far from here, human").handoff  # gap > 2
+    assert not d.detect("talk to a robot").handoff
+
+
+def test_bad_word_lists_are_reported_where_written() -> None:
+    d = HandoffDetector.from_text(
+        """
+en:
+  words:
+    person: [agent, "(oops"]
+  positive:
+    - "talk to <person>"
+    - "talk to <nobody>"
+"""
+    )
+    assert {(p.line, "oops" in p.message or "<nobody>" in p.message) for p in d.problems} == {
+        (4, True), (7, True)
+    }
+    assert d.detect("talk to agent").handoff  # the good entry and rule still load
+
+
+def test_override_extends_builtin_word_lists(tmp_path: Path) -> None:
+    path = tmp_path / "handoff_phrases.yaml"
+    builtin = HandoffDetector.load(None)
+    assert not builtin.detect("can I talk to the pharmacist").handoff
+    path.write_text("en:\n  words:\n    person: [pharmacist]\n", encoding="utf-8")
+    d = HandoffDetector.load(path)
+    assert d.problems == []
+    hit = d.detect("can I talk to the pharmacist")
+    assert hit.handoff and hit.path == str(PHRASES)  # a built-in rule, with the staff's word
+    assert d.sources == (str(PHRASES), str(path))
+    assert check_phrases(path) == []
+
+
+def test_override_can_replace_the_builtin_rules(tmp_path: Path) -> None:
+    path = tmp_path / "handoff_phrases.yaml"
+    path.write_text("use_defaults: false\nen:\n  positive:\n    - banana\n", encoding="utf-8")
+    d = HandoffDetector.load(path)
+    assert d.sources == (str(path),)
+    assert d.detect("banana").handoff and not d.detect("talk to a human").handoff
+
+
+def test_comment_only_starter_file_adds_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "handoff_phrases.yaml"
+    path.write_text("# nothing yet\n", encoding="utf-8")
+    assert check_phrases(path) == []
+    assert HandoffDetector.load(path).rule_count == HandoffDetector.load(None).rule_count
+
+
+def test_frustration_rules_explain_themselves(detector: HandoffDetector) -> None:
+    hit = detector.detect("this chatbot is hopeless, get me your support staff")
+    assert hit.handoff and hit.reason.startswith(("frustration:en:", "phrase:en:"))
+    hit = detector.detect("you are not helping at all")
+    assert hit.handoff and hit.reason.startswith("frustration:en:")
+    assert hit.line > 0 and hit.matched
+
+
+def test_cli_outside_a_project_uses_builtin_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts").mkdir()  # an empty prompts folder: no handoff_phrases.yaml
+    monkeypatch.setenv("SUPPORTBOT_PROMPTS_DIR", str(tmp_path / "prompts"))
+    result = CliRunner().invoke(handoff, ["test", "--json", "I want to talk to a human"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["handoff"] is True
+    assert f"rules: {PHRASES}, " in result.stderr  # then the package's starter file
+
+
+def test_cli_score(tmp_path: Path) -> None:
+    data = tmp_path / "set.jsonl"
+    rows = [
+        {"text": "talk to a human", "lang": "en", "handoff": True, "split": "score"},
+        {"text": "where is my parcel", "lang": "en", "handoff": False, "split": "score"},
+        {"text": "转人工", "lang": "zh", "handoff": True, "split": "tune"},
+    ]
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    result = CliRunner().invoke(handoff, ["score", str(data), "--split", "score", "--json"])
+    assert result.exit_code == 0, result.output
+    table = {row["lang"]: row for row in json.loads(result.stdout)}
+    assert set(table) == {"en", "all"}
+    assert table["en"]["recall"] == 1.0 and table["en"]["fpr"] == 0.0

@@ -1,0 +1,183 @@
+"""Does a customer's message ask for a person? Rules first, explained, never raising.
+
+Three kinds of rules (see ``default_rules.yaml``): *positive* phrases ask for a person ("can I
+talk to someone from your team"), *frustration* phrases give up on the bot ("you are not helping
+at all"), *negative* phrases only mention people ("is a human reviewing my refund?", "I don't
+need an agent") and cancel an asking phrase they overlap, so "人工智能是什么？转人工" still hands
+off. Every decision names the rule, its file and line, and the words it matched.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from supportbot.handoff.normalize import normalize
+from supportbot.handoff.patterns import Rule, Span, overlaps
+from supportbot.handoff.rules_file import (
+    RuleSet,
+    build_rules,
+    default_rules_path,
+    load_files,
+    parse_rules_file,
+    parse_rules_text,
+)
+from supportbot.problems import Problem
+
+__all__ = ["Detection", "HandoffDetector"]
+
+_REASON_PREFIX = {"positive": "phrase", "frustration": "frustration", "negative": "negative"}
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """Whether a message asks for a person, and why (shown to staff and in logs).
+
+    ``reason`` is short and stable (``phrase:en:"<talk> ..."``; its head is the metrics label);
+    ``matched``, ``path`` and ``line`` say which words fired which rule where.
+    """
+
+    handoff: bool
+    reason: str = "none"
+    lang: str | None = None
+    line: int = 0  # line of the deciding rule in its file (0 = none)
+    path: str = ""
+    matched: str = ""
+
+    def __bool__(self) -> bool:
+        return self.handoff
+
+    @classmethod
+    def of(cls, handoff: bool, rule: Rule, text: str, span: Span) -> Detection:
+        reason = f'{_REASON_PREFIX.get(rule.kind, rule.kind)}:{rule.lang}:"{rule.source}"'
+        if len(reason) > 200:  # the conversation's handoff_reason column holds 255
+            reason = reason[:199] + "…"
+        return cls(handoff, reason, rule.lang, rule.line, rule.path, text[span[0] : span[1]])
+
+
+class HandoffDetector:
+    """Rules from the package defaults plus one override file, reloaded when it changes.
+
+    A file that cannot be read or parsed keeps the last good rules; single bad phrases are
+    skipped. Either way :attr:`problems` says what is wrong.
+    """
+
+    def __init__(
+        self, path: Path | None = None, rules: RuleSet | None = None, *, defaults: bool = True
+    ) -> None:
+        self.path = path
+        self.defaults = defaults
+        self._rules = rules or RuleSet()
+        self.problems: list[Problem] = []
+        self._stamp: tuple[int, int, int] | bool | None = False  # False = never looked
+        self._override_loaded = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None, *, defaults: bool = True) -> HandoffDetector:
+        """Package defaults plus ``path`` if it exists (``defaults=False``: just ``path``)."""
+        detector = cls(Path(path) if path is not None else None, defaults=defaults)
+        detector.refresh(force=True)
+        return detector
+
+    @classmethod
+    def from_text(
+        cls, yaml_text: str, name: str = "<phrases>", *, defaults: bool = False
+    ) -> HandoffDetector:
+        """A detector from YAML text (for tests and tools); no reload.
+
+        ``defaults=True`` adds the package defaults, whose word lists the text may use."""
+        raw, problems = parse_rules_text(yaml_text, name)
+        files = [raw] if raw is not None else []
+        if defaults:
+            base, found = parse_rules_file(default_rules_path())
+            problems = found + problems
+            files = ([base] if base is not None else []) + files
+        rules, found = build_rules(files)
+        detector = cls(None, rules, defaults=defaults)
+        detector.problems = problems + found
+        detector._stamp = None
+        return detector
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
+    @property
+    def rule_count(self) -> int:
+        return len(self._rules)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The files the current rules came from (package defaults first)."""
+        return self._rules.sources
+
+    def refresh(self, force: bool = False) -> bool:
+        """Reload if the override file changed (a ``stat`` call otherwise); True if replaced."""
+        if self.path is None and not force:
+            return False  # the package defaults do not change while running
+        stamp: tuple[int, int, int] | None = None
+        if self.path is not None:
+            try:
+                st = self.path.stat()
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except OSError:
+                stamp = None
+        if not force and stamp == self._stamp:
+            return False
+        with self._lock:
+            if not force and stamp == self._stamp:
+                return False
+            self._stamp = stamp
+            missing = self.path is not None and stamp is None
+            if missing and self._override_loaded:
+                # The override went away: keep its rules rather than silently dropping them.
+                self.problems = [Problem(self.path, 0, "phrases file not found")]
+                return False
+            rules, problems = load_files(None if missing else self.path, defaults=self.defaults)
+            if missing and not self.defaults:
+                problems = [Problem(self.path, 0, "phrases file not found"), *problems]
+            self.problems = problems
+            if rules is None and not self._override_loaded and not len(self._rules):
+                # Unusable from the start: the built-in rules alone, rather than none at all.
+                rules, _ = load_files(None, defaults=self.defaults)
+                self._rules = rules or self._rules
+                return True
+            if rules is None:
+                return False
+            self._rules = rules
+            self._override_loaded = not missing and self.path is not None
+            return True
+
+    def detect(self, text: str) -> Detection:
+        """Does ``text`` ask for a person? Checks every language's rules."""
+        rules = self._rules  # one consistent snapshot even if a reload swaps it meanwhile
+        norm = normalize(text or "")
+        if not norm:
+            return Detection(False)
+        asking, negative = rules.live(norm)
+        if not asking:
+            return Detection(False)
+        blocked: list[Span] = []
+        blocked_by: list[Rule] = []
+        for rule in negative:
+            spans = rule.spans(norm)
+            blocked.extend(spans)
+            blocked_by.extend([rule] * len(spans))
+        vetoed: tuple[Rule, Span] | None = None
+        for rule in asking:
+            span = rule.first_span(norm, blocked)
+            if span is not None:
+                return Detection.of(True, rule, norm, span)
+            if vetoed is None and blocked:
+                span = rule.first_span(norm, [])
+                if span is not None:
+                    vetoed = (rule, span)
+        if vetoed is not None:
+            for neg, b in zip(blocked_by, blocked, strict=True):
+                if overlaps(vetoed[1], [b]):
+                    return Detection.of(False, neg, norm, b)
+        return Detection(False)
+

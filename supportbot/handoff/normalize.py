@@ -1,0 +1,42 @@
+"""The one text form that messages and rule phrases are compared in.
+
+NFKC, casefold, punctuation → space, accents on Latin/Greek/Cyrillic dropped (customers often
+omit them), spaces between Chinese/Japanese characters dropped (those scripts have no spaces, and
+customers put them anywhere), one space between CJK and any other script. Every other word is
+then delimited by spaces, so compiled phrases need only cheap boundaries: big Unicode classes
+inside each of hundreds of patterns would take seconds to compile.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+__all__ = ["CJK_RE", "normalize"]
+
+_CJK = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+CJK_RE = re.compile(f"[{_CJK}]")
+_CJK_GAP = re.compile(f"(?<=[{_CJK}])\\s+(?=[{_CJK}])")
+_CJK_EDGE = re.compile(f"(?<=[{_CJK}])(?=[^\\s{_CJK}])|(?<=[^\\s{_CJK}])(?=[{_CJK}])")
+_SPACES = re.compile(r"\s+")
+
+
+def normalize(text: str) -> str:
+    """The form both messages and patterns are compared in."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    out: list[str] = []
+    prev_base = ""
+    for ch in unicodedata.normalize("NFD", text):
+        cat = unicodedata.category(ch)
+        if cat == "Mn":
+            # Drop accents on Latin/Greek/Cyrillic (users often omit them); keep e.g. kana dakuten.
+            if prev_base and ord(prev_base) < 0x0530:
+                continue
+            out.append(ch)
+            continue
+        prev_base = ch
+        # Punctuation, symbols and separators are word breaks ("don't" → "don t").
+        out.append(" " if cat[0] in "PSZC" else ch)
+    text = unicodedata.normalize("NFC", "".join(out))
+    text = _SPACES.sub(" ", text).strip()
+    return _CJK_EDGE.sub(" ", _CJK_GAP.sub("", text))

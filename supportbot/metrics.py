@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+import hmac
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,6 +23,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from starlette.requests import Request
+from starlette.responses import Response
 
 # ``*_created`` timestamps double the output and no dashboard needs them
 disable_created_metrics()
@@ -188,6 +191,23 @@ def lock_queue() -> Iterator[LockSlot]:
 def exposition() -> tuple[bytes, str]:
     """The body and content type for a ``/metrics`` response."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def endpoint(token: str | None) -> Callable[[Request], Awaitable[Response]]:
+    """The ``/metrics`` route. With a token (``SUPPORTBOT_METRICS_TOKEN``) a scrape must send
+    ``Authorization: Bearer <token>`` (else 401): the port is public because the platforms
+    call it, and the figures say how busy the bot is and how it fails."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    async def metrics_endpoint(request: Request) -> Response:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(given, expected):
+                return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
+
+    return metrics_endpoint
 
 
 def value(name: str, labels: dict[str, str] | None = None) -> float:

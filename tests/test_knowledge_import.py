@@ -9,6 +9,7 @@ exercised end to end through httpx.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import zlib
@@ -20,10 +21,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from supportbot.config import Settings
 from supportbot.knowledge import KnowledgeBase
 from supportbot.knowledge.importing.fetch import Limits
 from supportbot.knowledge.importing.passages import split
 from supportbot.knowledge.importing.runner import Importer
+from supportbot.knowledge.importing.schedule import ScheduledRefresh
 
 SITE = Path(__file__).parent / "data" / "helpcenter"
 
@@ -367,6 +370,27 @@ async def test_timeout_and_page_cap(site: HelpCenter, tmp_path: Path):
     assert [(i.status, i.reason) for i in report.items] == [
         ("skipped", "timed out after 0.3 s"), ("unchanged", "")
     ]
+
+
+async def test_serve_refreshes_on_a_schedule(site: HelpCenter, tmp_path: Path):
+    kdir = tmp_path / "knowledge"
+    kdir.mkdir()
+    async with Importer(kdir, limits=limits(max_depth=0)) as importer:
+        await importer.run([f"{site.base}/articles/shipping.html"])
+    off = ScheduledRefresh.start(Settings(knowledge_dir=kdir), limits())
+    assert off._task is None  # default: no scheduled refresh
+    site.version = 2
+    settings = Settings(knowledge_dir=kdir, knowledge_refresh_hours=0.05 / 3600)
+    scheduler = ScheduledRefresh.start(settings, limits())
+    try:
+        for _ in range(500):
+            if scheduler.runs:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await scheduler.stop()
+    assert scheduler.runs >= 1
+    assert "150 euros" in next(kdir.rglob("articles-shipping.md")).read_text()
 
 
 # --- files ---------------------------------------------------------------------------------

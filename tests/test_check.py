@@ -87,3 +87,40 @@ def test_bad_settings_are_reported_without_secrets(tmp_path):
     assert "SUPPORTBOT_LLM_BASE_URL" in result.output
     assert "SUPPORTBOT_BUSINESS_HOURS" in result.output
     assert "sk-very-secret-value" not in result.output
+
+
+def test_unsafe_template_is_reported_not_run(tmp_path):
+    prompts, knowledge = copy_setup(tmp_path)
+    marker = tmp_path / "pwned"
+    payload = "{{ cycler.__init__.__globals__.os.popen('touch " + str(marker) + "').read() }}"
+    partial = prompts / "partials" / "handoff.md.j2"
+    partial.write_text(partial.read_text() + "\n" + payload + "\n")
+    line = len(partial.read_text().splitlines())
+    messages = prompts / "messages" / "en.yaml"
+    messages.write_text(messages.read_text() + f'closed: "{payload}"\n')
+    closed_line = len(messages.read_text().splitlines())
+    result = run_check(tmp_path, prompts, knowledge)
+    assert result.exit_code == 1, result.output
+    assert f"{partial}:{line}: unsafe template" in result.output
+    assert f"{messages}:{closed_line}: unsafe template" in result.output
+    assert not marker.exists()
+
+
+def test_check_says_which_files_are_in_use(tmp_path):
+    prompts = tmp_path / "prompts"
+    (prompts / "messages").mkdir(parents=True)
+    (prompts / "messages" / "en.yaml").write_text('closed: "Bye."\n')
+    result = CliRunner().invoke(cli, ["check", "--prompts-dir", str(prompts)],
+                                env={"SUPPORTBOT_DATA_DIR": str(tmp_path / "data")})
+    assert result.exit_code == 0, result.output
+    assert "overrides: messages/en.yaml" in result.output
+    assert "knowledge: the package's example FAQ" in result.output
+
+
+def test_explicit_folder_that_does_not_exist_is_an_error_naming_the_setting(tmp_path):
+    for setting in ("SUPPORTBOT_PROMPTS_DIR", "SUPPORTBOT_KNOWLEDGE_DIR"):
+        result = CliRunner().invoke(cli, ["check"], env={
+            "SUPPORTBOT_DATA_DIR": str(tmp_path / "data"), setting: str(tmp_path / "typo")})
+        assert result.exit_code == 2
+        assert f"{setting}={tmp_path / 'typo'}: folder not found" in result.output
+        assert "Traceback" not in result.output

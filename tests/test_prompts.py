@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from jinja2 import TemplateError
+from jinja2.exceptions import SecurityError
 
 from supportbot.prompts import PromptLibrary, Snippet
 
@@ -76,3 +77,78 @@ def test_broken_message_file_keeps_last_good(prompts):
     before = library.message("closed", "en")
     touch_later(prompts / "messages" / "en.yaml", "closed: [unterminated\n")
     assert library.message("closed", "en") == before
+
+
+# --- package defaults under staff overrides ---------------------------------------------------
+
+PAYLOAD = "{{ cycler.__init__.__globals__.os.popen('touch MARKER').read() }}"
+
+
+def test_package_defaults_alone_render_everything():
+    library = PromptLibrary()  # no staff folder at all
+    assert "[refunds] How long do refunds take?" in library.render_system("cli", **CONTEXT)
+    assert "don't know" in library.message("dont_know", "en")
+    assert "人工客服" in library.message("dont_know", "zh")
+    assert {used.source for _, used in library.files_in_use()} == {"default"}
+
+
+def test_one_overridden_file_leaves_the_others_to_the_package(tmp_path):
+    staff = tmp_path / "prompts"
+    (staff / "partials").mkdir(parents=True)
+    (staff / "partials" / "rules.md.j2").write_text("Only house rules for {{ customer_name }}.")
+    (staff / "messages").mkdir()
+    (staff / "messages" / "en.yaml").write_text('closed: "Bye for now."\n')
+    library = PromptLibrary(staff)
+    text = library.render_system("cli", **CONTEXT)
+    assert "Only house rules for Lin." in text
+    assert "[refunds] How long do refunds take?" in text  # faq partial: the package's
+    assert library.message("closed", "en") == "Bye for now."
+    assert "don't know" in library.message("dont_know", "en")  # a key the override lacks
+    assert library.overrides() == ["messages/en.yaml", "partials/rules.md.j2"]
+
+
+def test_broken_message_file_from_the_start_falls_back_to_package_text(tmp_path):
+    staff = tmp_path / "prompts"
+    (staff / "messages").mkdir(parents=True)
+    (staff / "messages" / "en.yaml").write_text("dont_know: [unterminated\nclosed: {% if\n")
+    (staff / "messages" / "zh.yaml").write_text("- not\n- a mapping\n")
+    library = PromptLibrary(staff)
+    for name in ("dont_know", "closed", "help", "feedback_helpful"):
+        for lang in ("en", "zh", "ko"):
+            text = library.message(name, lang)
+            assert text and text != name, (name, lang)
+    assert "人工客服" in library.message("dont_know", "zh")
+
+
+# --- the sandbox ------------------------------------------------------------------------------
+
+
+def test_code_in_the_system_prompt_does_not_run(tmp_path):
+    staff = tmp_path / "prompts"
+    staff.mkdir()
+    marker = tmp_path / "pwned"
+    (staff / "system.md.j2").write_text("Hello " + PAYLOAD.replace("MARKER", str(marker)))
+    with pytest.raises(SecurityError):
+        PromptLibrary(staff).render_system("cli", **CONTEXT)
+    assert not marker.exists()
+
+
+def test_code_in_a_message_does_not_run_and_the_package_text_is_sent(tmp_path):
+    staff = tmp_path / "prompts"
+    (staff / "messages").mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    payload = PAYLOAD.replace("MARKER", str(marker))
+    (staff / "messages" / "en.yaml").write_text(f'dont_know: "{payload}"\n')
+    text = PromptLibrary(staff).message("dont_know", "en")
+    assert "don't know" in text
+    assert not marker.exists()
+
+
+def test_templates_cannot_change_the_values_they_are_given(tmp_path):
+    staff = tmp_path / "prompts"
+    staff.mkdir()
+    (staff / "system.md.j2").write_text("{{ snippets.append(1) }}{{ snippets | length }}")
+    context = dict(CONTEXT, snippets=[])
+    with pytest.raises(SecurityError):
+        PromptLibrary(staff).render_system("cli", **context)
+    assert context["snippets"] == []

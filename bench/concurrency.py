@@ -55,10 +55,8 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
     try:
         with fake_llm_child(delay=delay) as fake:
             settings = Settings(
-                _env_file=None, data_dir=tmp / "data",
-                knowledge_dir=ROOT / "supportbot/defaults/knowledge",
-                prompts_dir=ROOT / "supportbot/defaults/prompts", llm_base_url=fake.url,
-                llm_api_key="sk-bench",
+                _env_file=None, data_dir=tmp / "data", knowledge_dir=ROOT / "knowledge",
+                prompts_dir=ROOT / "prompts", llm_base_url=fake.url, llm_api_key="sk-bench",
                 llm_stream=False, llm_max_retries=0,
             )
             fake_before = fake.cpu_seconds()
@@ -76,10 +74,8 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
 async def _burst(settings: Any, conversations: int, ordered_threads: int,
                  per_thread: int) -> dict[str, Any]:
     from supportbot.engine import Engine, IncomingMessage
-    from supportbot.runtime import freeze_startup_heap
 
     engine = await Engine.open(settings)
-    freeze_startup_heap()  # as ``supportbot serve`` does once it is up
     delivered: list[tuple[float, str, str]] = []
     outcomes: dict[str, int] = {}
 

@@ -68,8 +68,7 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
             def settings(data: Path, **kw: Any) -> Settings:
                 return Settings(
                     _env_file=None, data_dir=data, knowledge_dir=knowledge,
-                    prompts_dir=ROOT / "supportbot/defaults/prompts", llm_base_url=llm_url,
-                    llm_api_key="sk-bench",
+                    prompts_dir=ROOT / "prompts", llm_base_url=llm_url, llm_api_key="sk-bench",
                     llm_max_retries=0, knowledge_reload_seconds=2.0, **kw,
                 )
 
@@ -118,13 +117,11 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
 async def _measure(settings: Any, n: dict[str, int], queries: list[str], *, platform: str,
                    threads: list[str]) -> tuple[dict[str, Any], float]:
     from supportbot.engine import Engine, IncomingMessage, Outcome
-    from supportbot.runtime import freeze_startup_heap
 
     rng = random.Random(5)
     with timer() as t:
         engine = await Engine.open(settings)
     opened = t[0]
-    freeze_startup_heap()  # as ``supportbot serve`` does once it is up
     sink = CountingSink()
     ids = iter(range(10**9))
     prefix = f"bench-{time.monotonic_ns()}"

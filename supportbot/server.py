@@ -17,7 +17,6 @@ from supportbot import metrics
 from supportbot.adapters.base import Adapter
 from supportbot.config import Settings
 from supportbot.engine import Engine
-from supportbot.runtime import freeze_startup_heap
 
 log = logging.getLogger("supportbot.server")
 
@@ -74,7 +73,6 @@ async def run_server(settings: Settings, *, host: str, port: int) -> None:
                 "SUPPORTBOT_TELEGRAM_BOT_TOKEN); serving /healthz only"
             )
         app = create_app(engine, adapters)
-        freeze_startup_heap()
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
         server = uvicorn.Server(config)
         log.info("listening", extra={"host": host, "port": port})

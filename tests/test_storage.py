@@ -76,52 +76,30 @@ def test_head_revision_matches_alembic():
     assert head_revision() == ScriptDirectory.from_config(config).get_current_head()
 
 
-async def test_the_write_ahead_log_is_checkpointed_off_the_event_loop(tmp_path):
-    """Commits on the loop never checkpoint (that fsyncs); a worker thread copies the log into
-    the database file while the store stays open."""
-    import sqlite3
-
+async def test_every_sqlite_connection_gets_the_pragmas(tmp_path):
     store = await open_store(tmp_path)
-    for i in range(3):
-        await store.claim_event("slack", f"Ev{i}")
-    async with store.read() as conn:
-        autocheckpoint = (await conn.execute(text("pragma wal_autocheckpoint"))).scalar()
-
-    def in_database_file() -> int:
-        """Rows the database file itself holds, ignoring the log (read-only, immutable)."""
-        uri = f"file:{tmp_path / 'db.sqlite'}?immutable=1"
-        try:
-            with sqlite3.connect(uri, uri=True) as db:
-                return db.execute("select count(*) from handled_events").fetchone()[0]
-        except sqlite3.OperationalError:  # not even the schema checkpointed yet
-            return 0
-
-    for _ in range(100):
-        if (checkpointed := in_database_file()) == 3:
-            break
-        await asyncio.sleep(0.1)
-    await store.close()  # (closing checkpoints anyway: look before it)
-    assert autocheckpoint == 0
-    assert checkpointed == 3
-
-
-async def test_if_background_checkpoints_stop_sqlite_checkpoints_in_commits_again(
-    tmp_path, monkeypatch
-):
-    import sqlite3
-
-    store = await open_store(tmp_path)
-    async with store.read() as conn:  # the store's own connection, checkpoints off
-        before = (await conn.execute(text("pragma wal_autocheckpoint"))).scalar()
-
-    def refuse(*args, **kwargs):
-        raise sqlite3.OperationalError("unable to open database file")
-
-    monkeypatch.setattr(sqlite3, "connect", refuse)  # the checkpointer has not started yet
-    for _ in range(50):
-        await asyncio.sleep(0.01)
-    monkeypatch.undo()
-    async with store.read() as conn:
-        after = (await conn.execute(text("pragma wal_autocheckpoint"))).scalar()
+    async with store.begin() as first, store.read() as second:  # two pooled connections
+        for conn in (first, second):
+            values = [(await conn.execute(text(f"pragma {name}"))).scalar()
+                      for name in ("journal_mode", "busy_timeout", "foreign_keys")]
+            assert values == ["wal", 5000, 1]
     await store.close()
-    assert (before, after) == (0, 1000)
+
+
+async def test_another_process_holding_the_write_lock_never_freezes_the_event_loop(tmp_path):
+    """The staff CLI (or a backup) may hold SQLite's write lock: our write waits for it on
+    aiosqlite's thread while the loop keeps serving everyone else."""
+    import sqlite3
+
+    store = await open_store(tmp_path)
+    other = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock, as another process would hold it
+        write = asyncio.create_task(store.claim_event("slack", "Ev1"))
+        await asyncio.sleep(0.2)  # the loop runs on while the write waits for the lock
+        assert not write.done()
+        other.execute("COMMIT")
+        assert await write is True
+    finally:
+        other.close()
+        await store.close()

@@ -1,4 +1,9 @@
-"""Database engine creation and migrations applied at start."""
+"""Database engine creation and migrations applied at start.
+
+One code path for both databases: SQLAlchemy's asyncio engine, on aiosqlite for SQLite and
+asyncpg for PostgreSQL. aiosqlite runs each SQLite connection on a thread of its own, so a lock
+held by another process (the staff CLI, a backup) is waited for there, never on the event loop.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import URL, event, text
-from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from supportbot.storage.inline_sqlite import connector
+from supportbot.storage.private_files import private_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Waits between attempts when the database connection is lost (about 8 s in all: long enough
@@ -24,6 +28,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 RETRY_DELAYS = (0.1, 0.3, 0.6, 1.0, 2.0, 4.0)
 # pg_advisory_xact_lock key that serialises migrations of processes starting together
 MIGRATION_LOCK = 0x5355_5050_4F52_5400  # "SUPPORT\0"
+# How long a SQLite statement waits for another connection's write lock before "locked".
+SQLITE_BUSY_TIMEOUT_MS = 5000
 
 log = logging.getLogger("supportbot.storage")
 C = TypeVar("C", bound=type)
@@ -36,45 +42,34 @@ def create_engine(
     max_overflow: int = 10,
     pool_timeout: float | None = 30.0,
 ) -> AsyncEngine:
+    """The asyncio engine for ``url``; SQLite connections get their pragmas as they open."""
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["async_creator"] = connector(database)
-        else:
-            kwargs["connect_args"] = {"timeout": 30}
-    else:
-        kwargs.update(
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_pre_ping=True,
-            pool_timeout=pool_timeout,
-        )
-    engine = create_async_engine(url, **kwargs)
-    if parsed.get_backend_name() == "sqlite":
+            private_file(Path(database))  # 0600 in a 0700 folder: it holds every conversation
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def sqlite_sync_engine(path: str) -> Engine:
-    """A synchronous engine on the same SQLite file, for statements run inline (see
-    ``inline_sqlite.SyncConnection``)."""
-    engine = create_sync_engine(
-        f"sqlite:///{path}", connect_args={"timeout": 5.0, "check_same_thread": False}
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_timeout=pool_timeout,
     )
-    event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the writer; busy_timeout waits instead of failing with "locked"
+    """WAL lets readers run beside the writer (and other processes read while we write);
+    busy_timeout waits for a lock instead of failing with "locked"; SQLite leaves foreign keys
+    off unless each connection asks."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA secure_delete=ON")  # deleted text is overwritten, not left in free pages
     cursor.close()
 
 

@@ -6,14 +6,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Connection,
     Row,
     bindparam,
     func,
@@ -32,9 +30,7 @@ from supportbot.storage.db import (
     is_disconnect,
     migrate,
     retry_disconnects,
-    sqlite_sync_engine,
 )
-from supportbot.storage.inline_sqlite import InlineSession, SyncConnection
 from supportbot.storage.models import Conversation, HandledEvent, Message, Transition, utcnow
 
 log = logging.getLogger("supportbot.storage")
@@ -80,17 +76,7 @@ _TOUCH_CONVERSATION = update(CONVERSATIONS).where(
 class Store:
     def __init__(self, engine: AsyncEngine, *, pool_size: int = 5, max_overflow: int = 10) -> None:
         self.engine = engine
-        self.inline = (
-            engine.dialect.name == "sqlite" and engine.url.database not in (None, ":memory:")
-        )
-        self.sessions = async_sessionmaker(
-            engine, expire_on_commit=False, class_=InlineSession if self.inline else AsyncSession
-        )
-        self._sync = sqlite_sync_engine(engine.url.database) if self.inline else None
-        self._sync_conn: Connection | None = None
-        self._checkpoints: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._writes = 0  # transactions committed through ``begin`` (SQLite)
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False, class_=AsyncSession)
         # PostgreSQL advisory locks live on connections of their own, held while a thread is
         # handled: taken from the main pool, waiting holders would starve the very queries
         # that let the holders finish. Waiting for one of these never times out.
@@ -105,96 +91,25 @@ class Store:
     async def open(cls, url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Store:
         engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         await migrate(engine)
-        store = cls(engine, pool_size=pool_size, max_overflow=max_overflow)
-        if store._sync is not None:
-            store._checkpoints = asyncio.create_task(store._checkpoint_wal())
-        return store
+        return cls(engine, pool_size=pool_size, max_overflow=max_overflow)
 
     @asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection | SyncConnection]:
-        """A Core connection in a transaction, committed on exit: the per-message path.
-
-        SQLite: a synchronous connection run inline, committed in the calling task (see
-        ``SyncConnection``). Elsewhere SQLAlchemy's ``engine.begin()``, whose cleanup survives
-        cancellation."""
-        if self._sync is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        conn = self._sqlite()
-        with conn.begin():
-            yield SyncConnection(conn)
-        self._writes += 1
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection in a transaction, committed on exit: the per-message path."""
+        async with self.engine.begin() as conn:
+            yield conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection | SyncConnection]:
-        """A Core connection for reads (see :meth:`begin`)."""
-        if self._sync is None:
-            async with self.engine.connect() as conn:
-                yield conn
-            return
-        conn = self._sqlite()
-        with conn.begin():
-            yield SyncConnection(conn)
-
-    def _sqlite(self) -> Connection:
-        """The one synchronous SQLite connection: transactions run inline never overlap, so
-        one connection serves them all without a pool checkout each."""
-        assert self._sync is not None
-        conn = self._sync_conn
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self._sync_conn = self._sync.connect()
-            if self._checkpoints is not None:  # checkpoints run off the loop (_checkpoint_wal)
-                conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-                    "PRAGMA wal_autocheckpoint=0"
-                )
-        return conn
-
-    async def _checkpoint_wal(self, interval: float = 1.0) -> None:
-        """Copy the write-ahead log into the database file from a worker thread.
-
-        SQLite does it by itself every 1,000 pages, inside whichever commit crosses the line,
-        fsync included: a pause of the event loop, and so of every customer, that set the p99 of
-        a message (9 ms where the p50 is 2.4 ms). A PASSIVE checkpoint on a connection of its own
-        blocks no reader or writer, and sqlite3 releases the GIL while it runs."""
-        path = self.engine.url.database
-        assert path is not None
-        done = 0
-        try:
-            conn = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
-            try:
-                while not self._stopping.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), interval)
-                    if self._writes != done:
-                        done = self._writes
-                        try:
-                            await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
-                        except sqlite3.Error as exc:  # busy, say: the next round catches up
-                            log.warning("WAL checkpoint failed: %s", exc)
-            finally:
-                conn.close()
-        except Exception:
-            # never leave the log to grow without bound: SQLite's own checkpoints take over
-            log.exception("WAL checkpoints stopped; SQLite checkpoints in commits again")
-            self._checkpoints = None
-            if self._sync_conn is not None and not self._sync_conn.closed:
-                self._sync_conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-                    "PRAGMA wal_autocheckpoint=1000"
-                )
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection for reads."""
+        async with self.engine.connect() as conn:
+            yield conn
 
     async def close(self) -> None:
-        if self._checkpoints is not None:
-            self._stopping.set()  # lets a checkpoint in progress finish first
-            await asyncio.gather(self._checkpoints, return_exceptions=True)
         for lock in list(self._singletons):
             await lock.release()
         if self.lock_engine is not None:
             await self.lock_engine.dispose()
-        if self._sync_conn is not None:
-            self._sync_conn.close()
-        if self._sync is not None:
-            self._sync.dispose()
         await self.engine.dispose()
 
     @asynccontextmanager
@@ -354,7 +269,7 @@ class Store:
 
     @staticmethod
     async def _start_conversation(
-        conn: AsyncConnection | SyncConnection, platform: str, thread_key: str, customer_id: str,
+        conn: AsyncConnection, platform: str, thread_key: str, customer_id: str,
         customer_name: str, language: str, *, reason: str,
     ) -> Conversation:
         now = utcnow()

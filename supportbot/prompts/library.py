@@ -53,6 +53,7 @@ MESSAGE_NAMES = (
     "staff_take_over",
     "staff_hand_back",
     "staff_close",
+    "passage_excerpt",
 )
 
 
@@ -79,6 +80,10 @@ def sample_context() -> dict[str, Any]:
         "business_hours": "Mon-Fri 09:00-18:00",
         "next_open": datetime(2026, 1, 2, 9, 0),
         "limit": 4000,
+        # passage_excerpt: an imported help-center passage answered without an LLM
+        "title": "Returns and refunds — Refund timing",
+        "excerpt": "Refunds are issued within 5 business days.",
+        "url": "https://help.example.com/returns",
     }
 
 

@@ -3,6 +3,17 @@
 Why a hand-written client rather than the OpenAI SDK: we need the same behaviour from OpenAI,
 Azure, Ollama, vLLM and llama.cpp, one retry policy bounded by an overall deadline, streaming
 that never re-sends text the customer already saw, and errors that never carry the API key.
+
+Use::
+
+    client = LLMClient.from_settings(settings)   # one per process: it owns the connection pool
+    result = await client.complete(messages)     # messages: [{"role": ..., "content": ...}]
+    result = await client.complete(messages, on_delta=callback)  # streams; awaited per delta
+    result.text, result.prompt_tokens, result.completion_tokens, result.model
+    await client.aclose()
+
+Failures raise ``LLMError`` subclasses: ``LLMAuthError``, ``LLMUnavailable``, ``LLMBadResponse``
+(with ``partial_text`` once text was streamed), ``LLMContextTooLong``.
 """
 
 from __future__ import annotations

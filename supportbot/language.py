@@ -66,6 +66,7 @@ _DIACRITICS: dict[str, str] = {
     "ò": "it", "ì": "it",
 }  # fmt: skip
 _WORD = re.compile(r"[^\W\d_]+")
+_ASCII_LETTER = re.compile(r"[a-z]")
 
 
 def normalize_hint(hint: str | None) -> str | None:
@@ -116,6 +117,8 @@ def detect_language(text: str, hint: str | None = None, default: str = "en") -> 
     hint_code = normalize_hint(hint)
     fallback = hint_code or default
     text = unicodedata.normalize("NFKC", text or "").casefold()
+    if text.isascii():  # fast path, same answer: only Latin letters can be there
+        return _vote_latin(text, hint_code, fallback) if _ASCII_LETTER.search(text) else fallback
     counts: dict[str, int] = {}
     for ch in text:
         script = _script(ch)

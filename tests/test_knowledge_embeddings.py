@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
-from array import array
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from supportbot.config import Settings
-from supportbot.knowledge import Embedder, EmbeddingsError, KnowledgeBase, scoring
-from supportbot.knowledge.embeddings import dot, prefixes_for
-from supportbot.knowledge.vectors import DenseIndex
+from supportbot.knowledge import EmbeddingsError, HttpEmbedder, KnowledgeBase, scoring
+from supportbot.knowledge.embeddings import prefixes_for
+from supportbot.knowledge.vectors import DenseIndex, as_vector
 from supportbot.testing.fake_llm import FakeLLM
 
 KEY = "sk-test-embeddings-secret-123"
@@ -44,11 +43,11 @@ def embedded_inputs(fake: FakeLLM) -> list[str]:
 
 
 async def test_embedder_batches_and_normalises(fake_llm: FakeLLM) -> None:
-    emb = Embedder(fake_llm.url, "m", KEY, batch_size=2)
+    emb = HttpEmbedder(fake_llm.url, "m", KEY, batch_size=2)
     vecs = await emb.embed(["a b", "c", "d e f"])
     await emb.aclose()
     assert len(vecs) == 3
-    assert all(abs(sum(x * x for x in v) - 1.0) < 1e-4 for v in vecs)
+    assert all(abs(float(v @ v) - 1.0) < 1e-4 for v in vecs)
     calls = [r for r in fake_llm.requests if r.path.endswith("/embeddings")]
     assert [len(r.json["input"]) for r in calls] == [2, 1]
     assert calls[0].headers["authorization"] == f"Bearer {KEY}"
@@ -56,7 +55,7 @@ async def test_embedder_batches_and_normalises(fake_llm: FakeLLM) -> None:
 
 
 async def test_embedder_errors_are_clear_and_keyless(fake_llm: FakeLLM) -> None:
-    emb = Embedder(fake_llm.url, "m", KEY)
+    emb = HttpEmbedder(fake_llm.url, "m", KEY)
     fake_llm.fail_next("401", endpoint="embeddings")  # echoes the key in its body
     with pytest.raises(EmbeddingsError) as info:
         await emb.embed(["x"])
@@ -71,12 +70,12 @@ async def test_embedder_errors_are_clear_and_keyless(fake_llm: FakeLLM) -> None:
 async def test_embedder_timeout_and_unreachable() -> None:
     with FakeLLM() as fake:
         fake.fail_next("slow", endpoint="embeddings", seconds=5)
-        emb = Embedder(fake.url, "m", timeout=0.3)
+        emb = HttpEmbedder(fake.url, "m", timeout=0.3)
         with pytest.raises(EmbeddingsError, match="timed out"):
             await emb.embed(["x"])
         await emb.aclose()
         url = fake.url
-    emb = Embedder(url, "m", timeout=2)
+    emb = HttpEmbedder(url, "m", timeout=2)
     with pytest.raises(EmbeddingsError, match="failed"):
         await emb.embed(["x"])
     await emb.aclose()
@@ -91,7 +90,7 @@ async def test_hybrid_search_and_embedding_cache(
     fake_llm: FakeLLM, kdir: Path, tmp_path: Path
 ) -> None:
     index = tmp_path / "idx.sqlite3"
-    kb = KnowledgeBase(kdir, index, Embedder(fake_llm.url, "m", KEY))
+    kb = KnowledgeBase(kdir, index, HttpEmbedder(fake_llm.url, "m", KEY))
     await kb.refresh()
     # each phrasing, and each whole entry (question + answer)
     assert sorted(embedded_inputs(fake_llm)) == sorted(
@@ -113,7 +112,7 @@ async def test_hybrid_search_and_embedding_cache(
 
     # a new instance reuses the cached vectors; an edit re-embeds only the texts that changed
     fake_llm.reset()
-    kb = KnowledgeBase(kdir, index, Embedder(fake_llm.url, "m", KEY))
+    kb = KnowledgeBase(kdir, index, HttpEmbedder(fake_llm.url, "m", KEY))
     await kb.refresh()
     assert embedded_inputs(fake_llm) == []
     p = kdir / "export.md"
@@ -135,7 +134,7 @@ async def test_hybrid_search_and_embedding_cache(
 
 
 async def test_repeated_queries_use_the_lru(fake_llm: FakeLLM, kdir: Path, tmp_path: Path) -> None:
-    kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3", Embedder(fake_llm.url, "m"))
+    kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3", HttpEmbedder(fake_llm.url, "m"))
     await kb.refresh()
     fake_llm.reset()
     first = await kb.search("refunds take long?")
@@ -149,7 +148,7 @@ async def test_repeated_queries_use_the_lru(fake_llm: FakeLLM, kdir: Path, tmp_p
 
 
 async def test_query_lru_evicts_the_oldest(fake_llm: FakeLLM) -> None:
-    emb = Embedder(fake_llm.url, "m", query_cache_size=2)
+    emb = HttpEmbedder(fake_llm.url, "m", query_cache_size=2)
     for q in ["a", "b", "a", "c", "b", "a"]:
         await emb.embed_query(q)
     # a, b miss; a hits; c evicts b; b misses and evicts a; a misses
@@ -171,7 +170,7 @@ async def test_query_matches_the_alternative_it_paraphrases(
         "  question: How do I export my data?\n"
         "  answer: Settings, Export.\n"
     )
-    kb = KnowledgeBase(d, tmp_path / "idx.sqlite3", Embedder(fake_llm.url, "m"))
+    kb = KnowledgeBase(d, tmp_path / "idx.sqlite3", HttpEmbedder(fake_llm.url, "m"))
     await kb.refresh()
     assert not kb.problems
     hits = await kb.search("where is my money back")
@@ -183,7 +182,7 @@ async def test_query_matches_the_alternative_it_paraphrases(
 
 
 async def test_model_prefixes_are_sent(fake_llm: FakeLLM, kdir: Path, tmp_path: Path) -> None:
-    emb = Embedder(fake_llm.url, "intfloat/e5-small-v2")
+    emb = HttpEmbedder(fake_llm.url, "intfloat/e5-small-v2")
     kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3", emb)
     await kb.refresh()
     sent = embedded_inputs(fake_llm)
@@ -202,33 +201,28 @@ def test_prefixes_for_known_families() -> None:
     assert prefixes_for("BAAI/bge-small-en-v1.5")[0].startswith("Represent this sentence")
     assert prefixes_for("BAAI/bge-large-zh-v1.5")[0].startswith("为这个句子")
     assert prefixes_for("BAAI/bge-m3") == ("", "")
-    emb = Embedder("http://127.0.0.1:9", "e5-large", query_prefix="", document_prefix="doc: ")
+    emb = HttpEmbedder("http://127.0.0.1:9", "e5-large", query_prefix="", document_prefix="doc: ")
     assert (emb.query_prefix, emb.document_input("x")) == ("", "doc: x")
 
 
 def _random_items(rng: random.Random, n: int, dim: int) -> list:
-    def unit() -> array:
-        v = [rng.gauss(0, 1) for _ in range(dim)]
-        norm = math.sqrt(sum(x * x for x in v))
-        return array("f", (x / norm for x in v))
+    def unit():
+        return as_vector([rng.gauss(0, 1) for _ in range(dim)])
 
     return [(100 + i, [unit() for _ in range(1 + i % 3)], unit()) for i in range(n)]
 
 
-@pytest.mark.parametrize("use_numpy", [False, True], ids=["python", "numpy"])
-def test_dense_index_scores(use_numpy: bool) -> None:
-    if use_numpy:
-        pytest.importorskip("numpy")
+def test_dense_index_scores() -> None:
     rng = random.Random(3)
     items = _random_items(rng, 60, 16)
-    index = DenseIndex(items, use_numpy=use_numpy)
-    assert index.use_numpy is use_numpy and len(index) == 60
+    index = DenseIndex(items)
+    assert len(index) == 60
     q = items[7][1][1]  # entry 107's second phrasing
     w = scoring.DOC_WEIGHT
 
     def expected(rid: int) -> float:
         _, phr, doc = items[rid - 100]
-        return (max(dot(q, p) for p in phr) + w * dot(q, doc)) / (1 + w)
+        return (max(float(np.dot(q, p)) for p in phr) + w * float(np.dot(q, doc))) / (1 + w)
 
     want = sorted(range(100, 160), key=expected, reverse=True)[:5]
     top = index.top(q, 5)
@@ -238,13 +232,13 @@ def test_dense_index_scores(use_numpy: bool) -> None:
         assert index.cosine(rid, q) == pytest.approx(expected(rid), abs=1e-5)
     assert index.cosine(999, q) is None
     assert len(index.top(q, 500)) == 60
-    assert DenseIndex([], use_numpy=use_numpy).top(q, 5) == {}
+    assert DenseIndex([]).top(q, 5) == {}
 
 
 async def test_endpoint_down_falls_back_to_lexical(
     fake_llm: FakeLLM, kdir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3", Embedder(fake_llm.url, "m", KEY))
+    kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3", HttpEmbedder(fake_llm.url, "m", KEY))
     await kb.refresh()
     fake_llm.fail_next("500", endpoint="embeddings", times=3)
     with caplog.at_level(logging.WARNING, logger="supportbot.knowledge"):
@@ -259,7 +253,7 @@ async def test_endpoint_down_falls_back_to_lexical(
 async def test_endpoint_down_at_startup_serves_lexical(kdir: Path, tmp_path: Path) -> None:
     with FakeLLM() as fake:
         url = fake.url
-    kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3", Embedder(url, "m", timeout=2))
+    kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3", HttpEmbedder(url, "m", timeout=2))
     await kb.refresh()  # must not raise
     hits = await kb.search("export my data")
     assert hits[0].entry.id == "export"
@@ -267,6 +261,7 @@ async def test_endpoint_down_at_startup_serves_lexical(kdir: Path, tmp_path: Pat
 
 
 def test_from_settings(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    (tmp_path / "k").mkdir()
     s = Settings(_env_file=None, knowledge_dir=tmp_path / "k", data_dir=tmp_path / "d")
     kb = KnowledgeBase.from_settings(s)
     assert kb.embedder is None
@@ -280,5 +275,5 @@ def test_from_settings(tmp_path: Path, fake_llm: FakeLLM) -> None:
         embeddings_api_key=KEY,
     )
     kb = KnowledgeBase.from_settings(s)
-    assert isinstance(kb.embedder, Embedder) and kb.embedder.base_url == fake_llm.url
+    assert isinstance(kb.embedder, HttpEmbedder) and kb.embedder.base_url == fake_llm.url
     kb._store.close()

@@ -1,7 +1,7 @@
 """The FAQ: loading staff-edited files, an FTS5 index with optional embeddings, retrieval."""
 
 from supportbot.knowledge.base import KnowledgeBase
-from supportbot.knowledge.embeddings import Embedder, EmbeddingsError
+from supportbot.knowledge.embeddings import Embedder, EmbeddingsError, HttpEmbedder
 from supportbot.knowledge.loader import check_knowledge, load_directory
 from supportbot.knowledge.models import FaqEntry, Hit
 
@@ -10,6 +10,7 @@ __all__ = [
     "EmbeddingsError",
     "FaqEntry",
     "Hit",
+    "HttpEmbedder",
     "KnowledgeBase",
     "check_knowledge",
     "load_directory",

@@ -9,10 +9,10 @@ FAQ content.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
-from array import array
 from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
@@ -20,11 +20,11 @@ from typing import NamedTuple
 from supportbot.knowledge import scoring
 from supportbot.knowledge.embeddings import Embedder, EmbeddingsError
 from supportbot.knowledge.index import IndexStore
-from supportbot.knowledge.lexicon import Lexicon, Row, match_terms
+from supportbot.knowledge.lexical import LexicalIndex, Row
 from supportbot.knowledge.loader import drop_duplicates, iter_knowledge_files, parse_file
 from supportbot.knowledge.models import FaqEntry, Hit
 from supportbot.knowledge.text import terms
-from supportbot.knowledge.vectors import DenseIndex
+from supportbot.knowledge.vectors import DenseIndex, Vector
 from supportbot.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 CANDIDATES = 50  # lexical/dense candidates re-scored per query
 _BY_RANK = itemgetter(0, 1)  # (-rank, rowid)
 THREAD_THRESHOLD = 20  # re-index this many files or more in a worker thread
+THREAD_ENTRIES = 1000  # ... or any file once the FAQ has this many entries (index rebuild)
 EMBED_RETRY_SECONDS = 30.0
+EMBED_CHUNK = 256  # texts embedded (and saved) per step; progress is logged per step
 
 Stat = tuple[int, int]  # mtime_ns, size
 
@@ -41,7 +43,7 @@ class _Snapshot(NamedTuple):
     """What a search reads, replaced as a whole by a refresh (which may run in a thread)."""
 
     by_rowid: dict[int, tuple[FaqEntry, str]]  # rowid -> (entry, content hash)
-    lexicon: Lexicon
+    lexical: LexicalIndex
 
 
 class KnowledgeBase:
@@ -61,14 +63,21 @@ class KnowledgeBase:
             for rel, (_, _, _, probs) in files.items()
             if probs
         }
-        self._snap = _Snapshot(self._store.load_entries(), Lexicon.build(self._store.load_rows()))
+        self._snap = _Snapshot(
+            self._store.load_entries(), LexicalIndex.build(self._store.load_rows())
+        )
         self._rebuild_maps()
         self._dense = DenseIndex([])
-        self._vec_by_hash: dict[str, array] = {}
+        self._vec_by_hash: dict[str, Vector] = {}
         self._vec_loaded = False
         self._embed_retry_at = 0.0
         self._embed_dirty = embedder is not None
+        self._embed_task: asyncio.Task[None] | None = None
         self.last_reindexed: list[str] = []  # relative paths re-indexed by the last refresh
+
+    @property
+    def _by_rowid(self) -> dict[int, tuple[FaqEntry, str]]:
+        return self._snap.by_rowid
 
     @classmethod
     def from_settings(cls, settings) -> KnowledgeBase:
@@ -77,10 +86,6 @@ class KnowledgeBase:
             Path(settings.data_dir) / "knowledge-index.sqlite3",
             Embedder.from_settings(settings),
         )
-
-    @property
-    def _by_rowid(self) -> dict[int, tuple[FaqEntry, str]]:
-        return self._snap.by_rowid
 
     def _rebuild_maps(self) -> None:
         self.entries: dict[str, FaqEntry] = {e.id: e for e, _ in self._by_rowid.values()}
@@ -110,47 +115,74 @@ class KnowledgeBase:
             if changed or deleted:
                 # files with problems may be fixed by a change elsewhere (e.g. a duplicate id)
                 changed = sorted(set(changed) | (set(self._file_problems) & set(stats)))
-                if len(changed) >= THREAD_THRESHOLD:
+                if len(changed) >= THREAD_THRESHOLD or len(self._by_rowid) >= THREAD_ENTRIES:
                     await asyncio.to_thread(self._apply, stats, changed, deleted)
                 else:
                     self._apply(stats, changed, deleted)
             else:
                 self.last_reindexed = []
-            if self.embedder is not None and self._embed_dirty:
-                await self._embed_missing()
+        embedder = self.embedder
+        if embedder is None or not self._embed_dirty:
+            return
+        if self._embed_task is not None and not self._embed_task.done():
+            return  # the run in progress picks this up when it is done (dirty again)
+        if time.monotonic() < self._embed_retry_at:
+            return
+        if not self._vec_loaded:
+            self._vec_by_hash = await asyncio.to_thread(self._store.load_vectors, embedder.model)
+            self._vec_loaded = True
+        self._embed_dirty = False  # an edit during this run sets it again
+        keys = {rid: self._embedding_keys(e) for rid, (e, _) in self._by_rowid.items()}
+        todo: dict[str, str] = {}
+        for phrasings, whole in keys.values():
+            for h, text in [*phrasings, whole]:
+                if h not in self._vec_by_hash:
+                    todo[h] = text
+        # thousands of texts (a first start, a bulk import) are embedded in the background
+        # while lexical search serves; a few edited entries are waited for
+        task = self._embed_task = asyncio.create_task(self._embed_missing(keys, todo))
+        if len(todo) <= EMBED_CHUNK:
+            await asyncio.shield(task)
+
+    async def embeddings_ready(self) -> None:
+        """Wait until the entries known at the last refresh are embedded (or embedding failed)."""
+        while self._embed_task is not None and not self._embed_task.done():
+            await asyncio.shield(self._embed_task)
 
     def _apply(self, stats: dict[str, Stat], changed: list[str], deleted: list[str]) -> None:
         store = self._store
         reindexed: list[str] = []
         by_rowid = dict(self._by_rowid)
-        removed: list[int] = []  # index rows, for the lexicon
+        removed: list[int] = []
         added: list[Row] = []
+        taken = {e.id: e for e, _ in by_rowid.values()}  # kept up to date file by file
         with store.write_lock:
             w = store.writer
             w.execute("BEGIN IMMEDIATE")
             try:
                 for rel in deleted:
                     for rid in store.delete_path(rel):
-                        by_rowid.pop(rid, None)
+                        _forget(by_rowid.pop(rid, None), taken)
                         removed.append(rid)
                     self._indexed.pop(rel, None)
                     self._file_problems.pop(rel, None)
                     self._seen.pop(rel, None)
                     reindexed.append(rel)
                 for rel in changed:
-                    if self._reindex_file(rel, stats[rel], by_rowid, removed, added):
+                    if self._reindex_file(rel, stats[rel], by_rowid, taken, removed, added):
                         reindexed.append(rel)
                 w.execute("COMMIT")
             except BaseException:
                 w.execute("ROLLBACK")
                 raise
-        lexicon = self._snap.lexicon
+        # removals first: a rowid freed here may be reused by an insert
+        lexical = self._snap.lexical
         if removed or added:
-            # all removals come first there: a rowid freed here may be reused by an insert
-            lexicon = lexicon.updated(removed, added)
-        self._snap = _Snapshot(by_rowid, lexicon)
+            lexical = lexical.updated(removed, added)
+        self._snap = _Snapshot(by_rowid, lexical)
         self._rebuild_maps()
         self._embed_dirty = self.embedder is not None
+
         self.last_reindexed = reindexed
         if reindexed:
             log.info("knowledge: re-indexed %s (%d entries)", ", ".join(reindexed), len(by_rowid))
@@ -160,6 +192,7 @@ class KnowledgeBase:
         rel: str,
         stat: Stat,
         by_rowid: dict[int, tuple[FaqEntry, str]],
+        taken: dict[str, FaqEntry],
         removed: list[int],
         added: list[Row],
     ) -> bool:
@@ -178,8 +211,7 @@ class KnowledgeBase:
             store.touch_file(rel, *stat)
             return False
         parsed = parse_file(self.knowledge_dir, path, data)
-        taken = {e.id: e for e, _ in by_rowid.values() if e.path != path}
-        drop_duplicates(parsed, taken)
+        drop_duplicates(parsed, taken)  # ids that another file serves
         if parsed.problems:
             for p in parsed.problems:
                 log.error("knowledge: %s", p)
@@ -192,10 +224,11 @@ class KnowledgeBase:
         if self._indexed.get(rel) == sha:
             return False
         for rid in store.delete_path(rel):
-            by_rowid.pop(rid, None)
+            _forget(by_rowid.pop(rid, None), taken)
             removed.append(rid)
         for row, e in zip(store.insert_entries(rel, parsed.entries), parsed.entries, strict=True):
             by_rowid[row[0]] = (e, e.content_hash)
+            taken.setdefault(e.id, e)
             added.append(row)
         store.set_file(rel, *stat, sha, parsed.problems)
         self._indexed[rel] = sha
@@ -209,37 +242,19 @@ class KnowledgeBase:
         whole = doc(entry.document_text)
         return phrasings, (_text_hash(whole), whole)
 
-    async def _embed_missing(self) -> None:
-        """Embed texts that have no cached vector; on failure retry later.
+    async def _embed_missing(
+        self, keys: dict[int, tuple[list[tuple[str, str]], tuple[str, str]]], todo: dict[str, str]
+    ) -> None:
+        """Embed texts that have no cached vector, then rebuild the dense index; on failure
+        retry later.
 
         Vectors are cached per text (hash of what is sent), so editing an answer re-embeds the
         whole-entry text only, and a question shared by two entries is embedded once.
         """
         embedder = self.embedder
         assert embedder is not None
-        if time.monotonic() < self._embed_retry_at:
+        if todo and not await self._embed_texts(embedder, todo):
             return
-        if not self._vec_loaded:
-            self._vec_by_hash = await asyncio.to_thread(self._store.load_vectors, embedder.model)
-            self._vec_loaded = True
-        keys = {rid: self._embedding_keys(e) for rid, (e, _) in self._by_rowid.items()}
-        todo: dict[str, str] = {}
-        for phrasings, whole in keys.values():
-            for h, text in [*phrasings, whole]:
-                if h not in self._vec_by_hash:
-                    todo[h] = text
-        if todo:
-            hashes = list(todo)
-            try:
-                vecs = await embedder.embed([todo[h] for h in hashes])
-            except EmbeddingsError as exc:
-                self._embed_retry_at = time.monotonic() + EMBED_RETRY_SECONDS
-                log.warning("knowledge: embeddings unavailable, lexical search only: %s", exc)
-                return
-            new = list(zip(hashes, vecs, strict=True))
-            await asyncio.to_thread(self._store.save_vectors, embedder.model, new)
-            self._vec_by_hash.update(new)
-            log.info("knowledge: embedded %d texts", len(new))
         live = {h for phrasings, whole in keys.values() for h, _ in [*phrasings, whole]}
         if len(self._vec_by_hash) > len(live):
             self._vec_by_hash = {h: v for h, v in self._vec_by_hash.items() if h in live}
@@ -253,7 +268,35 @@ class KnowledgeBase:
             self._dense = await asyncio.to_thread(DenseIndex, items)
         else:
             self._dense = DenseIndex(items)
-        self._embed_dirty = False
+
+    async def _embed_texts(self, embedder: Embedder, todo: dict[str, str]) -> bool:
+        """Embed ``todo`` (hash -> text) in chunks, saving each chunk, logging progress for a
+        large FAQ; False when the backend failed (retried after EMBED_RETRY_SECONDS)."""
+        hashes = list(todo)
+        total = len(hashes)
+        started = time.monotonic()
+        for start in range(0, total, EMBED_CHUNK):
+            chunk = hashes[start : start + EMBED_CHUNK]
+            try:
+                vecs = await embedder.embed([todo[h] for h in chunk])
+            except EmbeddingsError as exc:
+                self._embed_retry_at = time.monotonic() + EMBED_RETRY_SECONDS
+                self._embed_dirty = True
+                log.warning("knowledge: embeddings unavailable, lexical search only: %s", exc)
+                return False
+            new = list(zip(chunk, vecs, strict=True))
+            await asyncio.to_thread(self._store.save_vectors, embedder.model, new)
+            self._vec_by_hash.update(new)
+            done = start + len(chunk)
+            if total > EMBED_CHUNK:
+                log.info(
+                    "knowledge: embedded %d/%d texts (%.0f s)",
+                    done,
+                    total,
+                    time.monotonic() - started,
+                )
+        log.info("knowledge: embedded %d texts with %s", total, embedder.model)
+        return True
 
     # --- search --------------------------------------------------------------------------------
 
@@ -265,62 +308,59 @@ class KnowledgeBase:
                 qvec = await self.embedder.embed_query(query)
             except EmbeddingsError as exc:
                 log.warning("knowledge: embeddings unavailable, lexical search only: %s", exc)
-        if qvec is not None and not self._dense.use_numpy and len(self._dense) > 2000:
-            return await asyncio.to_thread(self.search_sync, query, k, qvec)
         return self.search_sync(query, k, qvec)
 
-    def search_sync(self, query: str, k: int = 5, qvec: array | None = None) -> list[Hit]:
-        by_rowid, lexicon = self._snap
-        qterms = terms(query)
-        n = len(lexicon)
-        uniq = list(dict.fromkeys(qterms))
-        dfs = {t: lexicon.doc_freq(t) for t in uniq}
-        bm25 = lexicon.top(match_terms(uniq, dfs, n), CANDIDATES)
+    def search_sync(self, query: str, k: int = 5, qvec: Vector | None = None) -> list[Hit]:
+        by_rowid, lexical = self._snap
+        uniq = list(dict.fromkeys(terms(query)))
+        n = len(lexical)
+        df = lexical.df
+        dfs = {t: df[t] for t in uniq if t in df}
+        bm25 = lexical.top(uniq, CANDIDATES)
         index = self._dense
         dense = index.top(qvec, CANDIDATES) if qvec is not None else {}
-        pool = list(dict.fromkeys([*bm25, *dense]))
+        pool = [rid for rid in dict.fromkeys([*bm25, *dense]) if rid in by_rowid]
         if not pool:
             return []
         confidence = scoring.lexical_confidence(scoring.term_weights(uniq, dfs, n))
-        docs = lexicon.docs
+        docs = lexical.docs
         top_bm25 = max(bm25.values(), default=0.0) or 1.0
-        # (-rank, rowid, score, details): ties by rowid; details built for the hits returned
-        scored: list[tuple[float, int, float, dict[str, float] | None]] = []
+        # (-rank, rowid, score, details): ties by rowid
+        scored: list[tuple[float, int, float, dict[str, float]]] = []
         for rid in pool:
-            doc = docs.get(rid)
-            if doc is None or rid not in by_rowid:
-                continue  # the dense index is older than the last refresh
-            lex = confidence(doc)
+            lex = confidence(docs.get(rid, {}))
+            b = bm25.get(rid, 0.0)
             if qvec is None:
-                rank = scoring.lexical_rank(lex, bm25.get(rid, 0.0) / top_bm25)
-                scored.append((-rank, rid, lex, None))
+                rank = scoring.lexical_rank(lex, b / top_bm25)
+                scored.append((-rank, rid, lex, {"lexical": lex, "bm25": b}))
                 continue
             cos = dense.get(rid)
             if cos is None:
                 cos = index.cosine(rid, qvec)
-            d = scoring.dense_confidence(cos or 0.0)
-            details = {"lexical": lex, "bm25": bm25.get(rid, 0.0), "cosine": cos or 0.0, "dense": d}
-            rank = scoring.hybrid_rank(lex, cos or 0.0)
+            cos = cos or 0.0
+            d = scoring.dense_confidence(cos)
+            details = {"lexical": lex, "bm25": b, "cosine": cos, "dense": d}
+            rank = scoring.hybrid_rank(lex, cos, b / top_bm25)
             scored.append((-rank, rid, scoring.hybrid_score(lex, d), details))
         scored.sort(key=_BY_RANK)
         return [
-            Hit(
-                by_rowid[rid][0],
-                round(score, 4),
-                details if details is not None else {"lexical": score, "bm25": bm25.get(rid, 0.0)},
-            )
-            for _, rid, score, details in scored[:k]
+            Hit(by_rowid[rid][0], round(score, 4), details) for _, rid, score, details in scored[:k]
         ]
 
-    @property
-    def dense_backend(self) -> str:
-        """ "numpy" or "python": how dense scores are computed (numpy is the optional extra)."""
-        return "numpy" if self._dense.use_numpy else "python"
-
     async def aclose(self) -> None:
+        task = self._embed_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self.embedder is not None:
             await self.embedder.aclose()
         self._store.close()
+
+
+def _forget(item: tuple[FaqEntry, str] | None, taken: dict[str, FaqEntry]) -> None:
+    if item is not None and taken.get(item[0].id) is item[0]:
+        del taken[item[0].id]
 
 
 def _text_hash(text: str) -> str:

@@ -1,7 +1,12 @@
-"""A small client for OpenAI-compatible ``POST {base_url}/embeddings``.
+"""Embedders: turn FAQ texts and queries into unit vectors for hybrid retrieval.
 
-Retrieval degrades to lexical search whenever this fails, so errors are one clear exception
-type carrying the status and a short reason, never the API key.
+Two backends share one interface (``Embedder``): ``HttpEmbedder``, a small client for any
+OpenAI-compatible ``POST {base_url}/embeddings`` (OpenAI, Ollama, vLLM, ...), and
+``supportbot.knowledge.local_embeddings.LocalEmbedder``, a model running in the bot's own
+process (``pip install 'supportbot[local-embeddings]'``, ``SUPPORTBOT_EMBEDDINGS=local``).
+
+Retrieval degrades to lexical search whenever embedding fails, so errors are one clear
+exception type carrying the status and a short reason, never the API key.
 
 Some models are trained with a prefix on each side ("query: " / "passage: " for E5); without
 it they lose a few points of recall. ``prefixes_for`` knows the common families; other models
@@ -12,13 +17,12 @@ question costs no request.
 from __future__ import annotations
 
 import logging
-import math
-import operator
-from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import httpx
+
+from supportbot.knowledge.vectors import Vector, as_vector
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,73 @@ class EmbeddingsError(Exception):
 
 
 class Embedder:
-    """Embeds texts in batches; vectors come back L2-normalised so cosine is a dot product."""
+    """What the knowledge base needs from an embeddings backend; vectors are L2-normalised.
+
+    ``embed`` takes FAQ texts as ``document_input`` made them; queries go through
+    ``embed_queries``, which keeps recent query vectors in a small LRU so a repeated question
+    costs nothing. ``model`` names the vectors in the cache: change it and entries are
+    re-embedded.
+    """
+
+    model: str
+
+    def __init__(self, model: str, *, query_cache_size: int = QUERY_CACHE_SIZE) -> None:
+        self.model = model
+        self._query_cache: OrderedDict[str, Vector] = OrderedDict()
+        self._query_cache_size = query_cache_size
+
+    @classmethod
+    def from_settings(cls, settings) -> Embedder | None:
+        """The backend the settings ask for: local, an HTTP endpoint, or none (lexical only)."""
+        choice = getattr(settings, "embeddings", "auto")
+        if choice == "off":
+            return None
+        if choice == "local":
+            from supportbot.knowledge.local_embeddings import LocalEmbedder
+
+            return LocalEmbedder.from_settings(settings)
+        if not settings.embeddings_base_url:
+            return None
+        return HttpEmbedder.from_settings(settings)
+
+    async def embed_query(self, text: str) -> Vector:
+        """The query's vector, from the LRU when the same text was embedded recently."""
+        return (await self.embed_queries([text]))[0]
+
+    async def embed_queries(self, texts: Sequence[str]) -> list[Vector]:
+        """Query vectors through the LRU; the misses are embedded together."""
+        cache = self._query_cache
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        vectors = await self._embed_query_texts(missing) if missing else []
+        fresh = dict(zip(missing, vectors, strict=True))
+        out = []
+        for t in texts:
+            vec = fresh[t] if t in fresh else cache[t]
+            out.append(vec)
+            cache[t] = vec
+            cache.move_to_end(t)
+        while len(cache) > self._query_cache_size:
+            cache.popitem(last=False)
+        return out
+
+    def document_input(self, text: str) -> str:
+        """What is embedded for an FAQ text (cache keys hash this, so a prefix change
+        re-embeds)."""
+        return text
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        """FAQ texts (``document_input``'s output) to normalised vectors."""
+        raise NotImplementedError
+
+    async def _embed_query_texts(self, texts: list[str]) -> list[Vector]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
+
+
+class HttpEmbedder(Embedder):
+    """Embeds texts in batches through an OpenAI-compatible ``/embeddings`` endpoint."""
 
     def __init__(
         self,
@@ -68,26 +138,22 @@ class Embedder:
         document_prefix: str | None = None,
         query_cache_size: int = QUERY_CACHE_SIZE,
     ) -> None:
+        super().__init__(model, query_cache_size=query_cache_size)
         self.base_url = base_url.rstrip("/")
-        self.model = model
         self.batch_size = batch_size
         auto_query, auto_doc = prefixes_for(model)
         self.query_prefix = auto_query if query_prefix is None else query_prefix
         self.document_prefix = auto_doc if document_prefix is None else document_prefix
-        self._query_cache: OrderedDict[str, array] = OrderedDict()
-        self._query_cache_size = query_cache_size
         self._api_key = api_key
         self._timeout = timeout
         self._client = client
         self._own_client = client is None
 
     def __repr__(self) -> str:  # never show the key
-        return f"Embedder(base_url={self.base_url!r}, model={self.model!r})"
+        return f"HttpEmbedder(base_url={self.base_url!r}, model={self.model!r})"
 
     @classmethod
-    def from_settings(cls, settings) -> Embedder | None:
-        if not settings.embeddings_base_url:
-            return None
+    def from_settings(cls, settings) -> HttpEmbedder:
         key = settings.embeddings_api_key
         return cls(
             settings.embeddings_base_url,
@@ -101,38 +167,20 @@ class Embedder:
             self._client = httpx.AsyncClient(headers=headers, timeout=self._timeout)
         return self._client
 
-    async def embed_query(self, text: str) -> array:
-        """The query's vector, from the LRU when the same text was embedded recently."""
-        return (await self.embed_queries([text]))[0]
-
-    async def embed_queries(self, texts: Sequence[str]) -> list[array]:
-        """Query vectors through the LRU; the misses go out in batches."""
-        cache = self._query_cache
-        missing = list(dict.fromkeys(t for t in texts if t not in cache))
-        vectors = await self.embed([self.query_prefix + t for t in missing]) if missing else []
-        fresh = dict(zip(missing, vectors, strict=True))
-        out = []
-        for t in texts:
-            vec = fresh[t] if t in fresh else cache[t]
-            out.append(vec)
-            cache[t] = vec
-            cache.move_to_end(t)
-        while len(cache) > self._query_cache_size:
-            cache.popitem(last=False)
-        return out
+    async def _embed_query_texts(self, texts: list[str]) -> list[Vector]:
+        return await self.embed([self.query_prefix + t for t in texts])
 
     def document_input(self, text: str) -> str:
-        """What is sent for an FAQ text (cache keys hash this, so a prefix change re-embeds)."""
         return self.document_prefix + text
 
-    async def embed(self, texts: Sequence[str]) -> list[array]:
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
         """Raw texts to normalised vectors, no prefixes added."""
-        out: list[array] = []
+        out: list[Vector] = []
         for start in range(0, len(texts), self.batch_size):
             out.extend(await self._embed_batch(list(texts[start : start + self.batch_size])))
         return out
 
-    async def _embed_batch(self, texts: list[str]) -> list[array]:
+    async def _embed_batch(self, texts: list[str]) -> list[Vector]:
         url = f"{self.base_url}/embeddings"
         try:
             resp = await self._http().post(url, json={"model": self.model, "input": texts})
@@ -148,7 +196,7 @@ class Embedder:
         try:
             data = resp.json()["data"]
             items = sorted(data, key=lambda d: d.get("index", 0))
-            vectors = [_normalise(item["embedding"]) for item in items]
+            vectors = [as_vector(item["embedding"]) for item in items]
         except (ValueError, KeyError, TypeError) as exc:
             raise EmbeddingsError(f"embeddings endpoint {url} sent an unexpected payload") from exc
         if len(vectors) != len(texts):
@@ -161,15 +209,3 @@ class Embedder:
         if self._client is not None and self._own_client:
             await self._client.aclose()
             self._client = None
-
-
-def _normalise(values: Sequence[float]) -> array:
-    vec = array("f", (float(v) for v in values))
-    norm = math.sqrt(sum(v * v for v in vec))
-    if norm > 0:
-        vec = array("f", (v / norm for v in vec))
-    return vec
-
-
-def dot(a: Sequence[float], b: Sequence[float]) -> float:
-    return sum(map(operator.mul, a, b))

@@ -92,17 +92,16 @@ def hybrid_score(lexical: float, dense: float) -> float:
     return DENSE_WEIGHT * dense + (1.0 - DENSE_WEIGHT) * lexical
 
 
-def hybrid_rank(lexical: float, cosine: float) -> float:
-    """Like hybrid_score without the clipping, so near-duplicates still rank by cosine."""
-    return (
-        DENSE_WEIGHT * (cosine - DENSE_FLOOR) / (DENSE_CEIL - DENSE_FLOOR)
-        + (1.0 - DENSE_WEIGHT) * lexical
-    )
-
-
 BM25_RANK_WEIGHT = 0.1
 
 
 def lexical_rank(lexical: float, bm25_relative: float) -> float:
     """Order lexical hits: BM25 relative to the best hit, nudged by the calibrated coverage."""
     return BM25_RANK_WEIGHT * bm25_relative + (1.0 - BM25_RANK_WEIGHT) * lexical
+
+
+def hybrid_rank(lexical: float, cosine: float, bm25_relative: float = 0.0) -> float:
+    """Like hybrid_score without the clipping, so near-duplicates still rank by cosine."""
+    return DENSE_WEIGHT * (cosine - DENSE_FLOOR) / (DENSE_CEIL - DENSE_FLOOR) + (
+        1.0 - DENSE_WEIGHT
+    ) * lexical_rank(lexical, bm25_relative)

@@ -1,26 +1,26 @@
 """Text to index terms, shared by indexing, querying and the confidence score.
 
-English: lower-case, split on non-alphanumerics, drop stop words, Porter-stem. Chinese (and
-other CJK scripts): FTS5's tokenizers do not segment them, so each run of CJK characters becomes
-its overlapping character bigrams plus its unigrams, as Lucene's CJKAnalyzer does. Bigrams
-carry most of the meaning of a two-character word; unigrams rescue single-character words and
-paraphrases that split a word differently.
+Everything is NFKC-normalised first (full-width letters and digits become half-width) and
+lower-cased. Then, by script:
 
-Measured against jieba 0.42.1 on tests/data/zh_paraphrases.jsonl (80 customer-service
-paraphrases over knowledge/zh.yaml; ``bench/retrieval_quality.py`` with jieba importable),
-hit@1 / recall@5: bigrams+unigrams 0.875 / 0.988; jieba words 0.813 / 0.900; jieba words +
-unigrams 0.863 / 0.963; jieba search mode 0.825 / 0.925; FTS5 trigram tokenizer 0.487 / 0.537.
-jieba also costs 1.5-1.9 s of dictionary loading at startup (cached
-dictionary, busy 2-CPU host) and a dependency. On short, informal queries its segmentation
-often differs from the FAQ's, losing matches that overlapping bigrams keep; bigrams stay.
+- Latin and Cyrillic words: stop words dropped (English's list), then Snowball-stemmed
+  (PyStemmer) in the language of the text: the entry's ``lang`` when it has one, else the
+  language ``supportbot.language`` detects (English when unsure); Cyrillic words always with
+  the Russian stemmer.
+- Chinese (and kana/Hangul runs): ``supportbot.knowledge.chinese`` (simplified characters,
+  colloquial variants, jieba words, character bigrams and unigrams).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from functools import cache
 
-from supportbot.knowledge.stemmer import stem
+import Stemmer
+
+from supportbot.knowledge import chinese
+from supportbot.language import detect_language
 
 # Stop words: the usual English function words plus question scaffolding ("how do i ...") that
 # every support question shares and that therefore only adds noise to BM25.
@@ -40,63 +40,69 @@ _STOP_TEXT = """
 """
 STOP_WORDS = frozenset(_STOP_TEXT.split())
 
+# language code -> Snowball algorithm; the languages the bot ships messages and stemming for
+STEMMERS = {
+    "en": "english",
+    "es": "spanish",
+    "fr": "french",
+    "de": "german",
+    "pt": "portuguese",
+    "ru": "russian",
+    "it": "italian",
+    "nl": "dutch",
+}
+
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _HYPHENATED = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)+")
 
 
-def _is_cjk(ch: str) -> bool:
-    cp = ord(ch)
-    return (
-        0x4E00 <= cp <= 0x9FFF  # CJK unified ideographs
-        or 0x3400 <= cp <= 0x4DBF  # extension A
-        or 0x20000 <= cp <= 0x2FA1F  # extensions B-F, compatibility supplement
-        or 0xF900 <= cp <= 0xFAFF  # compatibility ideographs
-        or 0x3040 <= cp <= 0x30FF  # hiragana, katakana
-        or 0xAC00 <= cp <= 0xD7AF  # hangul syllables
-    )
-
-
-# Very common Chinese function characters: useless as unigrams (they still form bigrams).
-CJK_STOP_CHARS = frozenset("的了吗呢吧啊是我你他她它们在有和就都也还要会能可以这那个么什怎请问")
-
-
-def _cjk_terms(run: str) -> list[str]:
-    terms = [ch for ch in run if ch not in CJK_STOP_CHARS]
-    terms.extend(run[i : i + 2] for i in range(len(run) - 1))
-    return terms
+@cache
+def stemmer(lang: str) -> Stemmer.Stemmer:
+    """The Snowball stemmer for ``lang`` (English for languages without one)."""
+    return Stemmer.Stemmer(STEMMERS.get(lang, "english"))
 
 
 def normalize(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
 
 
-def terms(text: str, *, keep_stop_words: bool = False) -> list[str]:
-    """Index terms of ``text`` in order (duplicates kept, so BM25 sees term frequency)."""
-    out: list[str] = []
-    for word in _WORD.findall(normalize(text)):
-        if word.isascii():
-            if not keep_stop_words and word in STOP_WORDS:
+def language_of(text: str, lang: str | None = None) -> str:
+    """The stemming language for ``text``: ``lang`` if given, else detected (English when
+    unsure or when the language has no stemmer here)."""
+    lang = lang.split("-")[0].lower() if lang else detect_language(text)
+    return lang if lang in STEMMERS else "en"
+
+
+def terms(text: str, lang: str | None = None, *, keep_stop_words: bool = False) -> list[str]:
+    """Index terms of ``text`` in order (duplicates kept, so BM25 sees term frequency).
+
+    ``lang`` picks the stemmer for Latin-script words; by default it is detected from the text.
+    """
+    norm = normalize(text)
+    language = language_of(norm, lang)
+    stops = STOP_WORDS if language == "en" and not keep_stop_words else frozenset()
+    stem = stemmer(language).stemWords
+    words = _WORD.findall(norm)
+    if norm.isascii():  # the common case: one stemmer call for the whole text
+        out = stem([w for w in words if w not in stops])
+    else:
+        out = []
+        for word in words:
+            if word.isascii():
+                if word not in stops:
+                    out.append(stem([word])[0])
                 continue
-            out.append(stem(word))
-            continue
-        # mixed runs like "acme云盘": split into CJK runs and the rest
-        buf: list[str] = []
-        cjk = False
-        for ch in word + " ":
-            is_cjk = ch != " " and _is_cjk(ch)
-            if buf and (is_cjk != cjk or ch == " "):
-                chunk = "".join(buf)
-                if cjk:
-                    out.extend(_cjk_terms(chunk))
-                elif keep_stop_words or chunk not in STOP_WORDS:
-                    out.append(stem(chunk))
-                buf = []
-            buf.append(ch)
-            cjk = is_cjk
-    # "auto-generated" also matches "autogenerated", "e-mail" also "email"
-    out.extend(stem(m.replace("-", "")) for m in _HYPHENATED.findall(normalize(text)))
+            # mixed runs like "acme云盘": CJK runs and the rest
+            start = 0
+            for i in range(1, len(word) + 1):
+                if i == len(word) or chinese.is_cjk(word[i]) != chinese.is_cjk(word[start]):
+                    chunk = word[start:i]
+                    if chinese.is_cjk(chunk[0]):
+                        out.extend(chinese.run_terms(chinese.to_simplified(chunk)))
+                    elif chunk not in stops:
+                        cyrillic = "\u0400" <= chunk[0] <= "\u04ff"
+                        out.append(stemmer("ru" if cyrillic else language).stemWord(chunk))
+                    start = i
+    if "-" in norm:  # "auto-generated" also matches "autogenerated", "e-mail" also "email"
+        out.extend(stem([m.replace("-", "") for m in _HYPHENATED.findall(norm)]))
     return out
-
-
-def has_cjk(text: str) -> bool:
-    return any(_is_cjk(ch) for ch in text)

@@ -221,7 +221,7 @@ async def test_store_survives_terminated_backends(postgres_url: str, tmp_path: P
                                                   admin: Admin) -> None:
     async with OfflineBot(tmp_path) as bot:
         for i in range(5):
-            assert await admin.terminate_all() >= 0
+            assert await admin.terminate_all() >= 1  # the bot's pooled connections died
             reply = await bot.ask("How long do refunds take?", thread=f"t{i}")
             assert reply.outcome == Outcome.FAQ
         assert bot.engine is not None

@@ -7,6 +7,7 @@ import click
 from supportbot.cli.app import chat, check, serve
 from supportbot.cli.conversations import conversations
 from supportbot.cli.data import export, purge
+from supportbot.cli.init import init
 from supportbot.cli.report import report
 
 
@@ -16,6 +17,7 @@ def cli() -> None:
     """A customer-support bot for Slack and Telegram that answers from your FAQ."""
 
 
+cli.add_command(init)
 cli.add_command(chat)
 cli.add_command(check)
 cli.add_command(serve)

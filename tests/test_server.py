@@ -42,7 +42,7 @@ def test_serve_without_adapters_serves_healthz(tmp_path):
                 time.sleep(0.1)
         assert response is not None, "server never answered"
         assert response.status_code == 200
-        assert response.json() == {"status": "ok", "adapters": []}
+        assert response.json() == {"status": "ok", "adapters": [], "backlog": 0}
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=30)

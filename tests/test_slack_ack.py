@@ -1,5 +1,6 @@
-"""The Slack HTTP ack never waits for the engine: signed events into the real Starlette app
-(uvicorn on loopback) while the FakeLLM is held, so no reply can exist until the test lets go."""
+"""The Slack HTTP ack comes right after the message is stored and never waits for the answer:
+signed events into the real Starlette app (uvicorn on loopback) while the FakeLLM is held, so no
+reply can exist until the test lets go; a message that cannot be stored gets 503, not 200."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from supportbot.engine import Engine
 from supportbot.server import create_app
 from supportbot.testing.fake_llm import FakeLLM, Gate
 from supportbot.testing.fake_slack import FakeSlack
+from supportbot.testing.outage import store_outage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +78,7 @@ def env_fixture(**adapter_kw: Any):
 
 
 env = env_fixture()
-one_worker = env_fixture(workers=1, backlog=1)
+small_backlog = env_fixture(backlog=1)
 
 # "How do refunds work?" style questions are in the FAQ; these are not, so the LLM answers.
 QUESTION = "tell me something about zebras"
@@ -110,21 +112,45 @@ async def test_same_message_redelivered_with_new_event_ids_is_answered_once(env:
     assert env.replies("D2") == [f"Answer: {QUESTION}"]
 
 
-async def test_busy_workers_do_not_delay_acks_and_a_full_backlog_sheds_load(
-    one_worker: Env,
+async def test_a_full_backlog_sheds_load_and_the_refused_event_is_taken_on_retry(
+    small_backlog: Env,
 ) -> None:
-    env = one_worker
-    first, second, third = env.event("D1"), env.event("D2"), env.event("D3")
+    env = small_backlog
+    first, second = env.event("D1"), env.event("D2")
     assert (await env.post_event(first)).status_code == 200
-    await env.wait(lambda: env.llm.chat_requests())  # the one worker is busy (held)
-    assert (await env.post_event(second)).status_code == 200  # queued: backlog now full
-    refused = await env.post_event(third, event_id="EvThird")
+    await env.wait(lambda: env.llm.chat_requests())  # one answer in progress (held)
+    refused = await env.post_event(second, event_id="EvSecond")
     assert refused.status_code == 503  # Slack retries it later; nothing is lost
-    assert len(env.llm.chat_requests()) == 1  # the pool bounds concurrent engine work
+    assert len(env.llm.chat_requests()) == 1
 
     env.gate.opened.set()
-    await env.wait(lambda: env.replies("D1") and env.replies("D2"))
+    await env.wait(lambda: env.replies("D1"))
     await env.adapter.drain(within=5)
-    assert (await env.post_event(third, event_id="EvThird", retry_num=1)).status_code == 200
-    await env.wait(lambda: env.replies("D3"))
-    assert [env.replies(c) for c in ("D1", "D2", "D3")] == [[f"Answer: {QUESTION}"]] * 3
+    assert (await env.post_event(second, event_id="EvSecond", retry_num=1)).status_code == 200
+    await env.wait(lambda: env.replies("D2"))
+    assert [env.replies(c) for c in ("D1", "D2")] == [[f"Answer: {QUESTION}"]] * 2
+
+
+async def test_an_event_that_cannot_be_stored_gets_503_and_its_retry_is_answered(
+    env: Env,
+) -> None:
+    event = env.event("D5")
+    async with store_outage(env.adapter.engine.store):
+        refused = await env.post_event(event, event_id="EvDown")
+    assert refused.status_code == 503  # never 200 for something not stored: Slack retries
+    env.gate.opened.set()
+    retried = await env.post_event(event, event_id="EvDown", retry_num=1)
+    assert retried.status_code == 200
+    await env.wait(lambda: env.replies("D5"))
+    await env.adapter.drain(within=5)
+    assert env.replies("D5") == [f"Answer: {QUESTION}"]
+    assert len(env.llm.chat_requests()) == 1
+
+
+async def test_the_ack_waits_for_the_store_not_for_slack_or_the_llm(env: Env) -> None:
+    env.slack.slow("users.info", 3.0)  # looked up after the store, while the answer is made
+    r = await env.post_event(env.event("D6"), event_id="EvSlowName")
+    assert r.status_code == 200
+    conv = await env.adapter.engine.find_conversation("slack", f"{env.slack.team_id}:D6")
+    assert conv is not None and [t.text for t in conv.recent] == [QUESTION]
+    assert env.llm.chat_requests() == []  # the held model has not even been asked yet

@@ -1,5 +1,6 @@
 """Socket Mode: the real AsyncSocketModeHandler connects to FakeSlack's WebSocket, envelopes are
-acknowledged and dispatched through Bolt to the engine; plus configuration checks."""
+acknowledged (only once their message is stored) and dispatched through Bolt to the engine; plus
+configuration checks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from supportbot.config import Settings
 from supportbot.engine import Engine
 from supportbot.testing.fake_llm import FakeLLM
 from supportbot.testing.fake_slack import FakeSlack
+from supportbot.testing.outage import store_outage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,3 +107,33 @@ async def test_http_mode_requires_a_signing_secret(tmp_path: Path) -> None:
             assert [r.path for r in routes] == ["/slack/events"]  # type: ignore[attr-defined]
         finally:
             await engine.aclose()
+
+
+async def test_an_envelope_is_acked_only_after_its_message_is_stored(running) -> None:
+    slack, _, adapter = running
+    slack.slow("users.info", 2.0)  # the display name is looked up after the store, not before
+    event = slack.message_event("stored before the ack", channel="D7")
+    ack = await slack.async_socket_send(slack.event_callback(event))
+    assert "envelope_id" in ack
+    conv = await adapter.engine.find_conversation("slack", f"{slack.team_id}:D7")
+    assert conv is not None and [t.text for t in conv.recent] == ["stored before the ack"]
+    await slack.async_wait_for(
+        lambda: [m for m in slack.messages(channel="D7") if "…" not in m.text], within=10
+    )
+
+
+async def test_an_envelope_that_cannot_be_stored_is_not_acked(running) -> None:
+    slack, llm, adapter = running
+    event = slack.event_callback(slack.message_event("database is down", channel="D8"))
+    async with store_outage(adapter.engine.store):
+        with pytest.raises(TimeoutError):  # no ack: Slack delivers the envelope again
+            await slack.async_socket_send(event, within=1.5)
+    assert await adapter.engine.find_conversation("slack", f"{slack.team_id}:D8") is None
+    ack = await slack.async_socket_send(event)  # the redelivery, once the database is back
+    assert "envelope_id" in ack
+    [msg] = await slack.async_wait_for(
+        lambda: [m for m in slack.messages(channel="D8") if "…" not in m.text], within=10
+    )
+    assert "database is down" in msg.text
+    await adapter.drain(within=5)
+    assert len(llm.chat_requests()) == 1

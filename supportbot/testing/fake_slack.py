@@ -31,6 +31,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import WSMsgType, web
 
+from supportbot.testing.waiting import eventually, eventually_sync
+
 BOT_TOKEN = "xoxb-fake-bot-token"
 APP_TOKEN = "xapp-fake-app-token"
 SIGNING_SECRET = "fake-signing-secret"
@@ -97,6 +99,7 @@ class FakeSlack:
         self._calls: list[Call] = []
         self._messages: list[Message] = []
         self._faults: dict[str, list[_Fault]] = {}
+        self._delays: dict[str, float] = {}
         self._ts_counter = itertools.count(1)
         self._event_counter = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -192,6 +195,11 @@ class FakeSlack:
         """Answer the next ``times`` calls of ``method`` with ``{"ok": false, "error": error}``."""
         self._add_fault(method, _Fault(status, error, None, times))
 
+    def slow(self, method: str, seconds: float) -> None:
+        """Answer every ``method`` call only after ``seconds`` (0 makes it quick again)."""
+        with self._lock:
+            self._delays[method] = seconds
+
     def _add_fault(self, method: str, fault: _Fault) -> None:
         with self._lock:
             self._faults.setdefault(method, []).append(fault)
@@ -244,28 +252,14 @@ class FakeSlack:
     @staticmethod
     def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
         """Poll ``predicate`` from a sync test until it returns something truthy."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError("condition not met in time")
-            time.sleep(interval)
+        return eventually_sync(predicate, within=timeout, interval=interval)
 
     @staticmethod
     async def async_wait_for(
         predicate: Callable[[], Any], within: float = 5.0, interval: float = 0.02
     ) -> Any:
         """Poll ``predicate`` from an async test without blocking the loop."""
-        deadline = time.monotonic() + within
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError("condition not met in time")
-            await asyncio.sleep(interval)
+        return await eventually(predicate, within=within, interval=interval)
 
     # -- Web API ---------------------------------------------------------------------------
 
@@ -292,6 +286,9 @@ class FakeSlack:
         if not call.authorized:
             call.error = "invalid_auth"
             return web.json_response({"ok": False, "error": "invalid_auth"})
+        delay = self._delays.get(method)
+        if delay:
+            await asyncio.sleep(delay)
         fault = self._take_fault(method)
         if fault is not None:
             call.status, call.error = fault.status, fault.error

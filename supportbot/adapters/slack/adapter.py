@@ -4,7 +4,8 @@ Socket Mode when ``Settings.slack_app_token`` is set (no public URL needed); oth
 posts events to ``/slack/events`` and Bolt verifies every request's signature.
 
 Before the ack only Bolt's checks run (signature, the cached ``auth.test``, listener matching)
-and our listeners queue the work: no engine or database call, so the ack never waits for them.
+and our listeners store the customer's message (one short transaction): the answer is written
+in the background, so the ack never waits for Slack's Web API or the LLM.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from supportbot.config import Settings
 from .app import PLATFORM, SlackListeners, build_app
 from .desk import SlackDesk
 from .sink import SlackPoster
-from .work import WorkQueue
 
 if TYPE_CHECKING:
     from supportbot.engine import Engine
@@ -49,7 +49,6 @@ class SlackAdapter:
         *,
         min_interval: float = 1.0,
         stream_interval: float = 1.0,
-        workers: int = 256,
         backlog: int = 10_000,
     ) -> None:
         if settings.slack_bot_token is None:
@@ -67,7 +66,9 @@ class SlackAdapter:
             )
         self.engine = engine
         self.settings = settings
-        self.work = WorkQueue(workers=workers, backlog=backlog)
+        if backlog < 1:
+            raise ValueError("backlog must be at least 1")
+        self.backlog = backlog  # answers in progress past which HTTP events are refused (503)
         self.client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
         )
@@ -80,7 +81,6 @@ class SlackAdapter:
             self.poster,
             self.desk,
             support_channels=settings.slack_support_channels,
-            spawn=self.work.submit,
             stream_interval=stream_interval,
         )
         self.app = build_app(self.client, secret, self.listeners)
@@ -95,16 +95,22 @@ class SlackAdapter:
         return [Route("/slack/events", self._endpoint, methods=["POST"])]
 
     async def _endpoint(self, request: Request) -> Response:
-        # slack_sdk's verifier raises (a 500) on a non-numeric timestamp: refuse it as unsigned
-        if not request.headers.get("x-slack-request-timestamp", "").strip().isdigit():
+        # slack_sdk's verifier raises (a 500) on a timestamp that is not a plain number of
+        # seconds: refuse it as unsigned, like a stale one
+        stamp = request.headers.get("x-slack-request-timestamp", "").strip()
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
             return Response(status_code=401)
-        if self.work.full:  # shed load: Slack redelivers later, nothing is lost
+        if self.engine.backlog() >= self.backlog:  # shed load: Slack redelivers later
             return Response(status_code=503, headers={"Retry-After": "60"})
         try:
-            return await self._http.handle(request)
+            response = await self._http.handle(request)
         except Exception as exc:  # Bolt assumes a well-formed body (a JSON object, UTF-8)
             log.warning("unreadable Slack request refused: %s", type(exc).__name__)
             return Response(status_code=400)
+        if response.status_code >= 500 and response.status_code != 503:
+            log.warning("slack request failed in Bolt (%s); refused", response.status_code)
+            return Response(status_code=400)
+        return response
 
     async def start(self) -> None:
         if self.client.session is None:
@@ -125,14 +131,14 @@ class SlackAdapter:
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None
-        await self.work.close(within=10)
+        await self.listeners.drain(within=10)
         if self.client.session is not None:
             await self.client.session.close()
             self.client.session = None
 
     async def drain(self, within: float = 10.0) -> None:
-        """Wait for queued and in-flight event work (tests, graceful shutdown)."""
-        await self.work.join(within)
+        """Wait for answers and button work in progress (tests, graceful shutdown)."""
+        await self.listeners.drain(within)
 
     async def _warm_auth(self) -> None:
         """Call ``auth.test`` once now, so no ack waits for it (Bolt would call it on the first

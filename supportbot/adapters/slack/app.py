@@ -1,27 +1,32 @@
-"""The Bolt app and its listeners: decide who the bot answers, then hand off to the engine.
+"""The Bolt app and its listeners: decide who the bot answers, store it, then Slack hears "OK".
 
-Listeners only parse the payload and queue the work (the adapter's worker pool), so Bolt runs
-them inline before it answers (``process_before_response=True``: no extra task per request and
-no polling for ``ack()``), and the answer never waits for the engine or the database.
+Bolt runs listeners before it answers (``process_before_response=True``): a customer's message
+is stored (``Engine.accept``, one short transaction) inside the listener, so the HTTP 200 or the
+Socket Mode envelope ack goes out only for a stored message. Nothing that talks to Slack or the
+LLM runs before that (the customer's display name, the answer itself come after, in the
+background). If the store fails the listener raises :class:`StoreUnavailable` and the request is
+answered 503 (the envelope is not acked), so Slack delivers it again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.error import BoltUnhandledRequestError
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from supportbot.engine.locks import KeyedLocks
-from supportbot.engine.types import ConversationView, IncomingMessage
+from supportbot.engine.types import ConversationView, IncomingMessage, Reply
 
 from .desk import ACTION_PREFIX, SlackDesk
-from .events import SlackText, parse_text_event, strip_mention
+from .events import SlackText, parse_action, parse_text_event, strip_mention
 from .feedback import FEEDBACK_PREFIX, handle_feedback, offer_feedback
 from .sink import SlackPoster, SlackSink
 
@@ -31,8 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
-Spawn = Callable[[Coroutine[Any, Any, Any]], None]
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+# what a payload Bolt cannot read raises inside its middleware or matchers (a signed request
+# with wrong types): refused with 400, where anything else (the network) gets a retry
+_SHAPE_ERRORS = (TypeError, KeyError, AttributeError, ValueError, IndexError, RecursionError)
+
+
+class StoreUnavailable(Exception):
+    """The message could not be stored: Slack must not hear "OK" (503, no envelope ack)."""
 
 
 def build_app(client: AsyncWebClient, signing_secret: str, listeners: SlackListeners) -> AsyncApp:
@@ -44,17 +55,17 @@ def build_app(client: AsyncWebClient, signing_secret: str, listeners: SlackListe
         logger=logging.getLogger("supportbot.slack.bolt"),
     )
 
-    # Listeners run before the response: they must not await anything slow, and must not raise
-    # (a 500 makes Slack retry an event we could not read anyway).
+    # Listeners run before the response. They raise only StoreUnavailable (anything else is
+    # logged: a retry of an event we could not read would fail the same way).
     @app.event("message")
     async def on_message(body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
         with _logged("message event"):
-            listeners.on_event(body, event, context, mentioned=False)
+            await listeners.on_event(body, event, context, mentioned=False)
 
     @app.event("app_mention")
     async def on_mention(body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
         with _logged("app_mention event"):
-            listeners.on_event(body, event, context, mentioned=True)
+            await listeners.on_event(body, event, context, mentioned=True)
 
     @app.action(re.compile(f"^{ACTION_PREFIX}"))
     async def on_action(ack: Any, body: dict[str, Any]) -> None:
@@ -68,6 +79,20 @@ def build_app(client: AsyncWebClient, signing_secret: str, listeners: SlackListe
         with _logged("feedback button"):
             listeners.on_feedback(body)
 
+    @app.error
+    async def on_error(error: Exception) -> BoltResponse | None:
+        if isinstance(error, StoreUnavailable):
+            log.warning("could not store a slack event; asking Slack to retry: %s", error)
+            return BoltResponse(status=503, body="", headers={"Retry-After": "5"})
+        if isinstance(error, BoltUnhandledRequestError):
+            return None
+        if isinstance(error, _SHAPE_ERRORS):
+            log.warning("ignored a slack request that could not be read: %s",
+                        type(error).__name__)
+            return BoltResponse(status=400, body="")
+        log.warning("slack request failed: %s", type(error).__name__)
+        return BoltResponse(status=503, body="", headers={"Retry-After": "5"})
+
     return app
 
 
@@ -75,8 +100,10 @@ def build_app(client: AsyncWebClient, signing_secret: str, listeners: SlackListe
 def _logged(what: str) -> Iterator[None]:
     try:
         yield
+    except StoreUnavailable:
+        raise
     except Exception:
-        log.exception("could not read a slack %s", what)
+        log.exception("could not handle a slack %s", what)
 
 
 class SlackListeners:
@@ -89,68 +116,98 @@ class SlackListeners:
         desk: SlackDesk,
         *,
         support_channels: list[str],
-        spawn: Spawn,
         stream_interval: float = 1.0,
     ) -> None:
         self.engine = engine
         self.poster = poster
         self.desk = desk
-        self.spawn = spawn
         self.stream_interval = stream_interval
         self.support_ids = {c for c in support_channels if _CHANNEL_ID.match(c)}
         self.support_names = {c.lstrip("#").lower() for c in support_channels} - self.support_ids
         self._names: dict[str, str] = {}
         self._channel_names: dict[str, str] = {}
-        self._order = KeyedLocks()
+        self._followups: set[asyncio.Task[Any]] = set()
 
-    # -- entry points (called by Bolt listeners; must not block) --------------------------
+    # -- entry points (called by Bolt listeners, before Slack hears "OK") -------------------
 
-    def on_event(
+    async def on_event(
         self, body: dict[str, Any], event: dict[str, Any], context: Any, *, mentioned: bool
     ) -> None:
-        text = parse_text_event(event, body.get("team_id"), context.bot_user_id, context.bot_id)
+        team = body.get("team_id")
+        text = parse_text_event(event, team if isinstance(team, str) else None,
+                                context.bot_user_id, context.bot_id)
         if text is None:
             return
-        self.spawn(self.route(text, mentioned=mentioned, bot_user_id=context.bot_user_id))
+        await self.route(text, mentioned=mentioned, bot_user_id=context.bot_user_id)
 
     def on_action(self, body: dict[str, Any]) -> None:
-        self.spawn(self.desk.handle_action(body))
+        if parse_action(body) is not None:
+            self._follow(self.desk.handle_action(body))
 
     def on_feedback(self, body: dict[str, Any]) -> None:
-        self.spawn(handle_feedback(self.engine, self.poster, body))
+        if parse_action(body) is not None:
+            self._follow(handle_feedback(self.engine, self.poster, body))
+
+    async def drain(self, within: float = 10.0) -> None:
+        """Wait for answers and button work in progress (tests, graceful shutdown)."""
+        if self._followups:
+            await asyncio.wait(set(self._followups), timeout=within)
+
+    def _follow(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(_guard(work))
+        self._followups.add(task)
+        task.add_done_callback(self._followups.discard)
 
     # -- routing ----------------------------------------------------------------------------
 
     async def route(self, t: SlackText, *, mentioned: bool, bot_user_id: str | None) -> None:
-        # Take the thread's turn before anything awaits (user names, lookups), so one thread's
-        # messages reach the engine in the order Slack delivered them.
-        async with self._order.hold(t.thread_key):
-            await self._route(t, mentioned=mentioned, bot_user_id=bot_user_id)
-
-    async def _route(self, t: SlackText, *, mentioned: bool, bot_user_id: str | None) -> None:
+        """Store what must survive a crash; raise StoreUnavailable if the database fails."""
         if self.desk.staff_channel and t.channel == self.desk.staff_channel:
             return  # staff talk among themselves there
-        if self.desk.is_staff(t.user) and t.thread_ts and not t.is_dm:
-            conv = await self.engine.find_conversation(PLATFORM, t.thread_key)
-            if conv is not None:
-                await self._staff_reply(conv, t, bot_user_id)
-                return
-        if not await self._addressed(t, mentioned=mentioned, bot_user_id=bot_user_id):
-            return
+        try:
+            if self.desk.is_staff(t.user) and t.thread_ts and not t.is_dm:
+                conv = await self.engine.find_conversation(PLATFORM, t.thread_key)
+                if conv is not None:
+                    await self._staff_reply(conv, t, bot_user_id)
+                    return
+            addressed = await self._addressed(t, mentioned=mentioned, bot_user_id=bot_user_id)
+        except Exception as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        if addressed:
+            await self._customer_message(t, bot_user_id)
+
+    async def _customer_message(self, t: SlackText, bot_user_id: str | None) -> None:
+        known_name = self._names.get(t.user)
         msg = IncomingMessage(
             platform=PLATFORM,
             thread_key=t.thread_key,
             customer_id=t.user,
             text=strip_mention(t.text, bot_user_id),
             message_id=t.message_id,
-            customer_name=await self._customer_name(t.user),
+            customer_name=known_name or "",
             workspace=t.team,
             received_at=t.received_at,
         )
+        try:
+            accepted = await self.engine.accept(msg)
+        except Exception as exc:  # the database is down or full: Slack must deliver it again
+            raise StoreUnavailable(type(exc).__name__) from exc
+        if not accepted.stored:
+            return
         sink = SlackSink(
             self.poster, t.channel, t.reply_thread_ts, stream_interval=self.stream_interval
         )
-        reply = await self.engine.handle(msg, sink)
+
+        async def lookup() -> str:  # users.info, after the store, when the turn comes
+            return await self._customer_name(t.user)
+
+        answered = self.engine.dispatch(
+            accepted, sink, customer_name=None if known_name is not None else lookup
+        )
+        self._follow(self._after_answer(answered, sink))
+
+    async def _after_answer(self, answered: asyncio.Future[Reply], sink: SlackSink) -> None:
+        reply = await answered
         await offer_feedback(self.poster, sink, reply)
 
     async def _addressed(self, t: SlackText, *, mentioned: bool, bot_user_id: str | None) -> bool:
@@ -215,3 +272,12 @@ class SlackListeners:
         channel = parts[1] if len(parts) > 1 else parts[0]
         thread_ts = parts[2] if len(parts) > 2 else None
         return SlackSink(self.poster, channel, thread_ts, stream_interval=self.stream_interval)
+
+
+async def _guard(work: Coroutine[Any, Any, Any]) -> None:
+    try:
+        await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # Slack already heard "OK"; a stored message is recovered by the engine
+        log.exception("slack follow-up work failed")

@@ -1,4 +1,9 @@
-"""``TelegramAdapter``: long polling, or a webhook on ``supportbot serve``'s own HTTP server."""
+"""``TelegramAdapter``: long polling, or a webhook on ``supportbot serve``'s own HTTP server.
+
+Either way an update is confirmed to Telegram (the webhook's 200, the next polling offset) only
+after :meth:`UpdateRouter.accept` stored it; if the store fails the webhook answers 503 and the
+polling loop keeps the offset, so Telegram delivers the update again.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from telegram import Update
 
 from supportbot.adapters.telegram.app import ALLOWED_UPDATES, UpdateRouter, build_application
 from supportbot.adapters.telegram.desk import TelegramDesk, parse_thread_key
+from supportbot.adapters.telegram.polling import StoreFirstPolling, StoreUnavailable, parse_update
 from supportbot.adapters.telegram.sink import EditThrottle, TelegramSink
 from supportbot.config import Settings
 from supportbot.engine import ConversationView, Engine
@@ -51,11 +57,10 @@ class TelegramAdapter:
             engine.register_desk(self.name, self.desk)
         engine.register_sink_factory(self.name, self.sink_for)
         self.router = UpdateRouter(engine, self.bot, self.desk, self.throttle)
-        self.application.add_handler(self.router.handler())
-        self.application.add_error_handler(self._on_error)
         self._secret = webhook_secret(settings)
         self._running = False
         self._poll_lock: SingletonLock | None = None
+        self._polling: StoreFirstPolling | None = None
         _quiet_http_logs()
 
     @property
@@ -87,12 +92,14 @@ class TelegramAdapter:
                     "poller per bot); to run several processes use webhook mode: set "
                     "SUPPORTBOT_TELEGRAM_WEBHOOK_URL"
                 )
-            assert self.application.updater is not None
-            await self.application.updater.start_polling(
-                allowed_updates=ALLOWED_UPDATES, error_callback=self._on_poll_error
+            # not PTB's Updater: it confirms a batch when it fetches the next one, stored or not
+            await self.bot.delete_webhook()
+            self._polling = StoreFirstPolling(
+                self.bot, self._accept_polled, allowed_updates=ALLOWED_UPDATES
             )
-        await self.application.start()
         self._running = True
+        if self._polling is not None:
+            self._polling.start()
         log.info("telegram adapter started", extra={"mode": self.mode})
 
     @property
@@ -103,10 +110,10 @@ class TelegramAdapter:
         if not self._running:
             return
         self._running = False
-        updater = self.application.updater
-        if updater is not None and updater.running:
-            await updater.stop()
-        await self.application.stop()
+        if self._polling is not None:
+            await self._polling.stop()
+            self._polling = None
+        await self.router.drain(within=10)
         await self.application.shutdown()
         if self._poll_lock is not None:
             await self._poll_lock.release()
@@ -117,27 +124,35 @@ class TelegramAdapter:
         if not hmac.compare_digest(given.encode(), self._secret.encode()):
             return Response(status_code=403)
         if not self._running:
-            return Response(status_code=503)  # Telegram retries later
+            return Response(status_code=503, headers={"Retry-After": "5"})  # Telegram retries
         try:
-            update = Update.de_json(json.loads(await request.body()), self.bot)
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
-            return Response(status_code=400)  # not an update (not even a JSON object)
-        if update is None:
+            data = json.loads(await request.body())
+        except (ValueError, RecursionError):
+            return Response(status_code=400)  # not JSON: not from Telegram
+        if not isinstance(data, dict):
             return Response(status_code=400)
-        # Acknowledge at once; the answer may take a while and redeliveries are deduped.
-        await self.application.update_queue.put(update)
+        update = parse_update(data, self.bot)
+        if update is None:
+            return Response(status_code=200)  # unreadable (logged): a retry would not help
+        try:
+            await self.router.accept(update)
+        except StoreUnavailable as exc:
+            log.warning("could not store a telegram update; asking Telegram to retry: %s", exc)
+            return Response(status_code=503, headers={"Retry-After": "5"})
+        except Exception:  # a bug or a shape we do not handle: retrying would not help
+            log.exception("telegram update could not be handled")
+        # Stored (or nothing to store): the answer follows in the background.
         return Response(status_code=200)
 
-    async def _on_error(self, update: object, context: object) -> None:
-        error = getattr(context, "error", None)
-        log.error(
-            "telegram update failed: %s",
-            type(error).__name__,
-            exc_info=error if isinstance(error, BaseException) else None,
-        )
+    async def _accept_polled(self, update: Update) -> None:
+        if self._running:
+            await self.router.accept(update)
+        else:
+            raise StoreUnavailable("shutting down")
 
-    def _on_poll_error(self, error: Exception) -> None:
-        log.warning("telegram polling error: %s", type(error).__name__)
+    async def drain(self, within: float = 10.0) -> None:
+        """Wait for answers being written (tests)."""
+        await self.router.drain(within)
 
 
 def _quiet_http_logs() -> None:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from telegram import Bot, CallbackQuery, Message, MessageEntity, Update
 from telegram.constants import ChatType
-from telegram.ext import Application, ContextTypes, TypeHandler
+from telegram.ext import Application
 
 from supportbot.adapters.telegram.desk import TelegramDesk, current_message
 from supportbot.adapters.telegram.feedback import answer, handle_vote, offer_feedback, parse_vote
+from supportbot.adapters.telegram.polling import StoreUnavailable
 from supportbot.adapters.telegram.sink import TYPING_AFTER, EditThrottle, TelegramSink, Typing
 from supportbot.config import Settings
-from supportbot.engine import Engine, IncomingMessage, Status
-from supportbot.engine.locks import KeyedLocks
+from supportbot.engine import Engine, IncomingMessage, Reply, Status
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +53,22 @@ def words(engine: Engine, name: str, language: str | None, **context: Any) -> st
 
 
 class UpdateRouter:
-    """Decides what an update is (customer text, command, media, staff message) and acts."""
+    """Decides what an update is (customer text, command, media, staff message) and acts.
+
+    :meth:`accept` is what runs before Telegram hears "OK" (the webhook's 200, the polling
+    loop's next offset): it stores what must survive a crash and raises
+    :class:`StoreUnavailable` when it cannot, so the update is delivered again. A customer's
+    text is only stored there; the engine answers it in the background, in order per thread.
+    Commands, media, votes and staff messages are claimed and handled in place (they are
+    short, and they run in delivery order that way).
+    """
 
     def __init__(self, engine: Engine, bot: Bot, desk: TelegramDesk | None, throttle: EditThrottle):
         self.engine, self.bot, self.desk, self.throttle = engine, bot, desk, throttle
         self.typing_after = TYPING_AFTER  # seconds before "typing…" is shown (tests shorten it)
-        self._order = KeyedLocks()
+        self._followups: set[asyncio.Task[Any]] = set()
 
-    def handler(self) -> TypeHandler[Update, Any]:
-        return TypeHandler(Update, self.on_update)
-
-    async def on_update(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+    async def accept(self, update: Update) -> None:
         if update.callback_query is not None:
             await self._callback(update, update.callback_query)
             return
@@ -95,13 +102,22 @@ class UpdateRouter:
             throttle=self.throttle,
         )
         token = current_message.set((msg.chat.id, msg.message_id))
-        # Updates run concurrently: take the thread's turn before anything awaits, so one
-        # chat's messages reach the engine in the order Telegram delivered them.
         try:
-            async with self._order.hold(thread_key):
-                await self._dispatch(update, msg, text, thread_key, sink)
+            await self._dispatch(update, msg, text, thread_key, sink)
         finally:
             current_message.reset(token)
+
+    async def drain(self, within: float = 10.0) -> None:
+        """Wait for answers being written (tests, graceful shutdown)."""
+        if self._followups:
+            await asyncio.wait(set(self._followups), timeout=within)
+
+    async def _claim(self, update: Update) -> bool:
+        """Claim an update id (False for a redelivery); a store failure is not acknowledged."""
+        try:
+            return await self.engine.claim_event(PLATFORM, str(update.update_id))
+        except Exception as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
 
     async def _dispatch(
         self, update: Update, msg: Message, text: str | None, thread_key: str, sink: TelegramSink
@@ -150,6 +166,13 @@ class UpdateRouter:
             language=user.language_code,
             received_at=msg.date,
         )
+        try:
+            accepted = await self.engine.accept(incoming)
+        except Exception as exc:  # the database is down or full: Telegram must send it again
+            raise StoreUnavailable(type(exc).__name__) from exc
+        if not accepted.stored:
+            return
+        answered = self.engine.dispatch(accepted, sink)  # in this context: current_message
 
         async def bot_answers() -> bool:  # no "typing…" while staff own the thread
             conv = await self.engine.find_conversation(PLATFORM, thread_key)
@@ -157,9 +180,19 @@ class UpdateRouter:
 
         typing = Typing(self.bot, msg.chat.id, sink.thread_id, after=self.typing_after,
                         wanted=bot_answers)
+        self._follow(self._after_answer(answered, sink, typing))
+
+    async def _after_answer(
+        self, answered: asyncio.Future[Reply], sink: TelegramSink, typing: Typing
+    ) -> None:
         async with typing:
-            reply = await self.engine.handle(incoming, sink)
+            reply = await answered
         await offer_feedback(self.bot, sink, reply)
+
+    def _follow(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(_logged(work))
+        self._followups.add(task)
+        task.add_done_callback(self._followups.discard)
 
     async def _callback(self, update: Update, query: CallbackQuery) -> None:
         """An inline button was pressed: only ours are 👍/👎 votes on an answer."""
@@ -167,15 +200,11 @@ class UpdateRouter:
         if vote is None:
             await answer(self.bot, query, None)  # stop the client's spinner, nothing else
             return
-        message = query.message
-        chat = message.chat.id if message is not None else query.from_user.id
-        # One chat's votes apply in the order Telegram delivered them ("the latest vote wins"),
-        # without waiting behind an answer being written in that chat.
-        async with self._order.hold(f"vote:{chat}"):
-            if not await self.engine.claim_event(PLATFORM, str(update.update_id)):
-                return  # a redelivery: counted and answered the first time
-            refused = words(self.engine, "feedback_refused", query.from_user.language_code)
-            await handle_vote(self.engine, self.bot, query, *vote, refused=refused)
+        # handled before the next update of the chat, so "the latest vote wins"
+        if not await self._claim(update):
+            return  # a redelivery: counted and answered the first time
+        refused = words(self.engine, "feedback_refused", query.from_user.language_code)
+        await handle_vote(self.engine, self.bot, query, *vote, refused=refused)
 
     async def _command(
         self, update: Update, msg: Message, command: str, thread_key: str, sink: TelegramSink
@@ -184,7 +213,7 @@ class UpdateRouter:
         assert user is not None
         if command not in COMMANDS:
             command = "/help"
-        if not await self.engine.claim_event(PLATFORM, str(update.update_id)):
+        if not await self._claim(update):
             return
         lang = user.language_code
         actor = f"{PLATFORM}:{user.id}"
@@ -206,7 +235,7 @@ class UpdateRouter:
 
     async def _media(self, update: Update, msg: Message, thread_key: str, sink: TelegramSink):
         """Photos, stickers, voice: staff see them during a handoff; otherwise ask for text."""
-        if not await self.engine.claim_event(PLATFORM, str(update.update_id)):
+        if not await self._claim(update):
             return
         conv = await self.engine.find_conversation(PLATFORM, thread_key)
         if self.desk and conv and conv.status in (Status.WAITING, Status.HUMAN):
@@ -214,6 +243,15 @@ class UpdateRouter:
             return
         lang = msg.from_user.language_code if msg.from_user else None
         await sink.send(words(self.engine, "text_only", lang))
+
+
+async def _logged(work: Coroutine[Any, Any, None]) -> None:
+    try:
+        await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # the message stays stored; the engine's recovery answers it
+        log.exception("telegram answer failed")
 
 
 def _lang(code: str | None) -> str | None:

@@ -233,7 +233,9 @@ async def test_sitemap_import_then_search_cites_the_page(site: HelpCenter, tmp_p
     assert text.startswith("---\nkind: imported\ntitle: Returns and refunds\n")
     assert f"source: {site.base}/articles/returns.html" in text
     assert "content_hash: sha256:" in text and "etag:" in text and "fetched_at:" in text
-    assert "Related articles" not in text and "analytics" not in text  # boilerplate dropped
+    # boilerplate dropped: navigation, related articles, footer, scripts
+    for noise in ("Follow us", "Related articles", "Was this article helpful", "analytics"):
+        assert noise not in text
 
     kb = await open_kb(kdir, tmp_path)
     try:
@@ -500,3 +502,38 @@ def test_cli_imports_and_reports(site: HelpCenter, tmp_path: Path, monkeypatch):
     result = CliRunner().invoke(cli, ["knowledge", "import", str(tmp_path / "nothing-here")])
     assert result.exit_code == 1
     assert "no such file or folder" in result.output
+
+
+async def test_refresh_reembeds_only_changed_passages(site: HelpCenter, tmp_path: Path, fake_llm):
+    """With embeddings on, a changed page costs embeddings for its changed passages only."""
+    kdir = tmp_path / "knowledge"
+    kdir.mkdir()
+    async with Importer(kdir, limits=limits(max_depth=0)) as importer:
+        await importer.run([f"{site.base}/sitemap.xml"])
+    settings = Settings(knowledge_dir=kdir, data_dir=tmp_path / "data",
+                        embeddings_base_url=fake_llm.url, embeddings_api_key="k")
+
+    def embedded() -> list[str]:
+        out: list[str] = []
+        for r in fake_llm.requests:
+            if r.path.endswith("/embeddings"):
+                inp = r.json["input"]
+                out.extend([inp] if isinstance(inp, str) else inp)
+        return out
+
+    kb = KnowledgeBase.from_settings(settings)
+    try:
+        await kb.refresh()
+        first = embedded()
+        assert any("Rotterdam" in t for t in first)  # every passage was embedded once
+        site.version = 2
+        async with Importer(kdir, limits=limits()) as importer:
+            await importer.refresh()
+        fake_llm.reset()
+        await kb.refresh()
+        again = [t for t in embedded() if "150 euros" in t or "Rotterdam" in t or "EU" in t]
+        assert again and all("150 euros" in t for t in again)  # the changed section only
+        assert len(embedded()) <= 2  # its text (and at most its title), nothing else
+        assert any("35 euros" in e.answer for e in kb.entries.values())
+    finally:
+        await kb.aclose()

@@ -100,6 +100,10 @@ class Message(Base):
     state: Mapped[str] = mapped_column(String(16))
     platform_message_id: Mapped[str | None] = mapped_column(String(255))
     author: Mapped[str | None] = mapped_column(String(255))
+    # whose turn this is: the customer who wrote it or whom the bot answered. In a group or a
+    # channel thread each customer's LLM history holds only their own turns; NULL (staff,
+    # notices, rows older than the column) counts as the conversation's first customer
+    customer_id: Mapped[str | None] = mapped_column(String(255))
     outcome: Mapped[str | None] = mapped_column(String(32))
     sources: Mapped[dict[str, Any] | None]
     prompt_tokens: Mapped[int | None]

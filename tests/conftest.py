@@ -60,6 +60,27 @@ def fake_llm() -> Iterator[FakeLLM]:
         yield fake
 
 
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    """A read-only dataset in ``../shared/datasets``: a test that needs one is skipped on a
+    machine without it, but fails in CI (``CI`` set), where a skip would hide a lost check."""
+    path = SHARED_DATASETS / name
+    if not path.is_dir():
+        message = f"dataset {name!r} not found at {path} (../shared is absent)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must run this test", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def stackfaq() -> Path:
+    """StackFAQ (``faq.jsonl``, ``queries.jsonl``); see ``shared_dataset``."""
+    return shared_dataset("stackfaq")
+
+
 class PostgresAdmin:
     """CREATE/DROP DATABASE on one asyncpg connection, from a loop in a thread of its own, so
     sync fixtures can use it without touching the event loop pytest-asyncio gives each test."""

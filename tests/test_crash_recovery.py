@@ -10,6 +10,7 @@ redeliveries after the restart change nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from supportbot.storage import Store
 from supportbot.testing.fake_llm import FakeLLM
 from supportbot.testing.fake_slack import FakeSlack
 from supportbot.testing.fake_telegram import FakeTelegram
+from supportbot.testing.waiting import eventually_sync
 
 REPO = Path(__file__).resolve().parents[1]
 STAFF_CHANNEL = "CSTAFF"
@@ -76,17 +78,17 @@ class Serve:
              "--port", str(self.port)],
             cwd=self.tmp, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited early:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"serve did not come up:\n{self.log_path.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            return False
+
+        eventually_sync(healthy, within=30, interval=0.05,
+                        what=lambda: f"serve coming up:\n{self.log_path.read_text()}")
+        return self
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -110,7 +112,7 @@ class Serve:
 
 
 def wait_for(predicate: Any) -> Any:
-    return FakeSlack.wait_for(predicate, timeout=15.0, interval=0.05)
+    return eventually_sync(predicate, within=15.0, interval=0.05)
 
 
 async def stored(tmp: Path) -> tuple[list[Any], list[Any]]:

@@ -14,7 +14,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pytest
 
 from supportbot.testing.fake_llm import FakeLLM
 from supportbot.testing.fake_telegram import FakeTelegram
+from supportbot.testing.waiting import eventually_sync
 
 pytestmark = pytest.mark.postgres_only
 REPO = Path(__file__).resolve().parents[1]
@@ -86,15 +86,16 @@ class Servers:
         return proc
 
     def wait_healthy(self, index: int) -> None:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if self.procs[index].poll() is not None:
                 raise AssertionError(f"serve {index} exited:\n{self.log(index)}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.ports[index]}/healthz").status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise AssertionError(f"serve {index} never became healthy:\n{self.log(index)}")
+                url = f"http://127.0.0.1:{self.ports[index]}/healthz"
+                return httpx.get(url).status_code == 200
+            return False
+
+        eventually_sync(healthy, within=WAIT, interval=0.05,
+                        what=lambda: f"serve {index} becoming healthy:\n{self.log(index)}")
 
     def log(self, index: int) -> str:
         return self.logs[index].read_text(errors="replace")[-4000:]

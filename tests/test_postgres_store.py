@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from sqlalchemy import text
 from supportbot.engine import Outcome
 from supportbot.storage import Store
 from supportbot.storage.store import _lock_key
+from supportbot.testing import waiting
 from supportbot.testing.bot import OfflineBot
 from supportbot.testing.fake_llm import FakeLLM
 
@@ -27,11 +27,7 @@ WAIT = 15.0  # upper bound for anything below to happen; nothing here should tak
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    await waiting.eventually(check, within=WAIT, interval=0.02, what=what)
 
 
 class Admin:

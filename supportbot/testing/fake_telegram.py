@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from supportbot.testing.waiting import eventually
+
 BOT_ID = 7000000001
 BOT_USERNAME = "supportbot_test_bot"
 MAX_TEXT = 4096
@@ -339,14 +341,8 @@ class FakeTelegram:
 
     async def wait_for(self, predicate: Callable[[], Any], within: float = 5.0) -> Any:
         """Poll ``predicate`` (without blocking the event loop) until it is truthy."""
-        deadline = time.monotonic() + within
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"condition not met within {within}s; calls: {self._summary()}")
-            await asyncio.sleep(0.01)
+        return await eventually(predicate, within=within,
+                                what=lambda: f"the condition (calls: {self._summary()})")
 
     def _summary(self) -> str:
         return ", ".join(f"{c.method}{'!' if c.error else ''}" for c in self.calls()[-30:])

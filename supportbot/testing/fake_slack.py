@@ -99,6 +99,7 @@ class FakeSlack:
         self._calls: list[Call] = []
         self._messages: list[Message] = []
         self._faults: dict[str, list[_Fault]] = {}
+        self._delays: dict[str, float] = {}
         self._ts_counter = itertools.count(1)
         self._event_counter = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -194,6 +195,11 @@ class FakeSlack:
         """Answer the next ``times`` calls of ``method`` with ``{"ok": false, "error": error}``."""
         self._add_fault(method, _Fault(status, error, None, times))
 
+    def slow(self, method: str, seconds: float) -> None:
+        """Answer every ``method`` call only after ``seconds`` (0 makes it quick again)."""
+        with self._lock:
+            self._delays[method] = seconds
+
     def _add_fault(self, method: str, fault: _Fault) -> None:
         with self._lock:
             self._faults.setdefault(method, []).append(fault)
@@ -280,6 +286,9 @@ class FakeSlack:
         if not call.authorized:
             call.error = "invalid_auth"
             return web.json_response({"ok": False, "error": "invalid_auth"})
+        delay = self._delays.get(method)
+        if delay:
+            await asyncio.sleep(delay)
         fault = self._take_fault(method)
         if fault is not None:
             call.status, call.error = fault.status, fault.error

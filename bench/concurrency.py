@@ -55,8 +55,10 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
     try:
         with fake_llm_child(delay=delay) as fake:
             settings = Settings(
-                _env_file=None, data_dir=tmp / "data", knowledge_dir=ROOT / "knowledge",
-                prompts_dir=ROOT / "prompts", llm_base_url=fake.url, llm_api_key="sk-bench",
+                _env_file=None, data_dir=tmp / "data",
+                knowledge_dir=ROOT / "supportbot/defaults/knowledge",
+                prompts_dir=ROOT / "supportbot/defaults/prompts", llm_base_url=fake.url,
+                llm_api_key="sk-bench",
                 llm_stream=False, llm_max_retries=0,
             )
             fake_before = fake.cpu_seconds()

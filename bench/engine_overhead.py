@@ -68,7 +68,8 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
             def settings(data: Path, **kw: Any) -> Settings:
                 return Settings(
                     _env_file=None, data_dir=data, knowledge_dir=knowledge,
-                    prompts_dir=ROOT / "prompts", llm_base_url=llm_url, llm_api_key="sk-bench",
+                    prompts_dir=ROOT / "supportbot/defaults/prompts", llm_base_url=llm_url,
+                    llm_api_key="sk-bench",
                     llm_max_retries=0, knowledge_reload_seconds=2.0, **kw,
                 )
 

@@ -44,7 +44,7 @@ _OPEN_CONVERSATION = select(CONVERSATIONS).where(
     CONVERSATIONS.c.thread_key == bindparam("thread_key"),
     # the partial unique index's own predicate, written out, so SQLite uses that index: it
     # cannot match ``status IN ('bot', 'waiting', 'human')`` to it (and scanned the platform's
-    # threads), and with ``!= ?`` it re-plans the statement on every run (3x the time)
+    # threads), and with ``!= ?`` it re-plans the statement on every run
     CONVERSATIONS.c.status != literal_column("'closed'"),
 )
 _CONVERSATION = select(CONVERSATIONS).where(CONVERSATIONS.c.id == bindparam("id"))
@@ -54,7 +54,7 @@ _INSERT_MESSAGE = insert(MESSAGES)
 _INSERT_TRANSITION = insert(Transition.__table__)
 _HISTORY_STATES = ("answered", "sent", "relayed", "received", "expired")
 _SHOWN = MESSAGES.c.conversation_id == bindparam("conversation_id"), MESSAGES.c.state.in_(
-    # constants in the SQL: a bound IN list is re-expanded on every execution (~25% of it)
+    # constants in the SQL: a bound IN list is re-expanded on every execution
     [literal_column(f"'{state}'") for state in _HISTORY_STATES]
 )
 _NEWEST_FIRST = MESSAGES.c.id.desc()

@@ -197,3 +197,32 @@ def test_prompt_files_never_crash_check(tmp_path: Path, template: str, messages:
                    knowledge_dir=tmp_path / "kb")
     problems, summary = run_checks(cfg)
     assert all(str(p) for p in problems) and isinstance(summary, str)
+
+
+# --- the four 500s of issue 23 (finding 8), each pinned ---------------------------------------
+
+
+async def test_the_four_odd_inputs_that_once_gave_500(bot: Bot) -> None:
+    # 1. a 400-digit timestamp, unauthenticated
+    body = json.dumps(bot.slack.event_callback(bot.slack.message_event("hi"))).encode()
+    r = await bot.http.post("/slack/events", content=body, headers={
+        "Content-Type": "application/json", "X-Slack-Request-Timestamp": "9" * 400,
+        "X-Slack-Signature": "v0=" + "0" * 64})
+    assert r.status_code == 401, r.text
+    # 2. a signed event callback whose "event" is a string
+    envelope = bot.slack.event_callback({"type": "message"})
+    envelope["event"] = "str"
+    r = await bot.slack_raw(json.dumps(envelope).encode())
+    assert r.status_code in OK, r.text
+    # 3. a signed interactive payload whose "actions" is a string
+    headers, form = bot.slack.signed_interaction({
+        "type": "block_actions", "user": {"id": "USTAFF"}, "team": {"id": "T0001"},
+        "channel": {"id": "CSTAFF"}, "message": {"ts": "1.0"}, "actions": "x"})
+    r = await bot.http.post("/slack/events", headers=headers, content=form)
+    assert r.status_code in OK, r.text
+    # 4. a Telegram update dated 1e20, with the right secret
+    update = bot.tg.private_message("hello from the far future", user_id=4040)
+    update["message"]["date"] = 1e20
+    r = await bot.telegram(None, raw=json.dumps(update).encode())
+    assert r.status_code in OK, r.text
+    await assert_whole(bot)

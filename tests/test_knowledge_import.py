@@ -294,16 +294,18 @@ async def test_refresh_reindexes_only_what_changed(site: HelpCenter, tmp_path: P
         billing.write_text(billing.read_text() + "\nEdited by staff.\n")
         await kb.refresh()
 
-        site.version = 2  # shipping.html changes
+        site.version = 2  # shipping.html changes, the sitemap lists a new article
         site.gone.add("/articles/returns.html")
         site.requests.clear()
         async with Importer(kdir, limits=limits()) as importer:
             report = await importer.refresh()
-        by_status = {}
+        by_status: dict[str, list[str]] = {}
         for i in report.items:
             by_status.setdefault(i.status, []).append(i.source.removeprefix(site.base))
         assert by_status["updated"] == ["/articles/shipping.html"]
         assert by_status["removed"] == ["/articles/returns.html"]
+        assert by_status["added"] == ["/articles/mobile-app.html"]  # found in the sitemap
+        assert by_status["skipped"] == ["/internal/staff-notes.html"]  # robots.txt, as before
         assert len(by_status["unchanged"]) == 6
         # conditional requests: unchanged pages answered 304, never re-sent
         statuses = {p: (s, inm) for p, s, inm in site.requests}
@@ -312,18 +314,21 @@ async def test_refresh_reindexes_only_what_changed(site: HelpCenter, tmp_path: P
         assert "Edited by staff." in billing.read_text()
 
         await kb.refresh()
+        host = f"imported/127-0-0-1-{site.server.server_port}"
         assert sorted(kb.last_reindexed) == sorted(
-            [shipping.relative_to(kdir).as_posix(),
-             f"imported/127-0-0-1-{site.server.server_port}/articles-returns.md"]
+            [shipping.relative_to(kdir).as_posix(), f"{host}/articles-returns.md",
+             f"{host}/articles-mobile-app.md"]
         )
         hits = await kb.search("how much does shipping cost")
         assert "150 euros" in hits[0].entry.answer
         assert not any("returns" in (h.entry.url or "") for h in await kb.search("refund timing"))
+        hits = await kb.search("is there an app for android")
+        assert hits[0].entry.url == f"{site.base}/articles/mobile-app.html"
 
         # nothing changed since: a second refresh touches nothing
         async with Importer(kdir, limits=limits()) as importer:
             report = await importer.refresh()
-        assert {i.status for i in report.items} == {"unchanged"}
+        assert {i.status for i in report.items} == {"unchanged", "skipped"}
         await kb.refresh()
         assert kb.last_reindexed == []
     finally:
@@ -533,7 +538,8 @@ async def test_refresh_reembeds_only_changed_passages(site: HelpCenter, tmp_path
         await kb.refresh()
         again = [t for t in embedded() if "150 euros" in t or "Rotterdam" in t or "EU" in t]
         assert again and all("150 euros" in t for t in again)  # the changed section only
-        assert len(embedded()) <= 2  # its text (and at most its title), nothing else
+        # its text (and at most its title), plus the article the new sitemap lists; nothing else
+        assert len([t for t in embedded() if "Mobile app" not in t]) <= 2
         assert any("35 euros" in e.answer for e in kb.entries.values())
     finally:
         await kb.aclose()

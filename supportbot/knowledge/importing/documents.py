@@ -28,6 +28,7 @@ import yaml
 from supportbot.knowledge.importing.passages import KIND, is_imported
 
 IMPORTED_DIR = "imported"
+SOURCES_FILE = "_sources.yaml"  # "_": the loader skips it, it is not knowledge
 FILES_DIR = "files"
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*\r?\n?", re.S | re.M)
 _SLUG_CHARS = re.compile(r"[^a-z0-9]+")
@@ -180,3 +181,29 @@ def save(knowledge_dir: Path, doc: Document, *, base: str | None = None) -> tupl
         return path, False
     write_atomic(path, render(doc))
     return path, True
+
+
+def read_sources(knowledge_dir: Path) -> list[dict]:
+    """Web sources imported before (URL and link depth), for ``--refresh`` to crawl again."""
+    path = knowledge_dir / IMPORTED_DIR / SOURCES_FILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    if not isinstance(data, list):
+        return []
+    out = []
+    for item in data:
+        if isinstance(item, dict) and isinstance(item.get("url"), str):
+            depth = item.get("depth")
+            out.append({"url": item["url"], "depth": depth if isinstance(depth, int) else None})
+    return out
+
+
+def record_source(knowledge_dir: Path, url: str, depth: int) -> None:
+    sources = [s for s in read_sources(knowledge_dir) if s["url"] != url]
+    sources.append({"url": url, "depth": depth})
+    header = ("# Web sources of `supportbot knowledge import`: `--refresh` crawls them again to\n"
+              "# find new pages. Edit or delete freely.\n")
+    write_atomic(knowledge_dir / IMPORTED_DIR / SOURCES_FILE,
+                 header + yaml.safe_dump(sources, sort_keys=False))

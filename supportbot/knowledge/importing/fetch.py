@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "supportbot-import/1.0 (+https://github.com/supportbot)"
 ROBOTS_AGENT = "supportbot-import"
+ROBOTS_EXCLUDED = "excluded by robots.txt"
 
 
 @dataclass(slots=True)
@@ -149,7 +150,7 @@ class Fetcher:
             headers["If-Modified-Since"] = last_modified
         for _ in range(self.limits.max_redirects + 1):
             if not await self.allowed(url):
-                raise FetchError("excluded by robots.txt")
+                raise FetchError(ROBOTS_EXCLUDED)
             await self._wait_turn(url)
             async with self.client.stream("GET", url, headers=headers) as resp:
                 if resp.has_redirect_location:

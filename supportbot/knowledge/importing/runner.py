@@ -28,8 +28,11 @@ from supportbot.knowledge.importing import extract
 from supportbot.knowledge.importing.documents import (
     IMPORTED_DIR,
     Document,
+    Stored,
     iter_stored,
     now_iso,
+    read_sources,
+    record_source,
     relative_path_for,
     render,
     save,
@@ -37,7 +40,14 @@ from supportbot.knowledge.importing.documents import (
     write_atomic,
 )
 from supportbot.knowledge.importing.extract import Extracted, ExtractError
-from supportbot.knowledge.importing.fetch import Fetcher, FetchError, Limits, Page, same_site
+from supportbot.knowledge.importing.fetch import (
+    ROBOTS_EXCLUDED,
+    Fetcher,
+    FetchError,
+    Limits,
+    Page,
+    same_site,
+)
 from supportbot.knowledge.importing.passages import split
 
 log = logging.getLogger(__name__)
@@ -104,6 +114,8 @@ class Importer:
         self.progress = progress
         self.report = Report()
         self._pages_fetched = 0
+        self._known: dict[str, Stored] = {}  # source URL -> imported copy (refresh)
+        self._visited: set[str] = set()  # known sources a crawl has dealt with
 
     @property
     def fetcher(self) -> Fetcher:
@@ -146,6 +158,7 @@ class Importer:
             try:
                 if source.startswith(("http://", "https://")):
                     await self.import_site(source)
+                    record_source(self.knowledge_dir, source, self.limits.max_depth)
                 else:
                     await self.import_path(Path(source))
             except Exception as exc:  # a bug or an OS error on one source: report, go on
@@ -162,23 +175,26 @@ class Importer:
         self._pages_fetched += 1
         return await self.fetcher.get(url, **conditional)
 
-    async def import_site(self, start: str) -> None:
-        """A page and what it links to on the same site, or every page of a sitemap."""
+    async def import_site(self, start: str, depth: int | None = None) -> None:
+        """A page and what it links to on the same site, or every page of a sitemap.
+
+        Pages imported before (``self._known``, set by ``refresh``) are fetched conditionally:
+        a 304 is "unchanged" and its links are not followed again (a page that gained a link
+        changed, so new pages are still found through the pages that link to them)."""
+        max_depth = self.limits.max_depth if depth is None else depth
         if not self._budget_left():
             self._skip(start, f"page limit ({self.limits.max_pages}) reached")
             return
         try:
-            first = await self._fetch(start)
+            first = await self._fetch_known(start)
         except FetchError as exc:
-            self._skip(start, str(exc))
+            self._fetch_failed(start, exc)
             return
         queue: deque[tuple[str, int, Page | None]] = deque()
         seen: set[str] = {start, first.url}
         imported: set[str] = set()  # final URLs, after redirects
-        if _is_sitemap(first):
+        if first.status == 200 and _is_sitemap(first):
             urls = await self._sitemap_urls(start, first)
-            if not urls:
-                return
             for u in urls:
                 if u not in seen:
                     seen.add(u)
@@ -186,7 +202,7 @@ class Importer:
         else:
             queue.append((start, 0, first))
         while queue:
-            url, depth, page = queue.popleft()
+            url, level, page = queue.popleft()
             if page is None:
                 if not self._budget_left():
                     left = len(queue) + 1
@@ -194,22 +210,32 @@ class Importer:
                                       f"{left} more pages not fetched")
                     break
                 try:
-                    page = await self._fetch(url)
+                    page = await self._fetch_known(url)
                 except FetchError as exc:
-                    self._skip(url, str(exc))
+                    self._fetch_failed(url, exc)
                     continue
                 seen.add(page.url)
+            known = self._known.get(url)
+            self._visited.add(url)
+            if page.status == 304 and known is not None:
+                self._record(Item(url, "unchanged", "not modified", self._rel(known.path)))
+                continue
             if page.url in imported:
                 continue  # an old URL redirecting to a page imported already
             imported.add(page.url)
             try:
-                doc, links = await asyncio.to_thread(_document_from_page, page.url, page)
+                doc, links = await asyncio.to_thread(
+                    _document_from_page, url if known else page.url, page
+                )
             except ExtractError as exc:
-                self._skip(url, str(exc))
+                kept = " (kept the last version)" if known else ""
+                self._skip(url, f"{exc}{kept}")
                 continue
-            existed = _exists(self.knowledge_dir, doc)
-            self._store(doc, existed=existed)
-            if depth >= self.limits.max_depth:
+            if known is not None:
+                self._replace(known.path, self._rel(known.path), known.meta, doc)
+            else:
+                self._store(doc, existed=_exists(self.knowledge_dir, doc))
+            if level >= max_depth:
                 continue
             for link in links:
                 if link in seen or not same_site(start, link):
@@ -217,7 +243,34 @@ class Importer:
                 if urlsplit(link).path.lower().endswith(_SKIP_SUFFIXES):
                     continue
                 seen.add(link)
-                queue.append((link, depth + 1, None))
+                queue.append((link, level + 1, None))
+
+    def _rel(self, path: Path) -> Path:
+        return path.relative_to(self.knowledge_dir)
+
+    async def _fetch_known(self, url: str) -> Page:
+        """GET, conditional on what the stored copy says when ``url`` was imported before."""
+        known = self._known.get(url)
+        if known is None:
+            return await self._fetch(url)
+        etag, modified = known.meta.get("etag"), known.meta.get("last_modified")
+        return await self._fetch(
+            url,
+            etag=etag if isinstance(etag, str) else None,
+            last_modified=modified if isinstance(modified, str) else None,
+        )
+
+    def _fetch_failed(self, url: str, exc: FetchError) -> None:
+        known = self._known.get(url)
+        if known is None:
+            self._skip(url, str(exc))
+            return
+        self._visited.add(url)
+        rel = self._rel(known.path)
+        if exc.status in (404, 410) or str(exc) == ROBOTS_EXCLUDED:
+            self._remove(known.path, rel, url, f"HTTP {exc.status}" if exc.status else str(exc))
+        else:
+            self._record(Item(url, "skipped", f"{exc} (kept the last version)", rel))
 
     async def _sitemap_urls(self, start: str, first: Page) -> list[str]:
         """Page URLs of a sitemap (and of the sitemaps a sitemap index lists), same site only."""
@@ -299,13 +352,26 @@ class Importer:
     # --- refresh -------------------------------------------------------------------------
 
     async def refresh(self) -> Report:
-        """Re-fetch every imported document; see the module docstring."""
-        for stored in iter_stored(self.knowledge_dir):
-            rel = stored.path.relative_to(self.knowledge_dir)
+        """Re-fetch every imported document; see the module docstring.
+
+        The web sources recorded by earlier imports (``imported/_sources.yaml``) are crawled
+        again first, so pages added to a sitemap or newly linked are imported too; documents
+        those crawls did not reach are then re-fetched one by one."""
+        self._known = {s.source: s for s in iter_stored(self.knowledge_dir)}
+        for source in read_sources(self.knowledge_dir):
+            try:
+                await self.import_site(source["url"], depth=source.get("depth"))
+            except Exception as exc:  # never stop a refresh for one source
+                log.exception("import: refreshing %s failed", source["url"])
+                self._skip(source["url"], f"{type(exc).__name__}: {exc}")
+        for stored in self._known.values():
+            if stored.source in self._visited or not stored.path.exists():
+                continue
+            rel = self._rel(stored.path)
             source = stored.source
             try:
                 if source.startswith(("http://", "https://")):
-                    await self._refresh_url(stored.path, rel, stored.meta)
+                    await self._refresh_url(stored)
                 elif source.startswith("file://"):
                     await self._refresh_file(stored.path, rel, stored.meta)
                 else:
@@ -319,21 +385,14 @@ class Importer:
         path.unlink(missing_ok=True)
         self._record(Item(source, "removed", reason, rel))
 
-    async def _refresh_url(self, path: Path, rel: Path, meta: dict) -> None:
-        source = meta["source"]
-        etag = meta.get("etag") if isinstance(meta.get("etag"), str) else None
-        modified = meta.get("last_modified")
-        modified = modified if isinstance(modified, str) else None
+    async def _refresh_url(self, stored: Stored) -> None:
+        source = stored.source
         try:
-            page = await self._fetch(source, etag=etag, last_modified=modified)
+            page = await self._fetch_known(source)
         except FetchError as exc:
-            if exc.status in (404, 410):
-                self._remove(path, rel, source, f"HTTP {exc.status}")
-            elif str(exc) == "excluded by robots.txt":
-                self._remove(path, rel, source, str(exc))
-            else:
-                self._record(Item(source, "skipped", f"{exc} (kept the last version)", rel))
+            self._fetch_failed(source, exc)
             return
+        rel = self._rel(stored.path)
         if page.status == 304:
             self._record(Item(source, "unchanged", "not modified", rel))
             return
@@ -342,7 +401,7 @@ class Importer:
         except ExtractError as exc:
             self._record(Item(source, "skipped", f"{exc} (kept the last version)", rel))
             return
-        self._replace(path, rel, meta, doc)
+        self._replace(stored.path, rel, stored.meta, doc)
 
     async def _refresh_file(self, path: Path, rel: Path, meta: dict) -> None:
         source = meta["source"]

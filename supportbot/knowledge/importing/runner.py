@@ -5,7 +5,8 @@ A source is a URL (a page, whose same-site links are followed to ``max_depth``),
 CSV files in it, recursively) or one such file. Nothing a source contains stops the import: each
 document that cannot be imported is reported with its reason and the rest goes on.
 
-``refresh`` re-fetches every imported document: conditionally (ETag/Last-Modified) for web
+``refresh`` crawls the recorded web sources again (``imported/_sources.yaml``: new pages are
+imported) and re-fetches every imported document: conditionally (ETag/Last-Modified) for web
 pages, so an unchanged page costs a 304 and its file is not touched; a page that is gone (404,
 410) or now excluded by robots.txt is deleted, and so are local files that no longer exist.
 The knowledge base then re-indexes only the files that changed (it watches files, not imports).

@@ -200,6 +200,20 @@ WARRANTY = [
 ]
 
 
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+<!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+<!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+<!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+<!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+<!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">]>
+<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>&lol9;</loc></url></urlset>
+"""
+
+
 def imported_files(kdir: Path) -> list[str]:
     return sorted(p.relative_to(kdir).as_posix() for p in (kdir / "imported").rglob("*.md"))
 
@@ -344,6 +358,9 @@ async def test_hostile_pages_are_skipped_with_a_reason(site: HelpCenter, tmp_pat
         "/image.html": (200, "image/png", b"\x89PNG\r\n"),
         "/broken.html": (500, "text/html", b"oops"),
         "/bomb.pdf": (200, "application/pdf", make_pdf(WARRANTY, bomb_bytes=40_000_000)),
+        "/laughs.xml": (200, "application/xml", BILLION_LAUGHS),
+        "/foreign.xml": (200, "application/xml", b'<urlset xmlns="http://www.sitemaps.org/schemas/'
+                         b'sitemap/0.9"><url><loc>http://elsewhere.invalid/a</loc></url></urlset>'),
     })
     async with Importer(kdir, limits=limits(max_bytes=200_000)) as importer:
         report = await importer.run([f"{site.base}{p}" for p in site.extra])
@@ -354,6 +371,8 @@ async def test_hostile_pages_are_skipped_with_a_reason(site: HelpCenter, tmp_pat
     assert reasons["/image.html"] == "not HTML, PDF or text (image/png)"
     assert reasons["/broken.html"] == "HTTP 500"
     assert reasons["/bomb.pdf"].startswith("cannot read PDF: LimitReachedError")
+    assert reasons["/laughs.xml"].startswith("sitemap: not a valid sitemap: Maximum entity")
+    assert reasons["/foreign.xml"] == "sitemap lists no page of this site"
     assert {i.status for i in report.items} == {"skipped"}
     assert not (kdir / "imported").exists() or imported_files(kdir) == []
 
@@ -507,6 +526,14 @@ def test_cli_imports_and_reports(site: HelpCenter, tmp_path: Path, monkeypatch):
     result = CliRunner().invoke(cli, ["knowledge", "import", str(tmp_path / "nothing-here")])
     assert result.exit_code == 1
     assert "no such file or folder" in result.output
+
+    # without a knowledge folder of their own, nothing is written into the package's example FAQ
+    monkeypatch.delenv("SUPPORTBOT_KNOWLEDGE_DIR")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = CliRunner().invoke(cli, ["knowledge", "import", f"{site.base}/index.html"])
+    assert result.exit_code == 1
+    assert "no knowledge folder to import into" in result.output
 
 
 async def test_refresh_reembeds_only_changed_passages(site: HelpCenter, tmp_path: Path, fake_llm):

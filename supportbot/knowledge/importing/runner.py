@@ -196,6 +196,8 @@ class Importer:
         imported: set[str] = set()  # final URLs, after redirects
         if first.status == 200 and _is_sitemap(first):
             urls = await self._sitemap_urls(start, first)
+            if not urls and not any(i.source == start for i in self.report.items):
+                self._skip(start, "sitemap lists no page of this site")
             for u in urls:
                 if u not in seen:
                     seen.add(u)

@@ -21,6 +21,10 @@ import pytest
 from test_auth import TG_HEADER, WEBHOOK_SECRET, Bot, running_bot
 from test_crash_recovery import Serve
 
+from supportbot.config import Settings
+from supportbot.engine import Engine, IncomingMessage
+from supportbot.testing.fake_llm import FakeLLM
+
 MB = 1_000_000
 
 
@@ -166,3 +170,33 @@ async def test_metrics_behind_a_token_when_one_is_set(tmp_path: Path) -> None:
     (tmp_path / "open").mkdir()
     async with running_bot(tmp_path / "open") as bot:  # no token: open, as before
         assert (await bot.http.get("/metrics")).status_code == 200
+
+
+class Walked(str):
+    """A message that counts the characters anyone iterates over."""
+
+    walked = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for ch in str.__iter__(self):
+            self.walked += 1
+            yield ch
+
+
+async def test_a_huge_message_is_capped_before_any_per_character_work(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    cfg = Settings(_env_file=None, data_dir=tmp_path, llm_base_url=fake_llm.url,
+                   max_message_chars=4000, rate_limit_per_minute=0, daily_token_budget=0)
+    engine = await Engine.open(cfg)
+    try:
+        huge = Walked("refund " * 1_500_000)  # 10.5 MB, from an authenticated customer
+        reply = await engine.handle(IncomingMessage("telegram", "9", "u9", huge, "m1"))
+        assert reply.text  # answered, with the capped text
+        assert huge.walked <= 4 * 4000 + 64  # a bounded prefix, not 10.5 M characters
+        conv = await engine.find_conversation("telegram", "9")
+        assert conv is not None
+        [stored] = [m for m in await engine.store.messages(conv.id) if m.role == "user"]
+        assert len(stored.text) <= 4000
+    finally:
+        await engine.aclose()

@@ -269,7 +269,8 @@ async def test_sitemap_import_then_search_cites_the_page(site: HelpCenter, tmp_p
 
 async def test_crawl_follows_same_site_links_once(site: HelpCenter, tmp_path: Path):
     kdir = tmp_path / "knowledge"
-    site.extra["/brochure.pdf"] = (200, "application/pdf", make_pdf(WARRANTY, title="Brochure"))
+    site.extra["/brochure.pdf"] = (200, "application/octet-stream",  # sniffed as a PDF
+                                   make_pdf(WARRANTY, title="Brochure"))
     async with Importer(kdir, limits=limits(max_depth=1)) as importer:
         report = await importer.run([f"{site.base}/index.html"])
     reasons = {i.source.removeprefix(site.base): i.reason for i in report.items

@@ -3,7 +3,7 @@
 Redirects are followed here rather than by httpx so that every hop is checked: it must stay on
 the site being imported (a help center that redirects to a login page on another host is
 skipped, not crawled) and be allowed by robots.txt, and a loop is reported as such. Bodies are
-streamed and abandoned past ``max_bytes``, and each document has an overall deadline, so a huge
+streamed and abandoned past ``max_bytes``, and each response has an overall deadline, so a huge
 or endlessly slow page costs at most that.
 """
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "supportbot-import/1.0 (+https://github.com/supportbot)"
 ROBOTS_AGENT = "supportbot-import"
 ROBOTS_EXCLUDED = "excluded by robots.txt"
+MAX_CRAWL_DELAY = 60.0  # a robots.txt Crawl-delay above this is read as this
 
 
 @dataclass(slots=True)
@@ -32,7 +33,7 @@ class Limits:
     max_bytes: int = 10_000_000  # per document
     per_host_interval: float = 1.0  # seconds between two requests to one host
     timeout: float = 20.0  # connect/read timeout of one request
-    document_seconds: float = 60.0  # overall deadline for one document, redirects included
+    document_seconds: float = 60.0  # deadline for one response, its whole body included
     max_redirects: int = 5
 
 
@@ -98,7 +99,8 @@ class Fetcher:
             interval = self.limits.per_host_interval
             robots = self._robots.get(key)
             if robots is not None:
-                interval = max(interval, float(robots.crawl_delay(ROBOTS_AGENT) or 0.0))
+                delay = min(float(robots.crawl_delay(ROBOTS_AGENT) or 0.0), MAX_CRAWL_DELAY)
+                interval = max(interval, delay)
             self._next_at[key] = time.monotonic() + interval
 
     async def allowed(self, url: str) -> bool:
@@ -131,8 +133,7 @@ class Fetcher:
     ) -> Page:
         """Fetch one document (conditionally when ``etag``/``last_modified`` are given)."""
         try:
-            async with asyncio.timeout(self.limits.document_seconds):
-                return await self._get(url, etag, last_modified)
+            return await self._get(url, etag, last_modified)
         except TimeoutError:
             raise FetchError(f"timed out after {self.limits.document_seconds:g} s") from None
         except httpx.TimeoutException:
@@ -152,7 +153,11 @@ class Fetcher:
             if not await self.allowed(url):
                 raise FetchError(ROBOTS_EXCLUDED)
             await self._wait_turn(url)
-            async with self.client.stream("GET", url, headers=headers) as resp:
+            # the deadline covers the request, not the polite wait before it
+            async with (
+                asyncio.timeout(self.limits.document_seconds),
+                self.client.stream("GET", url, headers=headers) as resp,
+            ):
                 if resp.has_redirect_location:
                     target = urljoin(url, resp.headers.get("location", ""))
                     if not target.startswith(("http://", "https://")):

@@ -490,6 +490,8 @@ def _extract_file(kind: str, data: bytes, name: str, source: str) -> Extracted:
 def _document_from_page(url: str, page: Page) -> tuple[Document, list[str]]:
     """Extract a fetched page (runs in a thread: parsing a big page takes a while)."""
     ctype = page.content_type
+    if page.content.startswith(b"%PDF-"):
+        ctype = "application/pdf"  # often served as application/octet-stream
     links: list[str] = []
     if ctype in HTML_TYPES:
         extracted = extract.html(page.content, url=page.url, charset=page.charset)

@@ -8,15 +8,17 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from supportbot import defaults
+from supportbot.database_url import normalize
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SUPPORTBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="SUPPORTBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        hide_input_in_errors=True,  # a rejected value may be a secret or hold a password
     )
 
     # identity
@@ -31,7 +33,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".supportbot")
 
     # storage
-    database_url: str | None = None
+    database_url: str | None = None  # sqlite:///…, postgres://…, postgresql://… as written
+    # DATABASE_URL as Heroku, Render and Fly set it: used when SUPPORTBOT_DATABASE_URL is unset
+    platform_database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    _database_setting: str = PrivateAttr(default="SUPPORTBOT_DATA_DIR")
     db_pool_size: int = 5
     db_max_overflow: int = 10
 
@@ -120,10 +125,29 @@ class Settings(BaseSettings):
             setattr(self, name, default)
         return self
 
+    @model_validator(mode="after")
+    def _database(self) -> Settings:
+        """Take DATABASE_URL when SUPPORTBOT_DATABASE_URL is unset, and refuse a URL we cannot
+        use now, in one line naming the setting, rather than in a traceback at first use."""
+        if self.database_url:
+            self._database_setting = "SUPPORTBOT_DATABASE_URL"
+        elif self.platform_database_url:
+            self.database_url = self.platform_database_url
+            self._database_setting = "DATABASE_URL"
+        if self.database_url:
+            normalize(self.database_url, self._database_setting)
+        return self
+
+    @property
+    def database_setting(self) -> str:
+        """The setting the database URL came from, for error messages."""
+        return self._database_setting
+
     @cached_property
     def resolved_database_url(self) -> str:
+        """The URL with its async driver (``sqlite:///x`` -> ``sqlite+aiosqlite:///x``)."""
         if self.database_url:
-            return self.database_url
+            return normalize(self.database_url, self.database_setting)
         return f"sqlite+aiosqlite:///{self.data_dir / 'supportbot.db'}"
 
     @property

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from supportbot.cli.common import load_settings, with_engine
+from supportbot.cli.common import load_settings, require_database, with_engine
 
 
 @click.command()
@@ -58,6 +58,7 @@ def serve(host: str | None, port: int | None) -> None:
     from supportbot.server import run_server
 
     settings = load_settings(announce_files=True)
+    require_database(settings)
     try:
         asyncio.run(run_server(settings, host=host or settings.host, port=port or settings.port))
     except ValueError as exc:  # an adapter refused its configuration

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from supportbot import logs
 from supportbot.config import Settings
+from supportbot.database_url import unreachable
 from supportbot.engine import Engine
 
 T = TypeVar("T")
@@ -40,8 +41,20 @@ def load_settings(*, announce_files: bool = False, **overrides: object) -> Setti
     return settings
 
 
+def require_database(settings: Settings) -> None:
+    """Exit with one line (status 2) when the database cannot be opened."""
+    problem = asyncio.run(unreachable(settings.resolved_database_url, settings.database_setting))
+    if problem is not None:
+        click.echo(problem, err=True)
+        raise SystemExit(2)
+
+
 def with_engine(settings: Settings, work: Callable[[Engine], Awaitable[T]]) -> T:
     async def run() -> T:
+        problem = await unreachable(settings.resolved_database_url, settings.database_setting)
+        if problem is not None:
+            click.echo(problem, err=True)
+            raise SystemExit(2)
         engine = await Engine.open(settings)
         try:
             return await work(engine)

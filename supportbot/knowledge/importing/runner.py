@@ -136,8 +136,7 @@ class Importer:
 
     def _record(self, item: Item) -> Item:
         self.report.items.append(item)
-        level = logging.WARNING if item.status == "skipped" else logging.INFO
-        log.log(level, "import: %s", item)
+        log.info("import: %s", item)  # the report lists skipped documents with their reasons
         if self.progress is not None:
             self.progress(item)
         return item

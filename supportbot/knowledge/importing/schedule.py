@@ -60,6 +60,9 @@ class ScheduledRefresh:
         finally:
             self.runs += 1
         log.info("knowledge refresh: %s", report.summary())
+        for item in report.items:
+            if item.status == "skipped":
+                log.warning("knowledge refresh: %s", item)
 
     async def stop(self) -> None:
         if self._task is not None:

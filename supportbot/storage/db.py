@@ -48,7 +48,16 @@ def create_engine(
         database = parsed.database
         if database and database != ":memory:":
             private_file(Path(database))  # 0600 in a 0700 folder: it holds every conversation
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            # One connection per process: SQLite takes one writer at a time, and writers of one
+            # process then queue in SQLAlchemy's pool, first come first served, instead of
+            # polling SQLite's busy handler against each other (which starves some for seconds
+            # under load). ``busy_timeout`` still covers other processes (the staff CLI).
+            pool: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_timeout": pool_timeout}
+        else:
+            pool = {}  # in memory: one shared connection already (StaticPool)
+        engine = create_async_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(

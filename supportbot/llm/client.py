@@ -35,6 +35,7 @@ from httpx_sse import EventSource, SSEError
 from pydantic import SecretStr
 
 from supportbot import metrics
+from supportbot.llm import tools
 from supportbot.llm.errors import (
     LLMAuthError,
     LLMBadResponse,
@@ -75,6 +76,7 @@ class Completion:
     model: str
     finish_reason: str | None
     usage_estimated: bool = False
+    handoff_reason: str | None = None  # the model called hand_off_to_human (see llm/tools.py)
 
 
 def retry_after_seconds(headers: httpx.Headers, *, now: float | None = None) -> float | None:
@@ -184,6 +186,7 @@ class LLMClient:
         max_backoff: float = 8.0,
         max_connections: int = 100,
         http_client: httpx.AsyncClient | None = None,
+        offer_handoff_tool: bool = True,
     ) -> None:
         base = httpx.URL(base_url)
         self._url = base.copy_with(path=base.path.rstrip("/") + "/chat/completions")
@@ -191,6 +194,7 @@ class LLMClient:
         self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
         self._extra_headers = dict(extra_headers or {})
         self.model = model
+        self.offer_handoff_tool = offer_handoff_tool
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.timeout = timeout
@@ -425,6 +429,7 @@ class LLMClient:
         progress: _Progress,
     ) -> Completion:
         model, finish, usage, done = self.model, None, None, False
+        calls = tools.ToolCallCollector()
         events = EventSource(response).aiter_sse()
         async for event in events:
             data = event.data.strip()
@@ -450,12 +455,14 @@ class LLMClient:
                 piece = (choice.get("delta") or {}).get("content")
                 if isinstance(piece, str) and piece:
                     await _deliver(on_delta, piece, progress)
+                calls.feed((choice.get("delta") or {}).get("tool_calls"))
                 finish = choice.get("finish_reason") or finish
         if done:
             await _drain(events)
         elif finish is None:
             raise _Retry(LLMBadResponse, "the LLM stream stopped before the reply was complete")
-        return _completion("".join(progress.streamed), usage, model, finish, messages)
+        return _completion("".join(progress.streamed), usage, model, finish, messages,
+                           handoff_reason=calls.handoff_reason())
 
     def _parse_json(self, response: httpx.Response, messages: list[dict[str, Any]]) -> Completion:
         try:
@@ -467,7 +474,9 @@ class LLMClient:
         except (KeyError, IndexError, TypeError, AttributeError):
             raise _Retry(LLMBadResponse, "the LLM reply has no choices[0].message") from None
         model = data.get("model") or self.model
-        return _completion(text, data.get("usage"), model, choice.get("finish_reason"), messages)
+        reason = tools.handoff_reason(choice["message"].get("tool_calls"))
+        return _completion(text, data.get("usage"), model, choice.get("finish_reason"), messages,
+                           handoff_reason=reason)
 
     def _check_status(self, response: httpx.Response) -> None:
         status = response.status_code
@@ -499,6 +508,13 @@ class LLMClient:
 
     def _rejected_param(self, detail: _ErrorDetail) -> str | None:
         text = f"{detail.param} {detail.message}".lower()
+        if (
+            self.offer_handoff_tool
+            and not tools.tools_rejected(str(self._url), self.model)
+            and tools.mentions_tools(text, detail.code)
+        ):
+            tools.note_rejected(str(self._url), self.model)  # next attempts: marker instead
+            return "tools"
         for param in ("stream_options", "max_tokens", "temperature"):
             if param in text and param not in self._unsupported:
                 if param == "max_tokens" and "max_completion_tokens" not in text:
@@ -547,6 +563,11 @@ class LLMClient:
 
     def _body(self, messages: list[dict[str, Any]], *, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": messages}
+        if self.offer_handoff_tool:
+            if tools.tools_rejected(str(self._url), self.model):
+                body["messages"] = tools.with_marker_instructions(messages)
+            else:
+                body["tools"] = [tools.HANDOFF_TOOL]
         if "temperature" not in self._unsupported:
             body["temperature"] = self.temperature
         tokens_param = (
@@ -588,6 +609,8 @@ def _completion(
     model: str,
     finish_reason: str | None,
     messages: list[dict[str, Any]],
+    *,
+    handoff_reason: str | None = None,
 ) -> Completion:
     usage = usage if isinstance(usage, dict) else {}
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -595,7 +618,8 @@ def _completion(
     if estimated:
         prompt = prompt if isinstance(prompt, int) else estimate_prompt_tokens(messages)
         completion = completion if isinstance(completion, int) else estimate_tokens(text)
-    return Completion(text, prompt, completion, model, finish_reason, usage_estimated=estimated)
+    return Completion(text, prompt, completion, model, finish_reason, usage_estimated=estimated,
+                      handoff_reason=handoff_reason)
 
 
 async def _deliver(on_delta: OnDelta, piece: str, progress: _Progress) -> None:

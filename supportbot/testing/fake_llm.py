@@ -26,7 +26,22 @@ from typing import Any
 
 from aiohttp import web
 
-Responder = Callable[[list[dict[str, Any]]], str]
+
+@dataclass(frozen=True)
+class ToolReply:
+    """What a responder returns to make the model call a tool (``hand_off_to_human`` by
+    default) instead of, or after, writing ``text``; streamed as OpenAI streams tool calls."""
+
+    arguments: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    name: str = "hand_off_to_human"
+    raw_arguments: str | None = None  # sent as is instead of ``arguments`` (e.g. broken JSON)
+
+    def arguments_json(self) -> str:
+        return self.raw_arguments if self.raw_arguments is not None else json.dumps(self.arguments)
+
+
+Responder = Callable[[list[dict[str, Any]]], "str | ToolReply"]
 
 FAULT_KINDS = frozenset({"400", "401", "429", "500", "slow", "cut", "bad_json", "context_length"})
 _ERROR_KINDS = ("400", "401", "429", "500", "context_length")
@@ -116,6 +131,10 @@ class FakeLLM:
     ) -> None:
         self.responder = responder or default_responder
         self.delay = delay
+        self.delta_delay = 0.0  # seconds between streamed deltas (an answer still being written)
+        # True: answer 400 to any request that offers ``tools``, as Ollama does for models
+        # without tool support (clients must fall back to the [[HANDOFF]] marker)
+        self.reject_tools = False
         self.require_key = require_key
         self.include_usage = include_usage
         self.model = model
@@ -295,10 +314,15 @@ class FakeLLM:
         kind = fault.kind if fault else None
         if kind in _ERROR_KINDS:
             return _error_response(kind, options, record)
+        if self.reject_tools and body.get("tools"):
+            message = f"registry.ollama.ai/library/{self.model} does not support tools"
+            return _json_error(400, message, "api_error")
         if kind == "slow":
             await self._sleep(float(options.get("seconds", 30)))
         await self._sleep(self.delay)
         text = self.responder(messages)
+        tool = text if isinstance(text, ToolReply) else None
+        text = tool.text if tool is not None else text
         usage = {
             "prompt_tokens": sum(count_tokens(str(m.get("content") or "")) for m in messages),
             "completion_tokens": count_tokens(text),
@@ -306,7 +330,8 @@ class FakeLLM:
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if stream:
             want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return await self._stream(request, text, usage if want_usage else None, kind, options)
+            return await self._stream(request, text, usage if want_usage else None, kind, options,
+                                      tool)
         reply = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -320,6 +345,11 @@ class FakeLLM:
                 }
             ],
         }
+        if tool is not None:
+            reply["choices"][0]["message"] = {
+                "role": "assistant", "content": text or None, "tool_calls": [_tool_call(tool)],
+            }
+            reply["choices"][0]["finish_reason"] = "tool_calls"
         if self.include_usage:
             reply["usage"] = usage
         payload = json.dumps(reply).encode()
@@ -336,6 +366,7 @@ class FakeLLM:
         usage: dict[str, int] | None,
         kind: str | None,
         options: dict[str, Any],
+        tool: ToolReply | None = None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         pieces = split_deltas(text)
@@ -347,9 +378,20 @@ class FakeLLM:
                 if kind in ("cut", "bad_json") and index == stop_after:
                     break
                 await _send(response, self._chunk({"content": piece}))
+                if self.delta_delay:
+                    await self._sleep(self.delta_delay)
             else:
+                if tool is not None:  # the call's id and name first, then its arguments in pieces
+                    call = _tool_call(tool)
+                    call["function"]["arguments"] = ""
+                    await _send(response, self._chunk({"tool_calls": [{"index": 0, **call}]}))
+                    arguments = tool.arguments_json()
+                    for i in range(0, len(arguments), 7):
+                        fragment = {"index": 0, "function": {"arguments": arguments[i : i + 7]}}
+                        await _send(response, self._chunk({"tool_calls": [fragment]}))
                 if kind is None or kind == "slow":
-                    await _send(response, self._chunk({}, finish_reason="stop"))
+                    finish = "stop" if tool is None else "tool_calls"
+                    await _send(response, self._chunk({}, finish_reason=finish))
                     if usage is not None and self.include_usage:
                         await _send(response, {**self._chunk(None), "usage": usage})
                     await response.write(b"data: [DONE]\n\n")
@@ -415,6 +457,11 @@ def _wake(sleeper: asyncio.Future[None]) -> None:
 def split_deltas(text: str) -> list[str]:
     """Word-sized pieces (each keeps its trailing space), so joining them gives ``text`` back."""
     return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
+
+
+def _tool_call(tool: ToolReply) -> dict[str, Any]:
+    return {"id": "call_fake", "type": "function",
+            "function": {"name": tool.name, "arguments": tool.arguments_json()}}
 
 
 async def _send(response: web.StreamResponse, chunk: dict[str, Any]) -> None:

@@ -13,13 +13,16 @@ from typing import TextIO
 
 from supportbot.engine import Engine, IncomingMessage, Reply
 from supportbot.storage import reports
+from supportbot.textflow import reflow
 
 PLATFORM = "cli"
 _BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
 
 
 def plain(text: str, *, tty: bool) -> str:
-    """FAQ answers are Markdown; a terminal shows bold as bold (or drops the asterisks)."""
+    """FAQ answers are Markdown; a terminal shows bold as bold (or drops the asterisks) and
+    paragraphs as one line each, wrapped by the terminal at its own width."""
+    text = reflow(text)
     return _BOLD.sub(lambda m: f"\033[1m{m[1] or m[2]}\033[0m" if tty else (m[1] or m[2]),
                      text)
 

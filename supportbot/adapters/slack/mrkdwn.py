@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from supportbot.textflow import reflow
+
 _FENCE = re.compile(r"```[^\n`]*\n?(.*?)```", re.S)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _AUTOLINK = re.compile(r"<(https?://[^\s<>]+|mailto:[^\s<>]+)>")
@@ -44,7 +46,8 @@ def to_mrkdwn(markdown: str) -> str:
         return f"\x00{len(saved) - 1}\x00"
 
     # \x00 marks placeholders and \x01/\x02 bold markers below: content may not carry them
-    text = markdown.replace("\r\n", "\n").translate(_MARKERS)
+    # paragraphs written with hard wraps would show broken mid-sentence: one line each
+    text = reflow(markdown).translate(_MARKERS)
     text = _FENCE.sub(lambda m: keep("```\n" + escape(m.group(1).rstrip("\n")) + "\n```"), text)
     text = _INLINE_CODE.sub(lambda m: keep(escape(m.group(0))), text)
     text = _AUTOLINK.sub(lambda m: keep(f"<{_url(m.group(1))}>"), text)

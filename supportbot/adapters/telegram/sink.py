@@ -23,6 +23,7 @@ from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from supportbot import metrics
 from supportbot.adapters.telegram.buttons import feedback_keyboard
+from supportbot.textflow import reflow
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,9 @@ _MD = re.compile(
 
 
 def markdown_to_html(text: str) -> str:
-    """Render the Markdown an LLM writes as Telegram HTML; everything else is escaped."""
+    """Render the Markdown an LLM writes as Telegram HTML; everything else is escaped.
+    Paragraphs written with hard wraps become one line each (Telegram shows every newline)."""
+    text = reflow(text)
     out: list[str] = []
     pos = 0
     for m in _MD.finditer(text):

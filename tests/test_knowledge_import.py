@@ -571,3 +571,26 @@ async def test_refresh_reembeds_only_changed_passages(site: HelpCenter, tmp_path
         assert any("35 euros" in e.answer for e in kb.entries.values())
     finally:
         await kb.aclose()
+
+
+def test_offline_answer_prefers_faq_and_quotes_passages_briefly():
+    from supportbot.knowledge.importing.passages import excerpt, offline_answer
+    from supportbot.knowledge.models import FaqEntry, Hit
+
+    long_text = "Refunds are issued within 5 business days. " + "More detail follows here. " * 30
+    passage = FaqEntry("p#1", "Returns — Refund timing", long_text, url="https://h/r",
+                       kind="passage")
+    faq = FaqEntry("refunds", "How long do refunds take?", " Five to ten days. ")
+
+    def words(name: str, **values: str) -> str:
+        return f"{name}|{values['title']}|{values['excerpt']}|{values['url']}"
+
+    best, text = offline_answer([Hit(passage, 0.9), Hit(faq, 0.7)], words)
+    assert (best.entry.id, text) == ("refunds", "Five to ten days.")
+    best, text = offline_answer([Hit(passage, 0.9)], words)
+    name, title, quoted, url = text.split("|")
+    assert (name, title, url) == ("passage_excerpt", "Returns — Refund timing", "https://h/r")
+    assert quoted.startswith("Refunds are issued within 5 business days.")
+    assert len(quoted) <= 300 and quoted.endswith(".")  # cut at a sentence end
+    assert excerpt("## Title\n\nA **bold** `word` and " + "x " * 400).endswith(" …")
+    assert "**" not in excerpt("A **bold** claim.") and "#" not in excerpt("## Head\n\nText.")

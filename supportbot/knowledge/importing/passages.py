@@ -13,11 +13,12 @@ This module only depends on ``models``: the loader imports it for every Markdown
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supportbot.knowledge.models import FaqEntry
+from supportbot.knowledge.models import FaqEntry, Hit
 from supportbot.problems import Problem
 
 KIND = "imported"  # front-matter ``kind`` of an imported document
@@ -162,3 +163,18 @@ def passage_entries(
         )
         for i, (heading, text) in enumerate(split(body))
     ]
+
+
+def offline_answer(confident: list[Hit], message: Callable[..., str]) -> tuple[Hit, str]:
+    """What the bot says without an LLM, given the confident hits (best first, not empty).
+
+    A staff-written FAQ entry is a complete answer and wins over any passage; a passage is part
+    of a page, so it is quoted briefly with its title and link (``message("passage_excerpt",
+    title=..., excerpt=..., url=...)`` renders the bot's words for it)."""
+    best = next((h for h in confident if h.entry.kind != "passage"), confident[0])
+    entry = best.entry
+    if entry.kind != "passage":
+        return best, entry.answer.strip()
+    text = message("passage_excerpt", title=entry.question, excerpt=excerpt(entry.answer),
+                   url=entry.url or "")
+    return best, text

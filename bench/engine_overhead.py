@@ -105,7 +105,7 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
             for stream in (False, True):
                 row, _ = await _measure(settings(seeded, llm_stream=stream), n, queries,
                                         platform="seed", threads=open_threads)
-                rows.append({"bench": NAME, "db": "seeded", "judged": not quick,
+                rows.append({"bench": NAME, "db": "seeded", "judged": not quick and not stream,
                              "stored_messages": n["messages"],
                              "conversations": n["conversations"], "faq_entries": n["faq"],
                              "stream": stream, **row, **reference,

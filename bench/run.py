@@ -30,11 +30,12 @@ BENCHMARKS = {
 }
 
 # figure -> (target, "max" if the figure must stay at or below it, "min" if at or above)
+# (issue 18: on 2 cores with the stock libraries)
 TARGETS: dict[str, dict[str, tuple[float, str]]] = {
-    "engine_overhead": {"p50_ms": (5, "max"), "p99_ms": (25, "max"), "msgs_per_s": (500, "min")},
-    "slack_path": {"msgs_per_s": (200, "min")},
-    "telegram_path": {"msgs_per_s": (200, "min")},
-    "concurrency": {"wall_s": (3, "max")},
+    "engine_overhead": {"p50_ms": (10, "max"), "p99_ms": (30, "max")},
+    "slack_path": {"msgs_per_s": (100, "min")},
+    "telegram_path": {"msgs_per_s": (100, "min")},
+    "concurrency": {"wall_s": (5, "max")},
     "retrieval": {"p50_ms": (2, "max"), "p99_ms": (10, "max"), "index_build_s": (10, "max"),
                   "reload_one_file_ms": (200, "max")},
     "memory": {"peak_rss_mb": (200, "max")},

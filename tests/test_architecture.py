@@ -7,7 +7,7 @@ Two checks, both run by the plain test command:
   module (``lib._x``) of another distribution, assigning ``__class__``, writing ``sys.modules``;
 - the import-linter contracts in ``pyproject.toml`` (``[tool.importlinter]``): the core layers
   never import the platform adapters or their SDKs, nothing imports the CLI, adapters see the
-  engine only through its public package.
+  engine only through its package and its public types (``supportbot.engine.types``).
 """
 
 from __future__ import annotations

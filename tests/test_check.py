@@ -124,3 +124,17 @@ def test_explicit_folder_that_does_not_exist_is_an_error_naming_the_setting(tmp_
         assert result.exit_code == 2
         assert f"{setting}={tmp_path / 'typo'}: folder not found" in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_language_file_missing_keys_is_reported_by_file_and_key(tmp_path):
+    prompts, knowledge = copy_setup(tmp_path)
+    korean = prompts / "messages" / "ko.yaml"
+    korean.write_text('dont_know: "죄송합니다, 잘 모르겠습니다."\n')
+    result = run_check(tmp_path, prompts, knowledge)
+    assert result.exit_code == 1
+    assert f"{korean}:0: missing message 'closed' (present in en.yaml)" in result.output
+    assert "missing message 'dont_know'" not in result.output
+    # a shipped language's override may leave keys out: the package's own words fill them in
+    (prompts / "messages" / "fr.yaml").write_text('closed: "Au revoir."\n')
+    korean.unlink()
+    assert run_check(tmp_path, prompts, knowledge).exit_code == 0

@@ -11,7 +11,9 @@ import pytest
 from jinja2 import TemplateError
 from jinja2.exceptions import SecurityError
 
+from supportbot.defaults import PROMPTS
 from supportbot.prompts import PromptLibrary, Snippet
+from supportbot.prompts.library import MESSAGE_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,3 +154,34 @@ def test_templates_cannot_change_the_values_they_are_given(tmp_path):
     with pytest.raises(SecurityError):
         PromptLibrary(staff).render_system("cli", **context)
     assert context["snippets"] == []
+
+
+# --- the shipped languages ------------------------------------------------------------------
+
+SHIPPED = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru")
+
+
+def test_every_shipped_language_has_every_message_in_its_own_words():
+    library = PromptLibrary(defaults={"bot_name": "Ada", "company_name": "Acme"})
+    assert library.check() == []  # includes: no key of en.yaml missing in any language
+    english = {name: library.message(name, "en", limit=4000) for name in MESSAGE_NAMES}
+    for lang in SHIPPED[1:]:
+        assert (PROMPTS / "messages" / f"{lang}.yaml").is_file()
+        for name in ("dont_know", "handoff_requested", "closed", "greeting", "feedback_helpful"):
+            text = library.message(name, lang, customer_name="Sam")
+            assert text and text != english[name], (lang, name)
+
+
+def test_after_hours_notice_names_no_english_weekday_in_other_languages():
+    library = PromptLibrary()
+    monday = datetime(2026, 3, 2, 9, 0)
+    assert "Monday" in library.message("handoff_after_hours", "en", next_open=monday)
+    for lang in SHIPPED[1:]:
+        text = library.message("handoff_after_hours", lang, next_open=monday)
+        assert "Monday" not in text and "09:00" in text, lang
+
+
+def test_chinese_and_japanese_messages_have_no_stray_spaces_from_line_folding():
+    library = PromptLibrary(defaults={"bot_name": "Ada", "company_name": "Acme"})
+    assert "Ada。请直接提问" in library.message("greeting", "zh", customer_name="Sam")
+    assert "アシスタント、Adaです" in library.message("greeting", "ja")

@@ -14,6 +14,7 @@ that cannot be read or rendered falls back to the package's text, never to its r
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
@@ -179,7 +180,7 @@ class PromptLibrary:
                 if template is None:
                     continue
                 try:
-                    return " ".join(template.render(values).split())
+                    return one_line(template.render(values))
                 except Exception as exc:  # a template may raise anything when rendered
                     log.error("message %s (%s, %s) failed to render: %s", name, lang, layer,
                               exc)
@@ -260,6 +261,16 @@ class PromptLibrary:
             if path.is_file():
                 names.update(_message_keys(path))
         return [n for n in MESSAGE_NAMES if n in names]
+
+
+_WIDE_GAP = re.compile(r"(?<=[\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef])\s+"
+                       r"(?=[\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef])")
+
+
+def one_line(text: str) -> str:
+    """A message as one line: YAML folding and template whitespace become single spaces, and
+    none is left between two Chinese or Japanese characters (those scripts use no spaces)."""
+    return _WIDE_GAP.sub("", " ".join(text.split()))
 
 
 def _render_partial_for_safety(template: Template, context: dict[str, Any]) -> None:

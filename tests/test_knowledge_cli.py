@@ -46,11 +46,34 @@ def test_eval_text_and_json(env: Path) -> None:
         knowledge, ["eval", str(q), "--knowledge-dir", str(REPO / "supportbot/defaults/knowledge")]
     )
     assert r.exit_code == 0, r.output
+    assert "split all  lexical  queries 2" in r.output
     assert "hit@1 0.500" in r.output and "recall@5 0.500" in r.output
+    # threshold 0.5: one answer from the FAQ alone (right), none wrong, nothing missed
+    assert "answers from the FAQ alone 50.0% of queries, 0.0% of them with a wrong entry" in (
+        r.output
+    )
     r = CliRunner().invoke(knowledge, ["eval", str(q), "--json"])
     lines = [json.loads(x) for x in r.output.splitlines()]
     assert lines[0]["ranked"][0] == "password-reset"
-    assert lines[-1]["summary"]["queries"] == 2
+    assert lines[-1]["summary"]["queries"] == 2 and lines[-1]["summary"]["split"] == "all"
+    assert lines[-1]["confidence"]["wrong_share"] == 0.0
+
+
+def test_eval_split_and_threshold(env: Path) -> None:
+    q = env / "q.jsonl"
+    q.write_text(
+        '{"query": "reset my password", "relevant": ["password-reset"]}\n'
+        '{"query": "weather on mars", "relevant": ["refunds"]}\n'
+        '{"query": "how long do refunds take", "relevant": ["delivery"]}\n'
+    )
+    r = CliRunner().invoke(knowledge, ["eval", str(q), "--split", "odd", "--json"])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in r.output.splitlines()]
+    assert [x["query"] for x in lines[:-1]] == ["weather on mars"]
+    r = CliRunner().invoke(knowledge, ["eval", str(q), "--split", "even", "--threshold", "0.3"])
+    assert "split even  lexical  queries 2" in r.output
+    # "how long do refunds take" answered from the FAQ with the entry labelled wrong here
+    assert "50.0% of them with a wrong entry" in r.output, r.output
 
 
 def test_eval_bad_file(env: Path) -> None:

@@ -13,7 +13,14 @@ import click
 from supportbot.cli.knowledge_import import import_cmd
 from supportbot.config import Settings
 from supportbot.knowledge import Embedder, KnowledgeBase, check_knowledge
-from supportbot.knowledge.evaluation import QueryFileError, evaluate, read_queries
+from supportbot.knowledge.evaluation import (
+    SPLITS,
+    QueryFileError,
+    confidence_report,
+    evaluate,
+    read_queries,
+    split_queries,
+)
 
 
 def _settings() -> Settings:
@@ -38,7 +45,7 @@ _dir_option = click.option(
     help="FAQ directory (default: SUPPORTBOT_KNOWLEDGE_DIR).",
 )
 _lexical_option = click.option(
-    "--lexical-only", is_flag=True, help="Ignore a configured embeddings endpoint."
+    "--lexical-only", is_flag=True, help="Ignore configured embeddings (local or endpoint)."
 )
 
 
@@ -67,6 +74,7 @@ def search(
             kb = _open_kb(settings, knowledge_dir, lexical_only, tmp)
             try:
                 await kb.refresh()
+                await kb.embeddings_ready()
                 for p in kb.problems:
                     click.echo(f"warning: {p}", err=True)
                 hits = await kb.search(query, k=k)
@@ -116,29 +124,57 @@ def check(knowledge_dir: Path | None) -> None:
 @click.argument("queries_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_dir_option
 @click.option("--json", "as_json", is_flag=True, help="One line per query, then a summary.")
+@click.option(
+    "--split",
+    type=click.Choice(SPLITS),
+    default="all",
+    show_default=True,
+    help="Score all queries, or those at even / odd positions of the file (tune on one half, "
+    "report the other).",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Answer-alone threshold to report on (default: SUPPORTBOT_FAQ_CONFIDENCE).",
+)
 @_lexical_option
 def eval_cmd(
-    queries_file: Path, knowledge_dir: Path | None, as_json: bool, lexical_only: bool
+    queries_file: Path,
+    knowledge_dir: Path | None,
+    as_json: bool,
+    split: str,
+    threshold: float | None,
+    lexical_only: bool,
 ) -> None:
-    """Measure hit@1, recall@5 and MRR@10 on QUERIES_FILE (JSONL: query, relevant ids)."""
+    """Measure hit@1, recall@5 and MRR@10 on QUERIES_FILE (JSONL: query, relevant ids), and how
+    often the bot would answer from the FAQ alone with a wrong entry at the threshold."""
     settings = _settings()
     try:
-        queries = read_queries(queries_file)
+        queries = split_queries(read_queries(queries_file), split)
     except QueryFileError as exc:
         raise click.ClickException(str(exc)) from None
+    threshold = settings.faq_confidence if threshold is None else threshold
 
-    async def run() -> tuple[dict, list[dict]]:
+    async def run() -> tuple[dict, list[dict], str]:
         with tempfile.TemporaryDirectory() as tmp:
             kb = _open_kb(settings, knowledge_dir, lexical_only, tmp)
             try:
                 await kb.refresh()
+                await kb.embeddings_ready()
                 for p in kb.problems:
                     click.echo(f"warning: {p}", err=True)
-                return await evaluate(kb, queries)
+                mode = "hybrid" if kb.embedder is not None and kb.dense_ready else "lexical"
+                if kb.embedder is not None and mode == "hybrid":  # one batched call
+                    await kb.embedder.embed_queries([q["query"] for q in queries])
+                summary, rows = await evaluate(kb, queries)
+                return summary, rows, mode
             finally:
                 await kb.aclose()
 
-    summary, rows = asyncio.run(run())
+    summary, rows, mode = asyncio.run(run())
+    summary = {"split": split, "mode": mode, **summary}
+    report = confidence_report(rows, threshold)
     if as_json:
         for row in rows:
             click.echo(
@@ -147,9 +183,14 @@ def eval_cmd(
                     ensure_ascii=False,
                 )
             )
-        click.echo(json.dumps({"summary": summary}))
+        click.echo(json.dumps({"summary": summary, "confidence": report}))
     else:
         click.echo(
-            f"queries {summary['queries']}  hit@1 {summary['hit@1']:.3f}  "
+            f"split {split}  {mode}  queries {summary['queries']}  hit@1 {summary['hit@1']:.3f}  "
             f"recall@5 {summary['recall@5']:.3f}  MRR@10 {summary['mrr@10']:.3f}"
+        )
+        click.echo(
+            f"threshold {threshold:.2f}: answers from the FAQ alone {report['answered_share']:.1%}"
+            f" of queries, {report['wrong_share']:.1%} of them with a wrong entry; "
+            f'"I don\'t know" with the right entry at rank 1: {report["missed_share"]:.1%}'
         )

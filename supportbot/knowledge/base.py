@@ -144,6 +144,11 @@ class KnowledgeBase:
         if len(todo) <= EMBED_CHUNK:
             await asyncio.shield(task)
 
+    @property
+    def dense_ready(self) -> bool:
+        """Whether searches currently use embeddings (some entries have vectors)."""
+        return len(self._dense) > 0
+
     async def embeddings_ready(self) -> None:
         """Wait until the entries known at the last refresh are embedded (or embedding failed)."""
         while self._embed_task is not None and not self._embed_task.done():
@@ -325,6 +330,7 @@ class KnowledgeBase:
         confidence = scoring.lexical_confidence(scoring.term_weights(uniq, dfs, n))
         docs = lexical.docs
         top_bm25 = max(bm25.values(), default=0.0) or 1.0
+        floor, ceil = self.embedder.cosine_range if self.embedder is not None else (0.0, 1.0)
         # (-rank, rowid, score, details): ties by rowid
         scored: list[tuple[float, int, float, dict[str, float]]] = []
         for rid in pool:
@@ -338,9 +344,9 @@ class KnowledgeBase:
             if cos is None:
                 cos = index.cosine(rid, qvec)
             cos = cos or 0.0
-            d = scoring.dense_confidence(cos)
+            d = scoring.dense_confidence(cos, floor, ceil)
             details = {"lexical": lex, "bm25": b, "cosine": cos, "dense": d}
-            rank = scoring.hybrid_rank(lex, cos, b / top_bm25)
+            rank = scoring.hybrid_rank(lex, cos, b / top_bm25, floor, ceil)
             scored.append((-rank, rid, scoring.hybrid_score(lex, d), details))
         scored.sort(key=_BY_RANK)
         return [

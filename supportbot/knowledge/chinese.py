@@ -110,5 +110,7 @@ def run_terms(run: str) -> list[str]:
     out = [ch for ch in run if ch not in STOP_CHARS]
     out.extend(run[i : i + 2] for i in range(len(run) - 1))
     if len(run) > 2 and all(is_han(ch) for ch in run):
-        out.extend(w for w in words(run) if len(w) > 2)
+        # a two-character word is also a bigram: counted twice, real words outweigh the
+        # bigrams that straddle a word boundary
+        out.extend(w for w in words(run) if len(w) > 1)
     return out

@@ -39,6 +39,21 @@ _PREFIXES: tuple[tuple[str, str, str], ...] = (
 _BGE_ZH_QUERY = "为这个句子生成表示以用于检索相关文章："
 
 
+# Cosine levels of "unrelated" and "paraphrase" per model family (lower-cased name substring):
+# they differ a lot (E5 puts unrelated texts near 0.75), and the confidence maps between them.
+# Measured on the shared stackfaq and afqmc sets (BENCHMARKS.md, "Retrieval quality").
+_COSINE_RANGES: tuple[tuple[str, tuple[float, float]], ...] = (("e5", (0.80, 0.92)),)
+DEFAULT_COSINE_RANGE = (0.15, 0.65)  # all-MiniLM-L6-v2, OpenAI text-embedding-3
+
+
+def cosine_range_for(model: str) -> tuple[float, float]:
+    name = model.lower()
+    for needle, levels in _COSINE_RANGES:
+        if needle in name:
+            return levels
+    return DEFAULT_COSINE_RANGE
+
+
 def prefixes_for(model: str) -> tuple[str, str]:
     """(query prefix, document prefix) the model was trained with; ("", "") if none/unknown."""
     name = model.lower()
@@ -69,6 +84,7 @@ class Embedder:
 
     def __init__(self, model: str, *, query_cache_size: int = QUERY_CACHE_SIZE) -> None:
         self.model = model
+        self.cosine_range = cosine_range_for(model)  # (unrelated, paraphrase) cosine levels
         self._query_cache: OrderedDict[str, Vector] = OrderedDict()
         self._query_cache_size = query_cache_size
 

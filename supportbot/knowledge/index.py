@@ -19,7 +19,7 @@ from supportbot.knowledge.models import FaqEntry
 from supportbot.knowledge.text import language_of, terms
 from supportbot.knowledge.vectors import Vector, from_bytes
 
-SCHEMA_VERSION = "5"  # bump when the terms change: the index is rebuilt
+SCHEMA_VERSION = "6"  # bump when the terms change: the index is rebuilt
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -84,15 +84,17 @@ def lexical_confidence(weights: dict[str, float]) -> Callable[[Mapping[str, int]
     return confidence
 
 
-def dense_confidence(cosine: float) -> float:
-    return min(1.0, max(0.0, (cosine - DENSE_FLOOR) / (DENSE_CEIL - DENSE_FLOOR)))
+def dense_confidence(cosine: float, floor: float = DENSE_FLOOR, ceil: float = DENSE_CEIL) -> float:
+    """The cosine mapped from the model's "unrelated" level (``floor``) to its "paraphrase"
+    level (``ceil``) onto [0, 1]; each model family has its own (``Embedder.cosine_range``)."""
+    return min(1.0, max(0.0, (cosine - floor) / (ceil - floor)))
 
 
 def hybrid_score(lexical: float, dense: float) -> float:
     return DENSE_WEIGHT * dense + (1.0 - DENSE_WEIGHT) * lexical
 
 
-BM25_RANK_WEIGHT = 0.1
+BM25_RANK_WEIGHT = 0.5
 
 
 def lexical_rank(lexical: float, bm25_relative: float) -> float:
@@ -100,8 +102,14 @@ def lexical_rank(lexical: float, bm25_relative: float) -> float:
     return BM25_RANK_WEIGHT * bm25_relative + (1.0 - BM25_RANK_WEIGHT) * lexical
 
 
-def hybrid_rank(lexical: float, cosine: float, bm25_relative: float = 0.0) -> float:
+def hybrid_rank(
+    lexical: float,
+    cosine: float,
+    bm25_relative: float = 0.0,
+    floor: float = DENSE_FLOOR,
+    ceil: float = DENSE_CEIL,
+) -> float:
     """Like hybrid_score without the clipping, so near-duplicates still rank by cosine."""
-    return DENSE_WEIGHT * (cosine - DENSE_FLOOR) / (DENSE_CEIL - DENSE_FLOOR) + (
-        1.0 - DENSE_WEIGHT
-    ) * lexical_rank(lexical, bm25_relative)
+    return DENSE_WEIGHT * (cosine - floor) / (ceil - floor) + (1.0 - DENSE_WEIGHT) * lexical_rank(
+        lexical, bm25_relative
+    )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supportbot.handoff.normalize import normalize
-from supportbot.handoff.patterns import Rule, Span, overlaps
+from supportbot.handoff.patterns import Rule, Span, overlaps, word_starts
 from supportbot.handoff.rules_file import (
     RuleSet,
     build_rules,
@@ -160,19 +160,20 @@ class HandoffDetector:
         asking, negative = rules.live(norm)
         if not asking:
             return Detection(False)
+        starts = word_starts(norm)
         blocked: list[Span] = []
         blocked_by: list[Rule] = []
         for rule in negative:
-            spans = rule.spans(norm)
+            spans = rule.spans(norm, starts)
             blocked.extend(spans)
             blocked_by.extend([rule] * len(spans))
         vetoed: tuple[Rule, Span] | None = None
         for rule in asking:
-            span = rule.first_span(norm, blocked)
+            span = rule.first_span(norm, blocked, starts)
             if span is not None:
                 return Detection.of(True, rule, norm, span)
             if vetoed is None and blocked:
-                span = rule.first_span(norm, [])
+                span = rule.first_span(norm, [], starts)
                 if span is not None:
                     vetoed = (rule, span)
         if vetoed is not None:

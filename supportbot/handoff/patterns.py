@@ -22,7 +22,15 @@ from dataclasses import dataclass
 
 from supportbot.handoff.normalize import CJK_RE, normalize
 
-__all__ = ["Lexicons", "PatternError", "Rule", "check_pattern", "compile_pattern", "overlaps"]
+__all__ = [
+    "Lexicons",
+    "PatternError",
+    "Rule",
+    "check_pattern",
+    "compile_pattern",
+    "overlaps",
+    "word_starts",
+]
 
 # Up to N units, each a whole space-delimited word or one or two characters (for Chinese and
 # Japanese, which have no spaces): N words or 2N CJK characters. Bounded, so a long message
@@ -218,28 +226,53 @@ class Rule:
     def could_match(self, text: str) -> bool:
         return self.needles is None or any(n in text for n in self.needles)
 
-    def spans(self, text: str) -> list[Span]:
+    @property
+    def at_word_starts(self) -> bool:
+        """Can every match begin at the start of a space-delimited word? True for rules of
+        languages written with spaces (their words all begin with a boundary), which can then be
+        tried only there instead of at every character: much cheaper for rules that open with
+        long optional word lists."""
+        return self.lang not in _NO_SPACES and not self.pattern.startswith(r"(?:\s*")
+
+    def _matches(self, text: str, starts: list[int] | None):  # -> Iterator[re.Match[str]]
+        regex = self.regex
+        if starts is None or not self.at_word_starts:
+            pos = 0
+            while pos <= len(text) and (m := regex.search(text, pos)):
+                yield m
+                pos = m.start() + 1
+            return
+        for pos in starts:
+            if (m := regex.match(text, pos)) is not None:
+                yield m
+
+    def spans(self, text: str, starts: list[int] | None = None) -> list[Span]:
         if self.whole:
             return [(0, len(text))] if self.regex.fullmatch(text) else []
-        found = []
-        pos = 0
-        while pos <= len(text) and (m := self.regex.search(text, pos)):
-            found.append(_trim(text, m.start(), m.end()))
-            pos = m.start() + 1
-        return found
+        return [_trim(text, m.start(), m.end()) for m in self._matches(text, starts)]
 
-    def first_span(self, text: str, blocked: list[Span]) -> Span | None:
-        """The first match that no blocked span overlaps, trying every start position."""
+    def first_span(
+        self, text: str, blocked: list[Span], starts: list[int] | None = None
+    ) -> Span | None:
+        """The first match that no blocked span overlaps, trying every start position
+        (``starts``: the word starts of ``text``, see :func:`word_starts`)."""
         if self.whole:
             spans = self.spans(text)
             return spans[0] if spans and not overlaps(spans[0], blocked) else None
-        pos = 0
-        while pos <= len(text) and (m := self.regex.search(text, pos)):
+        for m in self._matches(text, starts):
             span = _trim(text, m.start(), m.end())
             if not overlaps(span, blocked):
                 return span
-            pos = m.start() + 1
         return None
+
+
+_NO_SPACES = frozenset({"zh", "ja", "zh-hans", "zh-hant", "zh-cn", "zh-tw", "ja-jp"})
+_WORD_START = re.compile(r"(?<!\S)\S")
+
+
+def word_starts(text: str) -> list[int]:
+    """Where the words of normalised ``text`` begin (for :meth:`Rule.spans`)."""
+    return [m.start() for m in _WORD_START.finditer(text)]
 
 
 def _trim(text: str, start: int, end: int) -> Span:

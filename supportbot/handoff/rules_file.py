@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from supportbot.handoff.normalize import CJK_RE
 from supportbot.handoff.patterns import PatternError, Rule, check_pattern, compile_pattern
 from supportbot.problems import Problem
 
@@ -52,25 +53,67 @@ class RuleSet:
     frustration: tuple[Rule, ...] = ()
     negative: tuple[Rule, ...] = ()
     sources: tuple[str, ...] = ()
-    needles: frozenset[str] = frozenset()  # every rule's prefilter substrings, for ``live``
+    needles: frozenset[str] = frozenset()  # every rule's prefilter words, for ``live``
+    _cjk_needles: frozenset[str] = frozenset()
+    _longest_cjk: int = 0
+    _by_needle: dict[str, tuple[int, ...]] = field(default_factory=dict)  # needle → rule numbers
+    _always: frozenset[int] = frozenset()  # rules without a needle
 
     def __post_init__(self) -> None:
         rules = (*self.positive, *self.frustration, *self.negative)
-        object.__setattr__(self, "needles", frozenset(n for r in rules for n in r.needles or ()))
+        needles = frozenset(n for r in rules for n in r.needles or ())
+        cjk = frozenset(n for n in needles if CJK_RE.search(n))
+        by_needle: dict[str, list[int]] = {}
+        for number, rule in enumerate(rules):
+            for n in rule.needles or ():
+                by_needle.setdefault(n, []).append(number)
+        object.__setattr__(self, "_by_needle", {n: tuple(v) for n, v in by_needle.items()})
+        object.__setattr__(self, "_always", frozenset(
+            number for number, rule in enumerate(rules) if rule.needles is None))
+        object.__setattr__(self, "needles", needles)
+        object.__setattr__(self, "_cjk_needles", cjk)
+        object.__setattr__(self, "_longest_cjk", max(map(len, cjk), default=0))
+
+    def present(self, text: str) -> set[str]:
+        """The needles in normalised ``text``, by looking each word's prefixes (and each
+        Chinese/Japanese run's substrings) up in a set: a few dozen set lookups instead of a
+        substring search per needle (~1,900 of them with the built-in rules).
+
+        Every needle a rule could match is found: a Latin/Cyrillic word of a rule matches a whole
+        word of the text or, written ``word*``, the start of one; CJK words match anywhere."""
+        found: set[str] = set()
+        needles, cjk, longest = self.needles, self._cjk_needles, self._longest_cjk
+        for word in set(text.split()):
+            if CJK_RE.match(word):
+                for i in range(len(word)):
+                    for j in range(i + 1, min(len(word), i + longest) + 1):
+                        if word[i:j] in cjk:
+                            found.add(word[i:j])
+            else:
+                for k in range(1, len(word) + 1):
+                    if word[:k] in needles:
+                        found.add(word[:k])
+        return found
 
     def __len__(self) -> int:
         return len(self.positive) + len(self.frustration) + len(self.negative)
 
     def live(self, text: str) -> tuple[list[Rule], list[Rule]]:
-        """The asking (positive and frustration) and negative rules that could match ``text``:
-        each needle is looked for once, not once per rule that lists it."""
-        present = {n for n in self.needles if n in text}
-
-        def could(rule: Rule) -> bool:
-            return rule.needles is None or not rule.needles.isdisjoint(present)
-
-        asking = [r for r in (*self.positive, *self.frustration) if could(r)]
-        return asking, [r for r in self.negative if could(r)]
+        """The asking (positive and frustration) and negative rules that could match ``text``,
+        in file order: the rules listed under the needles present (most rules fail this)."""
+        numbers = set(self._always)
+        for n in self.present(text):
+            numbers.update(self._by_needle[n])
+        asking_count = len(self.positive) + len(self.frustration)
+        asking: list[Rule] = []
+        negative: list[Rule] = []
+        for number in sorted(numbers):
+            if number < asking_count:
+                asking.append(self.positive[number] if number < len(self.positive)
+                              else self.frustration[number - len(self.positive)])
+            else:
+                negative.append(self.negative[number - asking_count])
+        return asking, negative
 
 
 # ---------------------------------------------------------------------------- raw files

@@ -187,6 +187,11 @@ class PromptLibrary:
         log.error("no text for message %s in any layer", name)
         return name
 
+    def feedback_labels(self, language: str = "en") -> tuple[str, str]:
+        """The 👍/👎 buttons' labels in the customer's language."""
+        return (self.message("feedback_helpful", language),
+                self.message("feedback_not_helpful", language))
+
     def _message_templates(self, layer: Path, lang: str) -> dict[str, Template]:
         path = layer / "messages" / f"{lang}.yaml"
         cached = self._messages.setdefault(path, _MessageFile())

@@ -195,7 +195,8 @@ class SlackListeners:
         if not accepted.stored:
             return
         sink = SlackSink(
-            self.poster, t.channel, t.reply_thread_ts, stream_interval=self.stream_interval
+            self.poster, t.channel, t.reply_thread_ts, stream_interval=self.stream_interval,
+            prompts=self.engine.prompts,
         )
 
         async def lookup() -> str:  # users.info, after the store, when the turn comes
@@ -271,7 +272,8 @@ class SlackListeners:
         parts = conversation.thread_key.split(":")
         channel = parts[1] if len(parts) > 1 else parts[0]
         thread_ts = parts[2] if len(parts) > 2 else None
-        return SlackSink(self.poster, channel, thread_ts, stream_interval=self.stream_interval)
+        return SlackSink(self.poster, channel, thread_ts, stream_interval=self.stream_interval,
+                         prompts=self.engine.prompts)
 
 
 async def _guard(work: Coroutine[Any, Any, Any]) -> None:

@@ -11,9 +11,11 @@ FEEDBACK_PREFIX = "feedback_"
 HELPFUL, UNHELPFUL = "feedback_helpful", "feedback_unhelpful"
 BLOCK_ID = "supportbot_feedback"
 SECTION_LIMIT = 2900  # Slack caps a section's text at 3,000 characters
+# the labels when no prompts are at hand; normally they come from prompts/messages/<lang>.yaml
+DEFAULT_LABELS = ("👍 Helpful", "👎 Not helpful")
 
 
-def feedback_buttons(message_id: int) -> dict[str, Any]:
+def feedback_buttons(message_id: int, labels: tuple[str, str] = DEFAULT_LABELS) -> dict[str, Any]:
     return {
         "type": "actions",
         "block_id": BLOCK_ID,
@@ -21,20 +23,21 @@ def feedback_buttons(message_id: int) -> dict[str, Any]:
             {
                 "type": "button",
                 "action_id": HELPFUL,
-                "text": {"type": "plain_text", "text": "👍 Helpful", "emoji": True},
+                "text": {"type": "plain_text", "text": labels[0][:75], "emoji": True},
                 "value": str(message_id),
             },
             {
                 "type": "button",
                 "action_id": UNHELPFUL,
-                "text": {"type": "plain_text", "text": "👎 Not helpful", "emoji": True},
+                "text": {"type": "plain_text", "text": labels[1][:75], "emoji": True},
                 "value": str(message_id),
             },
         ],
     }
 
 
-def rated_blocks(mrkdwn: str, message_id: int) -> list[dict[str, Any]]:
+def rated_blocks(mrkdwn: str, message_id: int,
+                 labels: tuple[str, str] = DEFAULT_LABELS) -> list[dict[str, Any]]:
     """One message's text as section blocks with the buttons under it.
 
     With blocks Slack shows them instead of ``text``, so the text is repeated in sections (as
@@ -44,4 +47,4 @@ def rated_blocks(mrkdwn: str, message_id: int) -> list[dict[str, Any]]:
         {"type": "section", "text": {"type": "mrkdwn", "text": piece}}
         for piece in split_text(mrkdwn, SECTION_LIMIT)
     ]
-    return [*sections, feedback_buttons(message_id)]
+    return [*sections, feedback_buttons(message_id, labels)]

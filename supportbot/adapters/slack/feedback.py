@@ -45,7 +45,8 @@ async def offer_feedback(poster: SlackPoster, sink: SlackSink, reply: Reply) -> 
     last = pieces[-1] if pieces else ""
     try:
         await poster.update(sink.channel, sink.sent[-1], last,
-                            blocks=rated_blocks(last, reply.message_id))
+                            blocks=rated_blocks(last, reply.message_id,
+                                                sink.feedback_labels(reply.language)))
     except SlackApiError as exc:
         log.warning("could not add feedback buttons: %s", exc.response.get("error"))
 

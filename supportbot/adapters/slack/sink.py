@@ -12,15 +12,19 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from supportbot import metrics
+from supportbot.language import detect_language
 
-from .buttons import rated_blocks
+from .buttons import DEFAULT_LABELS, rated_blocks
 from .mrkdwn import split_text, to_mrkdwn
+
+if TYPE_CHECKING:
+    from supportbot.prompts import PromptLibrary
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +151,13 @@ class SlackSink:
         thread_ts: str | None,
         *,
         stream_interval: float = 1.0,
+        prompts: PromptLibrary | None = None,
     ) -> None:
         self.poster = poster
         self.channel = channel
         self.thread_ts = thread_ts
         self.stream_interval = stream_interval
+        self.prompts = prompts  # the rating buttons' labels, in the customer's language
         self.sent: list[str] = []  # ts of every message this sink posted
         self.rated: int | None = None  # the feedback id whose buttons went out with an answer
 
@@ -171,11 +177,16 @@ class SlackSink:
         self.sent.extend(stamps)
         return stamps[0] if stamps else None
 
+    def feedback_labels(self, language: str) -> tuple[str, str]:
+        """👍/👎 labels from prompts/messages/<language>.yaml (English without prompts)."""
+        return self.prompts.feedback_labels(language) if self.prompts else DEFAULT_LABELS
+
     async def _post_rated(self, piece: str, feedback_id: int) -> list[str]:
         try:
             resp = await self.poster.call(
                 "chat.postMessage", channel=self.channel, text=piece,
-                blocks=rated_blocks(piece, feedback_id), **_thread(self.thread_ts),
+                blocks=rated_blocks(piece, feedback_id, self.feedback_labels(
+                    detect_language(piece))), **_thread(self.thread_ts),
             )
         except SlackApiError as exc:
             if exc.response.get("error") not in _BLOCK_ERRORS:

@@ -20,6 +20,10 @@ from supportbot.knowledge.models import FaqEntry
 from supportbot.problems import Problem
 
 SUFFIXES = (".md", ".markdown", ".yaml", ".yml", ".jsonl")
+# Bigger files are refused (and reported by ``supportbot check``): an FAQ file is read, parsed
+# and indexed at once, and one of 14 MB froze the server for seconds on every hot reload.
+# Split a large FAQ into several files.
+MAX_FILE_BYTES = 2_000_000
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*\r?\n?", re.S | re.M)
 
 
@@ -208,9 +212,26 @@ def _parse_jsonl(directory: Path, path: Path, text: str, out: ParsedFile) -> Non
             out.entries.append(entry)
 
 
+def _inside(directory: Path, path: Path) -> bool:
+    """``path`` really lies in ``directory`` once symbolic links are followed."""
+    try:
+        return path.resolve().is_relative_to(directory.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
 def parse_file(directory: Path, path: Path, data: bytes | None = None) -> ParsedFile:
     out = ParsedFile(path)
+    if not _inside(directory, path):  # a symbolic link leading out of the folder
+        out.problems.append(Problem(path, 1, "links to a file outside the knowledge folder: "
+                                             "not loaded (copy the file in instead)"))
+        return out
     try:
+        size = len(data) if data is not None else path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            out.problems.append(Problem(path, 1, f"file too large ({size:,} bytes, at most "
+                                                 f"{MAX_FILE_BYTES:,}): not loaded; split it"))
+            return out
         raw = path.read_bytes() if data is None else data
         text = raw.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

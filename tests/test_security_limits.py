@@ -200,3 +200,23 @@ async def test_a_huge_message_is_capped_before_any_per_character_work(
         assert len(stored.text) <= 4000
     finally:
         await engine.aclose()
+
+
+async def test_a_huge_answer_is_at_most_ten_messages(tmp_path: Path) -> None:
+    kdir = tmp_path / "kb"
+    kdir.mkdir()
+    answer = "\n\n".join(f"Step {i}: refunds take five days, really. " * 20 for i in range(1500))
+    (kdir / "refunds.md").write_text(
+        f"---\nquestion: How long do refunds take?\n---\n{answer}\n")  # 1.3 MB, under the cap
+    # FAQ only (no LLM): the answer goes out as written, like the 14 MB FAQ of the report
+    async with running_bot(tmp_path, knowledge_dir=kdir, llm_base_url=None) as bot:
+        await bot.slack_event(bot.slack.message_event("How long do refunds take?",
+                                                      channel="DBIG"))
+        await bot.telegram(bot.tg.private_message("How long do refunds take?", user_id=77))
+        await bot.slack.async_wait_for(lambda: bot.slack.messages(channel="DBIG"), within=15)
+        await bot.tg.wait_for(lambda: bot.tg.texts(77), within=15)
+        await bot.settle()
+        slack = bot.slack.messages(channel="DBIG")
+        telegram = bot.tg.texts(77)
+    assert 1 < len(slack) <= 10 and 1 < len(telegram) <= 10
+    assert slack[-1].text.rstrip().endswith("…") and telegram[-1].rstrip().endswith("…")

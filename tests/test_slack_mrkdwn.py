@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supportbot.adapters.slack.mrkdwn import escape, split_text, to_mrkdwn
+from supportbot.adapters.slack.mrkdwn import MAX_PIECES, escape, split_text, to_mrkdwn
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_split_does_not_cut_links() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.sampled_from("ab \n`*<&"), max_size=600), st.integers(40, 200))
 def test_split_bounds_and_keeps_content(text: str, limit: int) -> None:
-    pieces = split_text(text, limit)
+    pieces = split_text(text, limit, max_pieces=10_000)  # content kept: no cap here
     assert all(len(p) <= limit for p in pieces)
 
     # Nothing but whitespace and the fences we add may be lost or gained.
@@ -138,3 +138,15 @@ def test_only_web_and_mail_links_stay_links() -> None:
                max_size=40).map("".join))
 def test_no_mention_from_any_text(markdown: str) -> None:
     assert_no_special_construct(to_mrkdwn(markdown))
+
+
+def test_split_caps_the_number_of_pieces() -> None:
+    text = "\n\n".join(f"paragraph {i} " + "word " * 50 for i in range(2000))  # 500 KB
+    pieces = split_text(text, 3000)
+    assert len(pieces) == MAX_PIECES
+    assert all(len(p) <= 3000 for p in pieces)
+    assert pieces[-1].endswith("…") and pieces[0].startswith("paragraph 0 ")
+    code = "```\n" + "x = 1\n" * 20_000 + "```"
+    pieces = split_text(code, 500, max_pieces=3)
+    assert len(pieces) == 3 and all(len(p) <= 500 for p in pieces)
+    assert pieces[-1].endswith("```\n…")  # the cut code block is still closed

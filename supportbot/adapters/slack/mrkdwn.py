@@ -99,11 +99,16 @@ def _line(line: str) -> str:
     return line
 
 
-def split_text(text: str, limit: int) -> list[str]:
+MAX_PIECES = 10  # messages per reply at most: a runaway answer must not flood a channel
+MORE = "\n…"  # ends the last piece when the text had to be cut short
+
+
+def split_text(text: str, limit: int, max_pieces: int = MAX_PIECES) -> list[str]:
     """Split ``text`` into pieces of at most ``limit`` characters at natural boundaries.
 
     Prefers paragraph breaks, then line breaks, then spaces; a code block cut in two is closed
-    at the end of one piece and reopened at the start of the next so both still render.
+    at the end of one piece and reopened at the start of the next so both still render. At most
+    ``max_pieces`` pieces: the rest of a longer text is dropped and the last piece ends in "…".
     """
     if limit < 20:
         raise ValueError("limit too small")
@@ -119,7 +124,8 @@ def split_text(text: str, limit: int) -> list[str]:
         if len(rest) <= limit:
             pieces.append(rest)
             break
-        cut = _cut_point(rest, budget)
+        final = len(pieces) >= max_pieces - 1
+        cut = _cut_point(rest, budget - len(MORE) if final else budget)
         piece, rest = rest[:cut].rstrip(), rest[cut:].lstrip("\n")
         reopen = piece.count("```") % 2 == 1
         if reopen:
@@ -128,6 +134,9 @@ def split_text(text: str, limit: int) -> list[str]:
                 piece = piece[:last].rstrip()
             else:
                 piece += "\n```"
+        if final:
+            pieces.append(piece + MORE)
+            break
         if piece.strip():
             pieces.append(piece)
     return pieces

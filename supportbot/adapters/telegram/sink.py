@@ -130,10 +130,14 @@ def _split_once(text: str, limit: int) -> tuple[str, int, bool]:
     return (f"{head}\n{_FENCE}" if fence_open else head), cut, fence_open
 
 
-def split_text(text: str, limit: int = MAX_UNITS) -> list[str]:
+MAX_PARTS = 10  # messages per reply at most: a runaway answer must not flood a chat
+
+
+def split_text(text: str, limit: int = MAX_UNITS, max_parts: int = MAX_PARTS) -> list[str]:
     """Split at paragraph, line, then word boundaries so each part fits ``limit`` UTF-16 units.
 
-    A code fence cut in two is closed and reopened so both halves still render as code.
+    A code fence cut in two is closed and reopened so both halves still render as code. At most
+    ``max_parts`` parts: the rest of a longer text is dropped and the last part ends in "…".
     """
     parts: list[str] = []
     text, prefix = text.strip(), ""
@@ -141,6 +145,9 @@ def split_text(text: str, limit: int = MAX_UNITS) -> list[str]:
         text = prefix + text
         if utf16_len(text) <= limit:
             parts.append(text)
+            break
+        if len(parts) >= max_parts - 1:
+            parts.append(_split_once(text, limit - 2)[0] + "\n…")
             break
         head, rest_at, fence_open = _split_once(text, limit)
         parts.append(head)

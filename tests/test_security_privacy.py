@@ -93,3 +93,18 @@ async def test_slack_channel_thread_customers_do_not_see_each_other(bot: Bot) ->
     assert conv is not None and conv.customer_id == "UALICE" and {conv.customer_name} == names
     assert BOB_PRIVATE[0] in request_text(bot)  # Bob keeps his own history
     assert ALICE_PRIVATE[1] not in request_text(bot)
+
+
+async def test_a_thread_shared_on_purpose_gives_everyone_the_whole_history(
+    tmp_path: Path,
+) -> None:
+    async with running_bot(tmp_path, faq_confidence=2.0, shared_thread_history=True) as bot:
+        bot.llm.responder = lambda messages: "Thanks, I am looking into it."
+        group = -100778
+        await bot.telegram(bot.tg.group_message(f"Order {ALICE_PRIVATE[1]} is late",
+                                                chat_id=group, user_id=501, mention=True))
+        await answered(bot, 1)
+        await bot.telegram(bot.tg.group_message("Mine too", chat_id=group, user_id=502,
+                                                mention=True))
+        await answered(bot, 2)
+        assert ALICE_PRIVATE[1] in request_text(bot)  # the README says others see this

@@ -1,5 +1,6 @@
 """Run ``supportbot serve`` (the real Starlette app under uvicorn) as a subprocess on loopback,
-with settings from the environment as in production, and wait until ``/healthz`` answers."""
+with settings from the environment as in production, and wait until ``/healthz`` says it is
+ready (it answers ``"status": "starting"`` while the engine opens)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,10 @@ def serve_process(settings_env: dict[str, str], log_path: Path,
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(f"supportbot serve exited: see {log_path}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    health = httpx.get(url + "/healthz", timeout=1)
+                    # the server answers while the engine still opens: wait until it is ready
+                    if health.status_code == 200 and health.json().get("status") != "starting":
                         break
                 if time.monotonic() > deadline:
                     raise RuntimeError("supportbot serve did not become healthy")

@@ -167,3 +167,14 @@ def test_heroku_style_postgres_url_works(tmp_path, scratch_postgres):
     reply = json.loads(result.stdout)
     assert reply["outcome"] == "faq"
     assert not (tmp_path / ".supportbot" / "supportbot.db").exists()  # stored in PostgreSQL
+
+
+def test_staff_and_report_commands_say_the_same_one_line(tmp_path):
+    url = f"postgres://bot:hunter2@127.0.0.1:{closed_port()}/app"
+    for args in (["report"], ["export", "--customer", "U1"], ["purge", "--older-than", "30"]):
+        result = CliRunner().invoke(cli, args, env=cli_env(tmp_path, DATABASE_URL=url))
+        assert result.exit_code == 2, (args, result.output)
+        lines = [line for line in result.output.strip().splitlines()
+                 if not line.startswith("{")]  # a staff command's audit log line
+        assert lines and lines[-1].startswith("DATABASE_URL: cannot open the database"), lines
+        assert "hunter2" not in result.output and "Traceback" not in result.output

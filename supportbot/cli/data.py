@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import click
 
-from supportbot.cli.common import load_settings
+from supportbot.cli.common import load_settings, require_database
 from supportbot.config import Settings
 from supportbot.storage import Store
 from supportbot.storage.retention import (
@@ -56,6 +56,7 @@ def require_staff(settings: Settings, action: str) -> str:
 
 def _run_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
     """Just the store: data commands need no knowledge index, prompts or LLM."""
+    require_database(settings)
 
     async def run() -> T:
         store = await Store.open(

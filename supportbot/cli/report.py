@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from supportbot.cli.common import load_settings
+from supportbot.cli.common import load_settings, require_database
 from supportbot.storage import Store
 from supportbot.storage.reports import build_report
 
@@ -91,6 +91,7 @@ def report(since: str, as_json: bool, top: int) -> None:
     """Usage, outcomes, handoffs, feedback, tokens and cost, and the questions to write next."""
     start = parse_since(since)
     settings = load_settings()
+    require_database(settings)
 
     async def run() -> dict[str, Any]:
         store = await Store.open(settings.resolved_database_url)

@@ -112,6 +112,9 @@ def test_unreachable_server_is_one_line_with_the_password_masked(tmp_path):
         assert lines[0].startswith(
             "DATABASE_URL: cannot open the database postgresql+asyncpg://bot:***@127.0.0.1:")
         assert "hunter2" not in result.output and "Traceback" not in result.output
+        if args == ["serve"]:  # its start-up log line says which files are in use
+            assert "files in use: prompts: package defaults" in result.output
+            assert "knowledge: the package's example FAQ" in result.output
 
 
 def run_chat(folder: Path, text: str, **env: str) -> subprocess.CompletedProcess:

@@ -142,7 +142,7 @@ def test_fuzzed_signed_payloads_never_get_a_5xx_or_a_traceback(doors) -> None:
                         JSON, max_size=2),
     )
 
-    @settings(max_examples=120, deadline=None, database=None,
+    @settings(max_examples=200, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(st.one_of(slack_json.map(lambda b: (json.dumps(b).encode(), False)),
                      st.one_of(slack_interaction, JSON).map(lambda p: (interaction(p), True))))
@@ -175,7 +175,7 @@ def test_fuzzed_signed_payloads_never_get_a_5xx_or_a_traceback(doors) -> None:
                                   optional={"data": JSON, "message": JSON}), JSON)),
     )
 
-    @settings(max_examples=120, deadline=None, database=None,
+    @settings(max_examples=200, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(telegram_json)
     def telegram_case(update: Any) -> None:

@@ -42,10 +42,13 @@ def bundled_dir(name: str) -> Path:
 
 @dataclass(slots=True)
 class Start:
-    """One start: seconds from spawn to the first ``/healthz`` 200, and that answer."""
+    """One start: seconds from spawn to the first ``/healthz`` 200 and that answer; then
+    seconds from spawn to ``"status": "ok"`` (engine open, adapters connected) and that one."""
 
     seconds: float
     health: dict[str, Any]
+    ready_seconds: float | None = None
+    ready_health: dict[str, Any] | None = None
 
 
 class ServeProcess:
@@ -75,7 +78,9 @@ class ServeProcess:
     def log_path(self, run: int | None = None) -> Path:
         return self.workdir / f"serve-{self.runs if run is None else run}.log"
 
-    def start(self, *, within: float = 60.0, **env: str) -> ServeProcess:
+    def start(self, *, within: float = 60.0, ready: bool = True, **env: str) -> ServeProcess:
+        """Spawn and wait until the port answers ``/healthz``, and with ``ready`` (the
+        default) until it says ``"ok"``."""
         self.runs += 1
         self.port = free_port()
         with self.log_path().open("wb") as log:
@@ -97,9 +102,23 @@ class ServeProcess:
                     continue
                 if r.status_code == 200:
                     self.starts.append(Start(time.monotonic() - began, r.json()))
-                    return self
+                    break
                 time.sleep(0.02)
-        raise RuntimeError(f"serve did not come up:\n{self.log_path().read_text()}")
+            else:
+                raise RuntimeError(f"serve did not come up:\n{self.log_path().read_text()}")
+            health: dict[str, Any] = r.json()
+            while ready and health.get("status") != "ok":
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"serve did not get ready:\n{self.log_path().read_text()}")
+                time.sleep(0.02)
+                try:  # the loop may be busy opening the engine: a slow answer is no answer yet
+                    health = http.get(self.url + "/healthz", timeout=5).json()
+                except httpx.HTTPError:
+                    continue
+            if ready:
+                self.starts[-1].ready_seconds = time.monotonic() - began
+                self.starts[-1].ready_health = health
+        return self
 
     def health(self) -> dict[str, Any]:
         return dict(httpx.get(self.url + "/healthz", timeout=5).json())

@@ -30,6 +30,7 @@ class SlackText:
     text: str
     ts: str
     thread_ts: str | None  # the thread it belongs to, None for a top-level message
+    has_files: bool = False  # attachments came with it (file_share)
 
     @property
     def is_dm(self) -> bool:
@@ -74,7 +75,10 @@ def parse_text_event(
     "not customer text" (one log line), never an exception."""
     if not isinstance(event, dict) or event.get("type") not in ("message", "app_mention"):
         return None
-    if event.get("subtype") not in TEXT_SUBTYPES or event.get("hidden"):
+    subtype = event.get("subtype")
+    if (subtype is not None and not isinstance(subtype, str)) or subtype not in TEXT_SUBTYPES:
+        return None
+    if event.get("hidden"):
         return None
     user = event.get("user")
     if not user or event.get("bot_id") or event.get("bot_profile"):
@@ -103,6 +107,7 @@ def parse_text_event(
         text=text,
         ts=ts,
         thread_ts=thread_ts,
+        has_files=bool(event.get("files")),
     )
 
 

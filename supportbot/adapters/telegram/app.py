@@ -9,6 +9,7 @@ from typing import Any
 
 from telegram import Bot, CallbackQuery, Message, MessageEntity, Update
 from telegram.constants import ChatType
+from telegram.error import TelegramError
 from telegram.ext import Application
 
 from supportbot.adapters.telegram.desk import TelegramDesk, current_message
@@ -16,7 +17,7 @@ from supportbot.adapters.telegram.feedback import answer, handle_vote, offer_fee
 from supportbot.adapters.telegram.polling import StoreUnavailable
 from supportbot.adapters.telegram.sink import TYPING_AFTER, EditThrottle, TelegramSink, Typing
 from supportbot.config import Settings
-from supportbot.engine import Engine, IncomingMessage, Reply, Status
+from supportbot.engine import Engine, IncomingMessage, Reply
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,17 @@ class UpdateRouter:
         self._followups: set[asyncio.Task[Any]] = set()
 
     async def accept(self, update: Update) -> None:
+        try:
+            await self._accept(update)
+        except TelegramError as exc:  # a reply Telegram refused (chat gone, bot blocked…)
+            log.warning("telegram refused a call while handling an update: %s", exc.message,
+                        extra={"update_id": update.update_id})
+
+    async def _accept(self, update: Update) -> None:
+        if not well_formed(update):
+            log.warning("ignored a telegram update with fields of the wrong type",
+                        extra={"update_id": update.update_id})
+            return
         if update.callback_query is not None:
             await self._callback(update, update.callback_query)
             return
@@ -176,7 +188,7 @@ class UpdateRouter:
 
         async def bot_answers() -> bool:  # no "typing…" while staff own the thread
             conv = await self.engine.find_conversation(PLATFORM, thread_key)
-            return conv is None or conv.status not in (Status.WAITING, Status.HUMAN)
+            return conv is None or not conv.with_staff
 
         typing = Typing(self.bot, msg.chat.id, sink.thread_id, after=self.typing_after,
                         wanted=bot_answers)
@@ -218,13 +230,10 @@ class UpdateRouter:
         lang = user.language_code
         actor = f"{PLATFORM}:{user.id}"
         if command == "/human":
-            before = await self.engine.find_conversation(PLATFORM, thread_key)
-            await self.engine.request_handoff(
+            await self.engine.request_handoff(  # the engine tells the customer, once
                 PLATFORM, thread_key, str(user.id), "customer asked for a person", actor,
                 sink=sink, language=_lang(lang), customer_name=user.full_name,
             )  # fmt: skip
-            if before is not None and before.status in (Status.WAITING, Status.HUMAN):
-                await sink.send(words(self.engine, "handoff_requested", lang))
             return
         if command == "/new":
             await self.engine.new_conversation(PLATFORM, thread_key, actor)
@@ -238,11 +247,58 @@ class UpdateRouter:
         if not await self._claim(update):
             return
         conv = await self.engine.find_conversation(PLATFORM, thread_key)
-        if self.desk and conv and conv.status in (Status.WAITING, Status.HUMAN):
+        if self.desk and conv and conv.with_staff:
             await self.desk.relay_copy(conv, msg.chat.id, msg.message_id)
             return
         lang = msg.from_user.language_code if msg.from_user else None
         await sink.send(words(self.engine, "text_only", lang))
+
+
+def well_formed(update: Update) -> bool:
+    """PTB builds objects from whatever JSON it is given: check the fields the router and the
+    staff desk read have the types the Bot API documents, so nothing downstream trips on them."""
+    query = update.callback_query
+    if query is not None:
+        return (
+            isinstance(query.id, str)
+            and _user_ok(query.from_user)
+            and (query.data is None or isinstance(query.data, str))
+            and (query.message is None or _message_ok(query.message))
+        )
+    msg = update.effective_message
+    return msg is None or _message_ok(msg)
+
+
+def _user_ok(user: object) -> bool:
+    return user is None or (
+        isinstance(getattr(user, "id", None), int)
+        and isinstance(getattr(user, "is_bot", None), bool)
+        and isinstance(getattr(user, "first_name", None), str)
+        and isinstance(getattr(user, "last_name", None), str | None)
+        and isinstance(getattr(user, "username", None), str | None)
+        and isinstance(getattr(user, "language_code", None), str | None)
+    )
+
+
+def _message_ok(msg: object, *, depth: int = 0) -> bool:
+    chat = getattr(msg, "chat", None)
+    if not (
+        isinstance(getattr(msg, "message_id", None), int)
+        and isinstance(getattr(chat, "id", None), int)
+        and isinstance(getattr(chat, "type", None), str)
+        and isinstance(getattr(msg, "text", None), str | None)
+        and isinstance(getattr(msg, "caption", None), str | None)
+        and isinstance(getattr(msg, "message_thread_id", None), int | None)
+        and isinstance(getattr(msg, "is_topic_message", None), bool | None)
+        and _user_ok(getattr(msg, "from_user", None))
+    ):
+        return False
+    entities = getattr(msg, "entities", ())
+    if not all(isinstance(e.offset, int) and isinstance(e.length, int)
+               and isinstance(e.type, str) and _user_ok(e.user) for e in entities):
+        return False
+    replied = getattr(msg, "reply_to_message", None)
+    return replied is None or (depth < 1 and _message_ok(replied, depth=depth + 1))
 
 
 async def _logged(work: Coroutine[Any, Any, None]) -> None:

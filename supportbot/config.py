@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     faq_confidence: float = 0.5
     faq_top_k: int = 3
     knowledge_reload_seconds: float = 2.0
+    knowledge_refresh_hours: float = 0.0  # serve re-fetches imported pages every N hours; 0: off
     failures_before_handoff: int = 2
     recover_max_age_seconds: int = 900
 

@@ -185,3 +185,14 @@ def test_chinese_and_japanese_messages_have_no_stray_spaces_from_line_folding():
     library = PromptLibrary(defaults={"bot_name": "Ada", "company_name": "Acme"})
     assert "Ada。请直接提问" in library.message("greeting", "zh", customer_name="Sam")
     assert "アシスタント、Adaです" in library.message("greeting", "ja")
+
+
+def test_deleting_an_override_brings_the_package_words_back(tmp_path):
+    staff = tmp_path / "prompts"
+    (staff / "messages").mkdir(parents=True)
+    override = staff / "messages" / "en.yaml"
+    override.write_text('closed: "Bye for now."\n')
+    library = PromptLibrary(staff)
+    assert library.message("closed", "en") == "Bye for now."
+    override.unlink()
+    assert library.message("closed", "en").startswith("This conversation is closed")

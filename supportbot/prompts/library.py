@@ -197,8 +197,9 @@ class PromptLibrary:
         cached = self._messages.setdefault(path, _MessageFile())
         try:
             mtime = path.stat().st_mtime
-        except OSError:
-            return cached.templates or {}
+        except OSError:  # no such file (or deleted by staff): the next layer answers
+            cached.mtime, cached.templates = None, None
+            return {}
         if cached.mtime != mtime:
             cached.mtime = mtime
             templates, problems = _load_messages(self.env, path)

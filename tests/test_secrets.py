@@ -200,3 +200,30 @@ def test_every_log_output_is_masked_tracebacks_included(fmt: str) -> None:
     assert "Traceback" in output and "502 Bad Gateway" in output and "ConnectionError" in output
     assert "Stack (most recent call last)" in output  # stack_info was logged, masked
     assert leaked_in(output) == []
+
+
+def test_serve_logs_no_secret_when_servers_echo_them_in_errors(tmp_path: Path) -> None:
+    """A proxy's 502 page echoing the Telegram request URL (token inside), Slack failing with a
+    502: the whole DEBUG log of ``supportbot serve`` is grepped, tracebacks included."""
+    with FakeSlack(signing_secret=SLACK_SIGNING, bot_token=SLACK_TOKEN) as slack, \
+            FakeTelegram(token=TG_TOKEN) as tg, FakeLLM() as llm:
+        serve = Serve(tmp_path, secret_env(slack, tg, llm)).start()
+        try:
+            echoed = f"{tg.url}{TG_TOKEN}/sendMessage"
+            tg.fail("sendMessage", code=502, times=20,
+                    description=f"Bad Gateway: upstream {echoed} ({quote(echoed, safe='')})")
+            for i in range(2):
+                update = tg.private_message(f"proxy question {i}", user_id=40 + i)
+                httpx.post(serve.url + "/telegram/webhook", json=update,
+                           headers={"X-Telegram-Bot-Api-Secret-Token": TG_WEBHOOK})
+            slack.fail("chat.postMessage", "invalid_auth", times=3, status=502)
+            headers, body = slack.signed_event(slack.message_event("slack question", channel="D5"))
+            httpx.post(serve.url + "/slack/events", headers=headers, content=body)
+            wait_for(lambda: len([c for c in tg.calls("sendMessage") if c.error]) >= 2
+                     and slack.calls("chat.postMessage"))
+            time.sleep(0.5)
+        finally:
+            serve.stop()
+        logs_text = serve.logs()
+    assert "Bad Gateway" in logs_text and "upstream" in logs_text  # the echo was logged, masked
+    assert leaked_in(logs_text) == []

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from supportbot.handoff import HANDOFF_MARKER, split_marker
+from supportbot.handoff import HANDOFF_MARKER, llm_handoff, split_marker
 from supportbot.llm import LLMBadResponse, LLMClient, tools
 from supportbot.testing.fake_llm import FakeLLM, ToolReply
 
@@ -173,3 +173,14 @@ def test_reason_is_bounded_and_marker_instructions_are_added_once() -> None:
     assert tools.mentions_tools('"auto" tool choice requires --enable-auto-tool-choice')
     assert tools.mentions_tools("tools param requires --jinja flag")
     assert not tools.mentions_tools("Invalid value for 'messages'.")
+
+
+async def test_llm_handoff_reads_the_tool_first_then_the_marker() -> None:
+    with FakeLLM(responder=_handoff) as fake:
+        async with LLMClient(fake.url, api_key="sk-test", max_retries=0) as llm:
+            completion = await llm.complete([SYSTEM, ASK])
+    assert llm_handoff(completion.text, completion) == (
+        "Let me get a colleague for you.", "llm:customer asks for a person about an invoice"
+    )
+    assert llm_handoff(f"Sorry. {HANDOFF_MARKER}", None) == ("Sorry.", "llm")
+    assert llm_handoff("Here is the answer.", None) == ("Here is the answer.", None)

@@ -9,7 +9,7 @@ The state machine (bot → waiting → human) lives in the engine; this package 
 
 from supportbot.handoff.detector import Detection, HandoffDetector
 from supportbot.handoff.hours import BusinessHours
-from supportbot.handoff.marker import HANDOFF_MARKER, MarkerStreamFilter, split_marker
+from supportbot.handoff.marker import HANDOFF_MARKER, MarkerStreamFilter, llm_handoff, split_marker
 from supportbot.handoff.normalize import normalize
 from supportbot.handoff.rules_file import check_phrases, default_rules_path
 
@@ -21,6 +21,7 @@ __all__ = [
     "MarkerStreamFilter",
     "check_phrases",
     "default_rules_path",
+    "llm_handoff",
     "normalize",
     "split_marker",
 ]

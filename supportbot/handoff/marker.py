@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["HANDOFF_MARKER", "MarkerStreamFilter", "split_marker"]
+__all__ = ["HANDOFF_MARKER", "MarkerStreamFilter", "llm_handoff", "split_marker"]
 
 HANDOFF_MARKER = "[[HANDOFF]]"
 
@@ -23,6 +23,18 @@ def split_marker(text: str) -> tuple[str, bool]:
     if not n:
         return text, False
     return cleaned.strip(), True
+
+
+def llm_handoff(text: str, completion: object | None = None) -> tuple[str, str | None]:
+    """What the customer should see of an LLM answer, and why the model handed off (``None``:
+    it did not). The ``hand_off_to_human`` tool call wins (``Completion.handoff_reason``, reason
+    ``llm:<the model's reason>``); else a ``[[HANDOFF]]`` marker in the text (reason ``llm``).
+    The engine's one place that reads the model's request for a person."""
+    cleaned, marked = split_marker(text)
+    reason = getattr(completion, "handoff_reason", None)
+    if isinstance(reason, str) and reason:
+        return cleaned, f"llm:{reason}"
+    return cleaned, "llm" if marked else None
 
 
 @dataclass(slots=True)

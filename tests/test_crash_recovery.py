@@ -82,8 +82,9 @@ class Serve:
         def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited early:\n{self.log_path.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                health = httpx.get(self.url + "/healthz", timeout=1)  # 200 while starting too
+                return health.status_code == 200 and health.json()["status"] != "starting"
             return False
 
         eventually_sync(healthy, within=30, interval=0.05,

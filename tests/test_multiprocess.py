@@ -89,9 +89,10 @@ class Servers:
         def healthy() -> bool:
             if self.procs[index].poll() is not None:
                 raise AssertionError(f"serve {index} exited:\n{self.log(index)}")
-            with contextlib.suppress(httpx.HTTPError):
-                url = f"http://127.0.0.1:{self.ports[index]}/healthz"
-                return httpx.get(url).status_code == 200
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                health = httpx.get(f"http://127.0.0.1:{self.ports[index]}/healthz")
+                # 200 while the engine still opens too: ready once it says so
+                return health.status_code == 200 and health.json()["status"] != "starting"
             return False
 
         eventually_sync(healthy, within=WAIT, interval=0.05,

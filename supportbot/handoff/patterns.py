@@ -16,6 +16,7 @@ that uses it. Text and patterns go through the same :func:`normalize`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,12 +62,18 @@ def _best(a: Needles, b: Needles) -> Needles:
     return a if ka >= kb else b
 
 
+@functools.lru_cache(maxsize=8192)
+def _normalized(word: str) -> str:
+    return normalize(word)
+
+
+@functools.lru_cache(maxsize=8192)
 def _literal(word: str) -> str:
     """Regex for one normalised word, with word boundaries where the script has them."""
     prefix = word.endswith("*") and len(word) > 1
     if prefix:
         word = word[:-1]
-    norm = normalize(word)
+    norm = _normalized(word)
     if not norm:
         return ""
     rx = r"\s*".join(re.escape(part) for part in norm.split(" "))
@@ -153,7 +160,7 @@ class _Parser:
                 rx = _literal(value)
                 if rx:
                     parts.append(("req", rx))
-                    chunk = max(normalize(value.rstrip("*")).split(" "), key=len)
+                    chunk = max(_normalized(value.rstrip("*")).split(" "), key=len)
                     needles = _best(needles, frozenset([chunk]))
                 continue
             close = ")" if value == "(" else "]"

@@ -189,9 +189,16 @@ async def run_server(settings: Settings, *, host: str, port: int) -> None:
     server = uvicorn.Server(config)
     serving.server = server
     log.info("listening", extra={"host": host, "port": port})
+    refresh = None
+    if settings.knowledge_refresh_hours > 0:  # re-fetch imported pages (knowledge import)
+        from supportbot.knowledge.importing.schedule import ScheduledRefresh
+
+        refresh = ScheduledRefresh.start(settings)
     try:
         await server.serve()
     finally:
+        if refresh is not None:
+            refresh.cancel()
         # uvicorn re-raises a SIGINT it handled once it has shut down, which asyncio turns
         # into a cancellation of this task: the shutdown is complete, so end normally.
         with contextlib.suppress(asyncio.CancelledError):

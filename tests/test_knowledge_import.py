@@ -10,6 +10,7 @@ exercised end to end through httpx.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 import zlib
@@ -418,6 +419,36 @@ async def test_serve_refreshes_on_a_schedule(site: HelpCenter, tmp_path: Path):
         await scheduler.stop()
     assert scheduler.runs >= 1
     assert "150 euros" in next(kdir.rglob("articles-shipping.md")).read_text()
+
+
+async def test_supportbot_serve_runs_the_scheduled_refresh(site: HelpCenter, tmp_path: Path):
+    import socket
+
+    from supportbot.server import run_server
+
+    kdir = tmp_path / "knowledge"
+    kdir.mkdir()
+    async with Importer(kdir, limits=limits(max_depth=0)) as importer:
+        await importer.run([f"{site.base}/articles/shipping.html"])
+    page = next(kdir.rglob("articles-shipping.md"))
+    site.version = 2
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # 0.2 s: the per-host rate (1 request/s by default) makes the refresh itself take ~2 s
+    settings = Settings(knowledge_dir=kdir, data_dir=tmp_path / "data",
+                        knowledge_refresh_hours=0.2 / 3600)
+    serving = asyncio.create_task(run_server(settings, host="127.0.0.1", port=port))
+    try:
+        for _ in range(3000):
+            if "150 euros" in page.read_text() or serving.done():
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+    assert "150 euros" in page.read_text()
 
 
 # --- files ---------------------------------------------------------------------------------

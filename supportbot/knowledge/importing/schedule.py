@@ -64,6 +64,12 @@ class ScheduledRefresh:
             if item.status == "skipped":
                 log.warning("knowledge refresh: %s", item)
 
+    def cancel(self) -> None:
+        """Stop without waiting (at shutdown: a refresh in progress is abandoned; files are
+        written atomically, so none is left half-written)."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

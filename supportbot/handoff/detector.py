@@ -161,22 +161,27 @@ class HandoffDetector:
         if not asking:
             return Detection(False)
         starts = word_starts(norm)
-        blocked: list[Span] = []
+        # Negatives only matter once an asking rule matched: most messages never get there.
+        blocked: list[Span] | None = None
         blocked_by: list[Rule] = []
-        for rule in negative:
-            spans = rule.spans(norm, starts)
-            blocked.extend(spans)
-            blocked_by.extend([rule] * len(spans))
         vetoed: tuple[Rule, Span] | None = None
         for rule in asking:
-            span = rule.first_span(norm, blocked, starts)
+            span = rule.first_span(norm, [], starts)
+            if span is None:
+                continue
+            if blocked is None:
+                blocked = []
+                for neg in negative:
+                    spans = neg.spans(norm, starts)
+                    blocked.extend(spans)
+                    blocked_by.extend([neg] * len(spans))
+            if overlaps(span, blocked):
+                if vetoed is None:
+                    vetoed = (rule, span)
+                span = rule.first_span(norm, blocked, starts)
             if span is not None:
                 return Detection.of(True, rule, norm, span)
-            if vetoed is None and blocked:
-                span = rule.first_span(norm, [], starts)
-                if span is not None:
-                    vetoed = (rule, span)
-        if vetoed is not None:
+        if vetoed is not None and blocked:
             for neg, b in zip(blocked_by, blocked, strict=True):
                 if overlaps(vetoed[1], [b]):
                     return Detection.of(False, neg, norm, b)

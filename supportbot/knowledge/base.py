@@ -349,9 +349,14 @@ class KnowledgeBase:
             rank = scoring.hybrid_rank(lex, cos, b / top_bm25, floor, ceil)
             scored.append((-rank, rid, scoring.hybrid_score(lex, d), details))
         scored.sort(key=_BY_RANK)
-        return [
-            Hit(by_rowid[rid][0], round(score, 4), details) for _, rid, score, details in scored[:k]
-        ]
+        raw = sorted((score for _, _, score, _ in scored), reverse=True)
+        best, second = raw[0], (raw[1] if len(raw) > 1 else 0.0)
+        hits = []
+        for _, rid, score, details in scored[:k]:
+            details["match"] = score  # how well the entry matches, before the margin
+            rival = second if score == best else best
+            hits.append(Hit(by_rowid[rid][0], round(scoring.margin(score, rival), 4), details))
+        return hits
 
     async def aclose(self) -> None:
         task = self._embed_task

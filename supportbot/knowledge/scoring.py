@@ -113,3 +113,14 @@ def hybrid_rank(
     return DENSE_WEIGHT * (cosine - floor) / (ceil - floor) + (1.0 - DENSE_WEIGHT) * lexical_rank(
         lexical, bm25_relative
     )
+
+
+AMBIGUITY_PENALTY = 1.0
+
+
+def margin(score: float, rival: float) -> float:
+    """A hit's confidence: its match score minus ``AMBIGUITY_PENALTY`` times the best other
+    candidate's. Two entries that match a question equally well (near-duplicate FAQ entries,
+    or a vague question) are not a confident answer, whichever ranks first; this is what keeps
+    answers from the FAQ alone right (BENCHMARKS.md, "Retrieval quality")."""
+    return max(0.0, score - AMBIGUITY_PENALTY * rival)

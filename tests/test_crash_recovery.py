@@ -87,7 +87,7 @@ class Serve:
                 return health.status_code == 200 and health.json()["status"] != "starting"
             return False
 
-        eventually_sync(healthy, within=30, interval=0.05,
+        eventually_sync(healthy, within=90, interval=0.05,  # start-up on a busy box
                         what=lambda: f"serve coming up:\n{self.log_path.read_text()}")
         return self
 

@@ -95,7 +95,7 @@ class Servers:
                 return health.status_code == 200 and health.json()["status"] != "starting"
             return False
 
-        eventually_sync(healthy, within=WAIT, interval=0.05,
+        eventually_sync(healthy, within=3 * WAIT, interval=0.05,  # start-up on a busy box
                         what=lambda: f"serve {index} becoming healthy:\n{self.log(index)}")
 
     def log(self, index: int) -> str:

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     knowledge_refresh_hours: float = 0.0  # serve re-fetches imported pages every N hours; 0: off
     failures_before_handoff: int = 2
     recover_max_age_seconds: int = 900
+    # groups and channel threads: False = each customer's LLM history holds only their own turns
+    # and the bot's answers to them; True = the whole thread is one shared conversation
+    shared_thread_history: bool = False
 
     # LLM (any OpenAI-compatible chat completions server)
     llm_base_url: str | None = None
@@ -76,10 +79,18 @@ class Settings(BaseSettings):
     # handoff
     handoff_wait_seconds: int = 600
     business_hours: str = ""  # e.g. "Mon-Fri 09:00-18:00"; empty = always open
+    # staff messages starting with this are internal notes: kept, never sent to the customer
+    staff_note_prefix: str = "note:"
+    max_concurrent_turns: int = 256  # customer messages answered at once; the rest queue
+    sweep_after_seconds: int = 60  # unanswered this long while running: answered again
 
     # HTTP server
     host: str = "0.0.0.0"
     port: int = Field(default=8080, validation_alias="PORT")
+    http_max_body_bytes: int = 1_000_000  # bigger request bodies get 413 before being read
+    http_request_timeout: float = 15.0  # a connection must complete each request within this
+    http_max_connections: int = 1000  # open connections past which requests get 503 (0 = no cap)
+    metrics_token: SecretStr | None = None  # set => /metrics needs "Authorization: Bearer <it>"
 
     # Slack
     slack_bot_token: SecretStr | None = None
@@ -89,8 +100,7 @@ class Settings(BaseSettings):
     slack_staff_channel: str | None = None
     slack_staff_user_ids: list[str] = Field(default_factory=list)
     slack_support_channels: list[str] = Field(default_factory=list)
-    slack_workers: int = 256  # events handled at once after the ack (each may wait on the LLM)
-    slack_backlog: int = 10_000  # queued events past which /slack/events answers 503
+    slack_backlog: int = 10_000  # answers in progress past which /slack/events answers 503
 
     # Telegram
     telegram_bot_token: SecretStr | None = None
@@ -177,6 +187,17 @@ class Settings(BaseSettings):
             self.slack_app_token,
             self.telegram_bot_token,
             self.telegram_webhook_secret,
+            self.metrics_token,
         ]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        if self.database_url:  # the password in postgresql://user:password@host/db
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                password = make_url(self.database_url).password
+            except (ArgumentError, ValueError):
+                password = None
+            if password:
+                found.append(str(password))
         return found + [v for v in self.llm_extra_headers.values() if v]

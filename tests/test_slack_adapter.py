@@ -245,7 +245,8 @@ async def test_handoff_notifies_staff_channel_with_buttons(env: Env) -> None:
     assert f"<@{CUSTOMER}>" in note.text and "waiting" in note.text
     assert note.blocks is not None
     actions = next(b for b in note.blocks if b["type"] == "actions")["elements"]
-    assert [a["action_id"] for a in actions] == [TAKE_OVER, CLOSE]
+    # the staff actions the handoff table allows while waiting
+    assert [a["action_id"] for a in actions] == [TAKE_OVER, HAND_BACK, CLOSE]
     assert all(a["value"] == str(conv_id) for a in actions)
     # the customer was told in their thread
     assert env.slack.messages(channel="C7", thread_ts=root["ts"])

@@ -11,6 +11,7 @@ from supportbot.engine.types import (
     ReplySink,
     Source,
     StaffDesk,
+    StaffWrote,
     Status,
     TurnView,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "ReplySink",
     "Source",
     "StaffDesk",
+    "StaffWrote",
     "Status",
     "TurnView",
 ]

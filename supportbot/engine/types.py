@@ -30,6 +30,7 @@ class Outcome(enum.StrEnum):
     HANDOFF = "handoff"  # thread handed to staff
     RELAYED = "relayed"  # a human owns the thread: relayed to staff, no bot reply
     LIMITED = "limited"  # rate limit or budget reached
+    INTERRUPTED = "interrupted"  # staff took over while the answer was streaming: cut short
     DUPLICATE = "duplicate"  # redelivery of a message already handled
     IGNORED = "ignored"  # empty or otherwise not for the bot
 
@@ -182,3 +183,17 @@ class ConversationView:
     staff_ref: str | None  # adapter's handle for the staff-side thread/topic
     created_at: datetime
     recent: list[TurnView] = field(default_factory=list)
+    handoff_reason: str = ""  # why it went to staff, in words
+    with_staff: bool = False  # a person owns it or is awaited: customers' words go to staff
+    # the staff actions the handoff table allows now (``handoff.Event`` values), for buttons
+    staff_actions: tuple[str, ...] = ()
+
+
+class StaffWrote(enum.StrEnum):
+    """What became of a staff member's message (``Engine.staff_message``)."""
+
+    SENT = "sent"  # stored; it is (or, when the desk delivers it itself, may be) sent
+    NOTE = "note"  # an internal note: stored in the audit trail, never sent to the customer
+    CLOSED = "closed"  # the conversation is closed: the customer did not get it
+    MISSING = "missing"  # no such conversation
+    DUPLICATE = "duplicate"  # a redelivery of a staff message already handled

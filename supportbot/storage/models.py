@@ -104,6 +104,8 @@ class Message(Base):
     # channel thread each customer's LLM history holds only their own turns; NULL (staff,
     # notices, rows older than the column) counts as the conversation's first customer
     customer_id: Mapped[str | None] = mapped_column(String(255))
+    # a reply: the customer message it answers (history puts it right after that question)
+    answers: Mapped[int | None]
     outcome: Mapped[str | None] = mapped_column(String(32))
     sources: Mapped[dict[str, Any] | None]
     prompt_tokens: Mapped[int | None]

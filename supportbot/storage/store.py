@@ -58,10 +58,24 @@ _SHOWN = MESSAGES.c.conversation_id == bindparam("conversation_id"), MESSAGES.c.
     [literal_column(f"'{state}'") for state in _HISTORY_STATES]
 )
 _NEWEST_FIRST = MESSAGES.c.id.desc()
+# A reply sorts right after the question it answers: questions are stored on arrival, so a
+# later question may be stored before the answer to an earlier one.
+_TURN = func.coalesce(MESSAGES.c.answers, MESSAGES.c.id)
 # what the model sees: no timestamps, whose parsing was most of this query's cost
 _HISTORY = select(MESSAGES.c.id, MESSAGES.c.role, MESSAGES.c.text).where(
-    *_SHOWN, MESSAGES.c.id < bindparam("before_id")
-).order_by(_NEWEST_FIRST).limit(bindparam("limit"))
+    *_SHOWN, _TURN < bindparam("before_id")
+).order_by(_TURN.desc(), _NEWEST_FIRST).limit(bindparam("limit"))
+# Per customer (groups, channel threads): only the turns of the customer who wrote message
+# ``before_id`` and the bot's answers to them; NULL turns count as the conversation's customer.
+_ASKING = MESSAGES.alias("asking")
+_OWNER = select(CONVERSATIONS.c.customer_id).where(
+    CONVERSATIONS.c.id == bindparam("conversation_id")
+).scalar_subquery()
+_ASKER = select(func.coalesce(_ASKING.c.customer_id, _OWNER)).where(
+    _ASKING.c.id == bindparam("before_id")
+).scalar_subquery()
+_OWN_HISTORY = _HISTORY.where(func.coalesce(MESSAGES.c.customer_id, _OWNER) == _ASKER)
+_CUSTOMER_OF = select(MESSAGES.c.customer_id).where(MESSAGES.c.id == bindparam("id"))
 _RECENT = select(MESSAGES.c.id, MESSAGES.c.role, MESSAGES.c.text, MESSAGES.c.created_at).where(
     *_SHOWN
 ).order_by(_NEWEST_FIRST).limit(bindparam("limit"))
@@ -210,7 +224,10 @@ class Store:
                 else:
                     conv = Conversation(**row._mapping)
                     changes = {"language": language} if language != conv.language else {}
-                    if customer_name and customer_name != conv.customer_name:
+                    # another customer writing in a group or channel thread never takes the
+                    # conversation over: it keeps its first customer's id and name
+                    if (customer_name and customer_name != conv.customer_name
+                            and customer_id == conv.customer_id):
                         changes["customer_name"] = customer_name
                     if changes:
                         await conn.execute(_TOUCH_CONVERSATION,
@@ -220,7 +237,8 @@ class Store:
                 values = {
                     "conversation_id": conv.id, "role": "user", "text": text,
                     "state": "received", "platform_message_id": event_id,
-                    "author": customer_id, "usage_estimated": False, "created_at": utcnow(),
+                    "author": customer_id, "customer_id": customer_id,
+                    "usage_estimated": False, "created_at": utcnow(),
                 }
                 result = await conn.execute(_INSERT_MESSAGE, values)
             return conv, Message(id=result.inserted_primary_key[0], **values)
@@ -387,12 +405,14 @@ class Store:
             await conn.execute(_MESSAGE_STATE, {"message_id": message_id, "state": state, **values})
 
     async def history(self, conversation_id: int, before_id: int,
-                      limit: int = 50) -> list[Row[Any]]:
+                      limit: int = 50, *, shared: bool = False) -> list[Row[Any]]:
         """The newest ``limit`` turns before ``before_id`` worth showing the model, oldest
-        first: rows of ``id``, ``role`` and ``text``."""
+        first: rows of ``id``, ``role`` and ``text``. Only the turns of the customer who wrote
+        ``before_id`` (and the bot's answers to them), so in a group or channel thread no
+        customer's request carries another's data; ``shared`` gives every turn of the thread."""
         params = {"conversation_id": conversation_id, "before_id": before_id, "limit": limit}
         async with self.read() as conn:
-            rows = (await conn.execute(_HISTORY, params)).all()
+            rows = (await conn.execute(_HISTORY if shared else _OWN_HISTORY, params)).all()
         rows.reverse()
         return rows
 
@@ -446,8 +466,13 @@ class Store:
             if require_bot:
                 status = (await conn.execute(_STATUS, {"id": conversation_id})).scalar()
                 owned = status == "bot"
+            if user_message_id is not None and "customer_id" not in values:
+                # the answer belongs to the customer it answers (per-customer history)
+                values["customer_id"] = (await conn.execute(
+                    _CUSTOMER_OF, {"id": user_message_id})).scalar()
             reply = {
                 "usage_estimated": False, **values, "conversation_id": conversation_id,
+                "answers": user_message_id,
                 "role": "assistant", "text": text, "state": "pending" if owned else "suppressed",
                 "created_at": utcnow(),
             }
@@ -473,6 +498,24 @@ class Store:
             await conn.execute(_TOUCH_CONVERSATION, {
                 "conversation_id": conversation_id, **(conversation_values or {})
             })
+
+    async def record_interrupted(
+        self, conversation_id: int, user_message_id: int, shown: str,
+        platform_message_id: str | None,
+    ) -> None:
+        """Staff took over while a reply was streaming: keep what the customer saw as an
+        ``interrupted`` reply (not an answer) and the customer's message as ``relayed``."""
+        async with self.begin() as conn:
+            await conn.execute(_INSERT_MESSAGE, {
+                "conversation_id": conversation_id, "role": "assistant",
+                "text": shown or "(interrupted before any words)", "state": "sent",
+                "outcome": "interrupted", "platform_message_id": platform_message_id,
+                "answers": user_message_id,
+                "usage_estimated": False, "created_at": utcnow(),
+            })
+            await conn.execute(_MESSAGE_STATE, {"message_id": user_message_id,
+                                                "state": "relayed"})
+            await conn.execute(_TOUCH_CONVERSATION, {"conversation_id": conversation_id})
 
     async def count_messages(self) -> int:
         async with self.sessions() as session:

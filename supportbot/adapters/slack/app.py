@@ -163,7 +163,9 @@ class SlackListeners:
     async def route(self, t: SlackText, *, mentioned: bool, bot_user_id: str | None) -> None:
         """Store what must survive a crash; raise StoreUnavailable if the database fails."""
         if self.desk.staff_channel and t.channel == self.desk.staff_channel:
-            return  # staff talk among themselves there
+            # a reply in a notification's thread reaches the customer (after the ack)
+            self._follow(self.desk.on_staff_thread(t, bot_user_id))
+            return
         try:
             if self.desk.is_staff(t.user) and t.thread_ts and not t.is_dm:
                 conv = await self.engine.find_conversation(PLATFORM, t.thread_key)
@@ -225,12 +227,12 @@ class SlackListeners:
     async def _staff_reply(
         self, conv: ConversationView, t: SlackText, bot_user_id: str | None
     ) -> None:
-        # message + app_mention (and Slack's retries) deliver it more than once: store it once.
-        if not await self.engine.claim_event(PLATFORM, f"staff:{t.message_id}"):
-            return
+        # message + app_mention (and Slack's retries) deliver it more than once: the engine
+        # stores it once (event_id)
         log.info("staff reply in customer thread", extra={"conversation": conv.id})
         await self.engine.staff_message(
-            conv.id, f"slack:{t.user}", strip_mention(t.text, bot_user_id)
+            conv.id, f"slack:{t.user}", strip_mention(t.text, bot_user_id),
+            event_id=f"slack:{t.message_id}",
         )
 
     async def _is_support_channel(self, channel: str) -> bool:

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
-from supportbot.engine.types import ConversationView, Status
+from supportbot.engine.types import ConversationView, StaffWrote, Status
 
+from .events import SlackText, strip_mention
 from .mrkdwn import escape
 from .sink import SlackPoster
 
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 ACTION_PREFIX = "supportbot_"
 TAKE_OVER, HAND_BACK, CLOSE = "supportbot_take_over", "supportbot_hand_back", "supportbot_close"
 _LABELS = {TAKE_OVER: "Take over", HAND_BACK: "Hand back to bot", CLOSE: "Close"}
+# the handoff table's staff events (``engine.handoff.Event``) and their buttons
+_BUTTON_FOR = {"staff_takes": TAKE_OVER, "hand_back": HAND_BACK, "close": CLOSE}
 _STATUS_TEXT = {
     Status.BOT: "the bot is answering",
     Status.WAITING: "waiting for a human",
@@ -68,11 +71,40 @@ class SlackDesk:
     async def relay_to_staff(self, conversation: ConversationView, text: str) -> None:
         ref = _parse_ref(conversation.staff_ref)
         if ref is None:  # no notification yet (e.g. staff channel configured later)
-            await self.handoff_requested(conversation, "customer wrote while waiting")
+            await self.handoff_requested(conversation, "the customer wrote while waiting")
             return
         channel, ts = ref
         who = _customer(conversation)
         await self.poster.post(channel, f"{who}:\n>{escape(text)}", thread_ts=ts)
+
+    # -- staff writing in a notification's thread ------------------------------------------
+
+    async def on_staff_thread(self, t: SlackText, bot_user_id: str | None = None) -> None:
+        """Someone wrote in the staff channel. In a notification's thread, from staff: the
+        customer gets it wherever they wrote (a DM too), and the writer takes the thread over
+        if nobody had; a message starting with the note prefix stays an internal note."""
+        if not t.thread_ts or not self.is_staff(t.user):
+            return  # staff talk among themselves in the channel itself
+        conv = await self.engine.find_by_staff_ref("slack", f"{t.channel}:{t.thread_ts}")
+        if conv is None:
+            return
+        text = strip_mention(t.text, bot_user_id).strip()
+        if not text:
+            await self._ephemeral(t.channel, t.user, "Only text reaches the customer from here: "
+                                  "attachments were not passed on.", t.thread_ts)
+            return
+        wrote = await self.engine.staff_message(
+            conv.id, f"slack:{t.user}", text, deliver=True, event_id=f"slack:{t.message_id}"
+        )
+        notice = {
+            StaffWrote.NOTE: "Internal note saved; the customer does not see it.",
+            StaffWrote.CLOSED: "This conversation is closed; the customer did not get this.",
+        }.get(wrote)
+        if notice is not None:
+            await self._ephemeral(t.channel, t.user, notice, t.thread_ts)
+        elif wrote is StaffWrote.SENT and t.has_files:
+            await self._ephemeral(t.channel, t.user, "The customer got your text; attachments "
+                                  "are not passed on from Slack.", t.thread_ts)
 
     async def status_changed(self, conversation: ConversationView, actor: str) -> None:
         ref = _parse_ref(conversation.staff_ref)
@@ -127,9 +159,10 @@ class SlackDesk:
         if channel and user:
             await self._ephemeral(channel, user, f"Nothing changed: {state}{owner}.")
 
-    async def _ephemeral(self, channel: str, user: str, text: str) -> None:
+    async def _ephemeral(self, channel: str, user: str, text: str,
+                         thread_ts: str | None = None) -> None:
         try:
-            await self.poster.ephemeral(channel, user, text)
+            await self.poster.ephemeral(channel, user, text, thread_ts=thread_ts)
         except SlackApiError as exc:
             log.warning("could not send an ephemeral notice: %s", exc.response.get("error"))
 
@@ -145,6 +178,7 @@ class SlackDesk:
         lines = [head, f"*Status:* {_STATUS_TEXT.get(status, str(status))}"]
         if conversation.assignee:
             lines.append(f"*Assignee:* {_actor(conversation.assignee)}")
+        reason = reason or conversation.handoff_reason
         if reason:
             lines.append(f"*Reason:* {escape(reason)}")
         if conversation.summary:
@@ -164,7 +198,7 @@ class SlackDesk:
                     "elements": [{"type": "mrkdwn", "text": "\n".join(recent)[:2900]}],
                 }
             )
-        buttons = _buttons(status, conversation.id)
+        buttons = _buttons(conversation)
         if buttons:
             blocks.append({"type": "actions", "block_id": "supportbot", "elements": buttons})
         return text, blocks
@@ -188,17 +222,16 @@ class SlackDesk:
 _ROLE = {"user": "Customer", "assistant": "Bot", "staff": "Staff", "system": "Note"}
 
 
-def _buttons(status: Status, conversation_id: int) -> list[dict[str, Any]]:
-    if status == Status.CLOSED:
-        return []
-    wanted = [HAND_BACK, CLOSE] if status == Status.HUMAN else [TAKE_OVER, CLOSE]
+def _buttons(conversation: ConversationView) -> list[dict[str, Any]]:
+    """One button per staff action the handoff table allows now."""
     out = []
-    for action_id in wanted:
+    for event in conversation.staff_actions:
+        action_id = _BUTTON_FOR[event]
         button: dict[str, Any] = {
             "type": "button",
             "action_id": action_id,
             "text": {"type": "plain_text", "text": _LABELS[action_id]},
-            "value": str(conversation_id),
+            "value": str(conversation.id),
         }
         if action_id == TAKE_OVER:
             button["style"] = "primary"

@@ -24,7 +24,7 @@ from supportbot.adapters.telegram.sink import (
     send_text,
     with_flood_retry,
 )
-from supportbot.engine import ConversationView, Engine, Status
+from supportbot.engine import ConversationView, Engine, StaffWrote, Status
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +62,19 @@ class TelegramDesk:
 
     def __init__(self, bot: Bot, engine: Engine, staff_chat_id: int, member_ttl: float = 60.0):
         self.bot, self.engine, self.chat_id = bot, engine, staff_chat_id
+        self.note_prefix = engine.settings.staff_note_prefix
         self.member_ttl = member_ttl
         self._refs: dict[int, int] = {}  # conversation id -> topic id (fresher than a view)
         self._locks: dict[int, asyncio.Lock] = {}
         self._members: dict[int, tuple[bool, float]] = {}
+        self._names: dict[str, str] = {}  # staff actor id -> their name, as last seen
         self.relayed = _Lru()  # staff-chat message id -> (customer chat, customer message id)
         self.copies = _Lru()  # staff-chat message id -> (customer chat, copied message id)
 
     # --- StaffDesk ------------------------------------------------------------------------
 
     async def handoff_requested(self, conversation: ConversationView, reason: str) -> None:
-        await self._post(conversation, self._summary(conversation, reason))
+        await self._post(conversation, self._summary(conversation, reason), markdown=True)
 
     async def relay_to_staff(self, conversation: ConversationView, text: str) -> None:
         name = conversation.customer_name or f"Customer {conversation.customer_id}"
@@ -82,16 +84,17 @@ class TelegramDesk:
             self.relayed.put(sent.message_id, origin)
 
     async def status_changed(self, conversation: ConversationView, actor: str) -> None:
+        if not self._topic_of(conversation):
+            return  # changed before any topic existed: there is no staff view to update
+        who = self._who(conversation, actor)
         labels = {
-            Status.HUMAN: f"✋ Taken over by {actor}.",
-            Status.BOT: f"🤖 Handed back to the bot by {actor}.",
-            Status.CLOSED: f"✅ Closed by {actor}.",
+            Status.HUMAN: f"✋ Taken over by {who}.",
+            Status.BOT: f"🤖 Handed back to the bot by {who}.",
+            Status.CLOSED: f"✅ Closed by {who}.",
             Status.WAITING: "⏳ Waiting for a person.",
         }
-        if conversation.status == Status.HUMAN and not self._topic_of(conversation):
-            return  # taken over elsewhere before any topic existed: nothing to update
         await self._post(conversation, labels[conversation.status])
-        if conversation.status == Status.CLOSED and (topic := self._topic_of(conversation)):
+        if not conversation.staff_actions and (topic := self._topic_of(conversation)):
             try:
                 await counted("closeForumTopic", self.bot.close_forum_topic(self.chat_id, topic))
             except TelegramError as exc:
@@ -121,6 +124,8 @@ class TelegramDesk:
         if not await self.engine.claim_event("telegram", str(update.update_id)):
             return
         actor = f"telegram:{msg.from_user.id}" if msg.from_user else f"telegram:{self.chat_id}"
+        if msg.from_user is not None:
+            self._names[actor] = msg.from_user.full_name
         if update.edited_message is not None:
             await self._mirror_edit(msg)
             return
@@ -133,11 +138,14 @@ class TelegramDesk:
             if not await self.engine.close(conv.id, actor):
                 await self._note(msg, "This conversation is already closed.")
             return
-        if conv.status == Status.CLOSED:
+        text = msg.text or msg.caption or f"[{_kind(msg)}]"
+        wrote = await self.engine.staff_message(conv.id, actor, text)
+        if wrote is StaffWrote.NOTE:
+            await self._note(msg, "📝 Internal note saved; the customer does not see it.")
+            return
+        if wrote is not StaffWrote.SENT:
             await self._note(msg, "This conversation is closed; the customer did not get this.")
             return
-        text = msg.text or msg.caption or f"[{_kind(msg)}]"
-        await self.engine.staff_message(conv.id, actor, text)
         chat_id, thread_id = parse_thread_key(conv.thread_key)
         reply: ReplyParameters | None = None
         if msg.reply_to_message and (target := self.relayed.get(msg.reply_to_message.message_id)):
@@ -212,6 +220,7 @@ class TelegramDesk:
         text: str | None,
         *,
         copy: tuple[int, int] | None = None,
+        markdown: bool = False,
     ) -> Any:
         """Post into the conversation's topic, creating it (again) when needed."""
         lock = self._locks.setdefault(conversation.id, asyncio.Lock())
@@ -222,11 +231,12 @@ class TelegramDesk:
                     topic = await self._new_topic(conversation)
                     if attempt:  # recreated: staff need the context again
                         fresh = await self.engine.get_conversation(conversation.id)
-                        await self._send(topic, self._summary(fresh or conversation, "again"))
+                        await self._send(topic, self._summary(fresh or conversation, "again"),
+                                         markdown=True)
                 try:
                     if copy is not None:
                         return await self._copy_in(topic, *copy)
-                    return await self._send(topic, text or "")
+                    return await self._send(topic, text or "", markdown=markdown)
                 except ThreadNotFound:
                     log.info("staff topic is gone; creating a new one")
                     topic = None
@@ -244,28 +254,36 @@ class TelegramDesk:
         )
         return copied.message_id
 
-    async def _send(self, topic: int, text: str) -> Message:
-        sent = await send_text(self.bot, self.chat_id, text, thread_id=topic, markdown=False)
+    async def _send(self, topic: int, text: str, *, markdown: bool = False) -> Message:
+        sent = await send_text(self.bot, self.chat_id, text, thread_id=topic, markdown=markdown)
         return sent[0]
 
     def _summary(self, conv: ConversationView, reason: str) -> str:
+        """Markdown (sent rendered: bold shows as bold); names, not platform ids."""
         name = conv.customer_name or f"Customer {conv.customer_id}"
         lines = [
-            f"🙋 {name} needs a person (conversation #{conv.id}, Telegram user "
-            f"{conv.customer_id}, language {conv.language}).",
-            f"Why: {reason}" if reason != "again" else "(this topic replaces a deleted one)",
+            f"🙋 **{name} needs a person** (conversation #{conv.id}, language {conv.language})",
+            f"**Why:** {reason}" if reason != "again"
+            else "(this topic replaces a deleted one)",
             "",
             conv.summary,
         ]
         if conv.recent:
-            lines += ["", "Recent messages:"]
-            lines += [f"{ROLE_LABELS.get(t.role, t.role)}: {t.text}" for t in conv.recent[-8:]]
+            lines += ["", "**Recent messages:**"]
+            lines += [f"{ROLE_LABELS.get(t.role, t.role)}: {t.text}"
+                      for t in conv.recent[-8:]]
         lines += [
             "",
-            "Write here to answer the customer. /bot hands the conversation back to the bot, "
-            "/close closes it.",
+            "Write here to answer the customer (photos and files are passed on too). "
+            f"Start a message with `{self.note_prefix}` for an internal note the customer "
+            "never sees. /bot hands the conversation back to the bot, /close closes it.",
         ]
         return "\n".join(lines)
+
+    def _who(self, conversation: ConversationView, actor: str) -> str:
+        if actor == f"telegram:{conversation.customer_id}":
+            return conversation.customer_name or "the customer"
+        return self._names.get(actor) or actor.partition(":")[2] or actor
 
 
 def _kind(msg: Message) -> str:

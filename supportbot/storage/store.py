@@ -60,11 +60,11 @@ _SHOWN = MESSAGES.c.conversation_id == bindparam("conversation_id"), MESSAGES.c.
 _NEWEST_FIRST = MESSAGES.c.id.desc()
 # A reply sorts right after the question it answers: questions are stored on arrival, so a
 # later question may be stored before the answer to an earlier one.
-_TURN = func.coalesce(MESSAGES.c.answers, MESSAGES.c.id)
+_position = func.coalesce(MESSAGES.c.answers, MESSAGES.c.id)
 # what the model sees: no timestamps, whose parsing was most of this query's cost
 _HISTORY = select(MESSAGES.c.id, MESSAGES.c.role, MESSAGES.c.text).where(
-    *_SHOWN, _TURN < bindparam("before_id")
-).order_by(_TURN.desc(), _NEWEST_FIRST).limit(bindparam("limit"))
+    *_SHOWN, _position < bindparam("before_id")
+).order_by(_position.desc(), _NEWEST_FIRST).limit(bindparam("limit"))
 # Per customer (groups, channel threads): only the turns of the customer who wrote message
 # ``before_id`` and the bot's answers to them; NULL turns count as the conversation's customer.
 _ASKING = MESSAGES.alias("asking")

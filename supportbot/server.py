@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from supportbot import metrics
+from supportbot import http_limits, metrics
 from supportbot.adapters.base import Adapter
 from supportbot.config import Settings
 
@@ -78,17 +78,22 @@ class Serving:
         self._owns_engine = engine is None  # opened here, so closed here
 
     def app(self) -> Starlette:
+        settings = self.settings or (self.engine.settings if self.engine is not None else None)
+        assert settings is not None, "Serving needs settings or an engine"
+        token = settings.metrics_token
         routes = [
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
-            Route("/metrics", self.metrics),
+            Route("/metrics", metrics.endpoint(token.get_secret_value() if token else None)),
         ]
         if self._owns_engine:  # adapters come later: one route answers for all of them
             routes.append(Route("/{path:path}", self.door, methods=["POST"]))
         else:
             for adapter in self.adapters:
                 routes.extend(adapter.routes())
-        return Starlette(routes=routes, lifespan=self.lifespan)
+        # body cap, body deadline, platform authentication before any adapter code runs
+        return Starlette(routes=routes, lifespan=self.lifespan,
+                         middleware=http_limits.middleware(settings))
 
     async def healthz(self, _: Request) -> JSONResponse:
         if not self.ready.is_set() or self.engine is None:
@@ -103,10 +108,6 @@ class Serving:
         if self.ready.is_set():
             return JSONResponse({"status": "ok"})
         return JSONResponse({"status": "starting"}, status_code=503)
-
-    async def metrics(self, _: Request) -> Response:
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
 
     async def door(self, request: Request) -> Response:
         if not self.ready.is_set():
@@ -185,7 +186,7 @@ def create_app(engine: Engine, adapters: list[Adapter]) -> Starlette:
 async def run_server(settings: Settings, *, host: str, port: int) -> None:
     serving = Serving(settings)
     config = uvicorn.Config(serving.app(), host=host, port=port, log_config=None,
-                            access_log=False)
+                            access_log=False, **http_limits.server_options(settings))
     server = uvicorn.Server(config)
     serving.server = server
     log.info("listening", extra={"host": host, "port": port})

@@ -5,12 +5,15 @@ through the real LLMClient and httpx."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from supportbot.engine import Status
 from supportbot.handoff import HANDOFF_MARKER, llm_handoff, split_marker
 from supportbot.llm import LLMBadResponse, LLMClient, tools
+from supportbot.testing import OfflineBot, RecordingSink
 from supportbot.testing.fake_llm import FakeLLM, ToolReply
 
 SYSTEM = {"role": "system", "content": "You are the support bot of Acme. Be brief."}  # no marker
@@ -184,3 +187,52 @@ async def test_llm_handoff_reads_the_tool_first_then_the_marker() -> None:
     )
     assert llm_handoff(f"Sorry. {HANDOFF_MARKER}", None) == ("Sorry.", "llm")
     assert llm_handoff("Here is the answer.", None) == ("Here is the answer.", None)
+
+
+# --------------------------------------------------------------------------- through the engine
+
+CUSTOM_PROMPT = "You are Acme's assistant. Answer briefly from the FAQ.\n"  # no handoff words
+
+
+def _custom_prompts(tmp_path: Path) -> Path:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "system.md.j2").write_text(CUSTOM_PROMPT, encoding="utf-8")
+    return prompts
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_engine_hands_off_on_the_tool_call(tmp_path: Path, stream: bool) -> None:
+    with FakeLLM(responder=_handoff) as fake:
+        async with OfflineBot(tmp_path, llm_base_url=fake.url, llm_api_key="k",
+                              llm_stream=stream, prompts_dir=_custom_prompts(tmp_path)) as bot:
+            sink = RecordingSink()
+            # a question the offline rules do not catch: only the model sees it needs a person
+            reply = await bot.ask("My invoice is wrong and the numbers make no sense", sink=sink)
+            conv = await bot.engine.get_conversation(reply.conversation_id)
+            trail = await bot.engine.store.transitions(reply.conversation_id)
+        assert CUSTOM_PROMPT.strip() in fake.chat_requests()[-1].messages[0]["content"]
+        assert _offered_tool(fake.chat_requests()[-1].json)
+    assert reply.handed_off and conv.status is Status.WAITING
+    assert trail[-1].reason == "llm:customer asks for a person about an invoice"
+    assert "Let me get a colleague for you." in "".join(sink.sent)
+
+
+async def test_engine_falls_back_to_the_marker_with_a_prompt_that_forgot_it(
+    tmp_path: Path,
+) -> None:
+    def responder(messages: list[dict[str, Any]]) -> str:
+        told = HANDOFF_MARKER in messages[0]["content"]
+        return f"A colleague will take over. {HANDOFF_MARKER}" if told else "No idea."
+
+    with FakeLLM(responder=responder) as fake:
+        fake.reject_tools = True
+        async with OfflineBot(tmp_path, llm_base_url=fake.url, llm_api_key="k",
+                              prompts_dir=_custom_prompts(tmp_path)) as bot:
+            sink = RecordingSink()
+            reply = await bot.ask("My invoice is wrong and the numbers make no sense", sink=sink)
+            conv = await bot.engine.get_conversation(reply.conversation_id)
+            trail = await bot.engine.store.transitions(reply.conversation_id)
+    assert reply.handed_off and conv.status is Status.WAITING
+    assert trail[-1].reason == "llm"
+    assert HANDOFF_MARKER not in "".join(sink.sent)

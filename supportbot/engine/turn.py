@@ -20,7 +20,7 @@ from supportbot.engine.delivery import Delivery
 from supportbot.engine.handoff import Actor, Effect, Event, decide
 from supportbot.engine.transitions import Transitions
 from supportbot.engine.types import Outcome, Reply, ReplySink, Source
-from supportbot.handoff import HandoffDetector, split_marker
+from supportbot.handoff import HandoffDetector, llm_handoff
 from supportbot.knowledge import Hit
 from supportbot.limits import Limits, Verdict
 from supportbot.llm import Completion, LLMError
@@ -100,11 +100,12 @@ class TurnRunner:
             return await self._fail(turn, Outcome.LLM_FAILED)
         if draft.interrupted:
             return await self._interrupted(turn, draft)
-        # The one place the model's request for a person is read (the marker in its text).
-        answer, wants_handoff = split_marker(draft.text)
-        if wants_handoff:
+        # The one place the model's request for a person is read: its hand_off_to_human tool
+        # call, else the marker in its text (handoff.llm_handoff).
+        answer, llm_reason = llm_handoff(draft.text, draft.completion)
+        if llm_reason:
             return await self.hand_off(
-                turn, Event.LLM_ASKS_FOR_HUMAN, Actor.BOT, "bot", reason="llm",
+                turn, Event.LLM_ASKS_FOR_HUMAN, Actor.BOT, "bot", reason=llm_reason,
                 text=answer or None, already_sent=draft.sent,
             )
         if not answer.strip():

@@ -61,7 +61,7 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     try:
         knowledge = tmp / "knowledge"
-        entries = write_knowledge(knowledge, n["faq"])
+        entries = write_knowledge(knowledge, n["faq"], files=max(1, n["faq"] // 100))
         queries = queries_for(entries, 1000)
         with fake_llm_process(delay=0.0) as llm_url:
 

@@ -91,8 +91,10 @@ async def test_other_tool_names_and_plain_answers_are_not_handoffs() -> None:
     assert plain.text == "Hello!"
 
 
-@pytest.mark.parametrize("stream", [False, True])
-async def test_server_that_rejects_tools_falls_back_to_the_marker(stream: bool) -> None:
+@pytest.mark.parametrize(("stream", "refusal"), [(False, True), (True, True), (False, 500)])
+async def test_server_that_rejects_tools_falls_back_to_the_marker(
+    stream: bool, refusal: bool | int
+) -> None:
     def responder(messages: list[dict[str, Any]]) -> str:
         # a model without tools follows the marker instructions it was given
         told = HANDOFF_MARKER in messages[0]["content"]
@@ -102,7 +104,7 @@ async def test_server_that_rejects_tools_falls_back_to_the_marker(stream: bool) 
         pass
 
     with FakeLLM(responder=responder) as fake:
-        fake.reject_tools = True
+        fake.reject_tools = refusal  # 400 like Ollama, or 500 like llama.cpp without --jinja
         async with LLMClient(fake.url, api_key="sk-test", max_retries=0) as llm:
             first = await llm.complete([SYSTEM, ASK], on_delta=on_delta if stream else None)
             second = await llm.complete([SYSTEM, ASK])

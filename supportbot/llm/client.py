@@ -489,7 +489,9 @@ class LLMClient:
         haystack = f"{detail.code} {detail.message}".lower()
         if status in (400, 413, 422) and any(hint in haystack for hint in _CONTEXT_HINTS):
             raise _ContextTooLong(text)
-        if status in (400, 422) and (param := self._rejected_param(detail)):
+        # llama.cpp without --jinja refuses tools with a 500 ("tools param requires --jinja flag")
+        tools_500 = status == 500 and tools.mentions_tools(detail.message)
+        if (status in (400, 422) or tools_500) and (param := self._rejected_param(detail)):
             raise _Unsupported(param)
         if status in _RETRY_STATUSES or status >= 500:
             raise _Retry(

@@ -133,8 +133,9 @@ class FakeLLM:
         self.delay = delay
         self.delta_delay = 0.0  # seconds between streamed deltas (an answer still being written)
         # True: answer 400 to any request that offers ``tools``, as Ollama does for models
-        # without tool support (clients must fall back to the [[HANDOFF]] marker)
-        self.reject_tools = False
+        # without tool support (clients must fall back to the [[HANDOFF]] marker); 500: the
+        # same as llama.cpp's server without --jinja
+        self.reject_tools: bool | int = False
         self.require_key = require_key
         self.include_usage = include_usage
         self.model = model
@@ -315,6 +316,8 @@ class FakeLLM:
         if kind in _ERROR_KINDS:
             return _error_response(kind, options, record)
         if self.reject_tools and body.get("tools"):
+            if self.reject_tools == 500:  # llama.cpp's llama-server without --jinja
+                return _json_error(500, "tools param requires --jinja flag", "server_error")
             message = f"registry.ollama.ai/library/{self.model} does not support tools"
             return _json_error(400, message, "api_error")
         if kind == "slow":

@@ -41,6 +41,12 @@ POSITIVE = {
         "escalate this to a supervisor",
         "ＣＡＮ Ｉ ＴＡＬＫ ＴＯ Ａ ＨＵＭＡＮ",
         "talk   to\ta   real\nperson",
+        # the issue's misses
+        "need help getting hold of an agent",
+        "how can I reach somebody from your team",
+        "I can't get through to an assistant",
+        "this chatbot is hopeless, get me your support staff",
+        "you are not helping at all",
     ],
     "zh": [
         "转人工",
@@ -55,6 +61,10 @@ POSITIVE = {
         "联系人工客服",
         "转 人工",
         "人工智能是什么？算了，转人工吧",
+        "我要找你们客服",
+        "让主管来处理",
+        "有真人吗",
+        "机器人听不懂我说话",
     ],
     "es": [
         "quiero hablar con una persona",
@@ -62,6 +72,7 @@ POSITIVE = {
         "necesito un asesor",
         "Pásame con alguien, por favor",
         "quiero hablar con alguien",
+        "¿Puedo hablar con alguien de soporte?",
     ],
     "fr": [
         "Je voudrais parler à un conseiller",
@@ -107,6 +118,10 @@ NEGATIVE = {
         "does a human check the invoices before they are sent",
         "what is human resources' email",
         "I don't need a human, thanks",
+        "I don't need an agent",
+        "my travel agent booked it",
+        "human resources",
+        "Contacting someone on github.",
     ],
     "zh": [
         "人工智能是什么",
@@ -116,6 +131,8 @@ NEGATIVE = {
         "我不需要人工客服",
         "人工费多少钱",
         "我要退款",
+        "人工智能",
+        "有的人不用花呗有额度",
     ],
     "es": [
         "¿hay una persona que revisa mi pedido?",

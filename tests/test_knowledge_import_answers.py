@@ -52,3 +52,25 @@ async def test_llm_gets_passages_with_titles_and_links_and_the_reply_cites_them(
     cited = reply.sources[0]
     assert (cited.title, cited.url) == ("Integrations — Webhooks",
                                         f"{base}/articles/integrations.html")
+
+
+async def test_offline_bot_quotes_a_passage_with_its_link_and_prefers_faq(tmp_path: Path):
+    kdir, base = await imported_site(tmp_path)
+    (kdir / "refunds.md").write_text(FAQ)
+    async with OfflineBot(tmp_path / "data", knowledge_dir=kdir) as bot:
+        passage = await bot.ask("How do I set up webhooks?")
+        faq = await bot.ask("How long do refunds take?", thread="t2")
+        unknown = await bot.ask("Do you sell garden furniture?", thread="t3")
+    # a passage is not a complete answer: an excerpt and the link to the page
+    assert passage.outcome is Outcome.FAQ
+    assert passage.text.startswith('From "Integrations — Webhooks": ')
+    assert "X-Acme-Signature" in passage.text
+    assert passage.text.endswith(f"Read more: {base}/articles/integrations.html")
+    assert [(s.title, s.url) for s in passage.sources] == [
+        ("Integrations — Webhooks", f"{base}/articles/integrations.html")
+    ]
+    # a staff-written FAQ entry still answers in full, even where a passage also matches
+    assert faq.outcome is Outcome.FAQ
+    assert faq.text == "Refunds take 5–10 business days after we approve them."
+    assert faq.sources[0].id == "refunds"
+    assert unknown.outcome is Outcome.DONT_KNOW

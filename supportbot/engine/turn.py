@@ -22,6 +22,7 @@ from supportbot.engine.transitions import Transitions
 from supportbot.engine.types import Outcome, Reply, ReplySink, Source
 from supportbot.handoff import HandoffDetector, llm_handoff
 from supportbot.knowledge import Hit
+from supportbot.knowledge.importing.passages import offline_answer
 from supportbot.limits import Limits, Verdict
 from supportbot.llm import Completion, LLMError
 from supportbot.storage.models import Conversation, Message
@@ -86,10 +87,11 @@ class TurnRunner:
         hits = await self.search(turn.text)
         confident = [h for h in hits if h.score >= self.settings.faq_confidence]
         if self.answering is None:
-            if confident:
-                best = confident[0]
-                return await self._answer(turn, _with_note(turn.note, best.entry.answer.strip()),
-                                          Outcome.FAQ, sources=[best])
+            if confident:  # an FAQ answer in full; an imported passage as an excerpt and its link
+                best, text = offline_answer(confident, lambda name, **values: self.core.words(
+                    name, turn.language, turn.conv.customer_name, **values))
+                return await self._answer(turn, _with_note(turn.note, text), Outcome.FAQ,
+                                          sources=[best])
             return await self._fail(turn, Outcome.DONT_KNOW)
 
         snippets = confident or hits[:1]

@@ -172,7 +172,7 @@ def _cases(table: dict[str, list[str]]) -> list[tuple[str, str]]:
 def test_positive_phrases_hand_off(detector: HandoffDetector, lang: str, text: str) -> None:
     result = detector.detect(text)
     assert result.handoff, f"{text!r} should hand off ({result.reason})"
-    assert result.reason.startswith("phrase:")
+    assert result.reason.startswith(("phrase:", "frustration:"))
     assert result.lang is not None
 
 

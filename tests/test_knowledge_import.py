@@ -473,6 +473,7 @@ async def test_folder_of_documents_pdfs_and_csv(tmp_path: Path):
         "Empty row,,\n"
     )
     (docs / "image.png").write_bytes(b"\x89PNG")
+    (docs / "big.txt").write_text("word " * 400_000)  # more than the loader reads from one file
     outside = tmp_path / "outside.md"
     outside.write_text("# Secret\n\nThis file is outside the folder and must not be imported.")
     (docs / "link.md").symlink_to(outside)
@@ -484,6 +485,7 @@ async def test_folder_of_documents_pdfs_and_csv(tmp_path: Path):
     assert reasons["secret.pdf"] == ("skipped", "encrypted PDF (needs a password)")
     assert reasons["link.md"] == ("skipped", "outside the folder (a link pointing elsewhere)")
     assert reasons["image.png"] == ("skipped", "unsupported file type .png")
+    assert reasons["big.txt"] == ("skipped", "text larger than 1,980,000 bytes: split the document")
     assert reasons["missing"] == ("skipped", "no such file or folder")
     assert imported_files(kdir) == [
         "imported/files/docs/guides-setup.md",

@@ -18,8 +18,12 @@ import trafilatura
 from pypdf import PdfReader, apply_configuration
 from pypdf.errors import PyPdfError
 
+from supportbot.knowledge.loader import MAX_FILE_BYTES
+
 MAX_PDF_PAGES = 2000
-MAX_TEXT_CHARS = 2_000_000  # of extracted text per document (about 1,000 pages)
+# extracted text per document (UTF-8): what the knowledge loader still reads (MAX_FILE_BYTES),
+# minus room for the front matter; about 500 pages of prose
+MAX_TEXT_BYTES = MAX_FILE_BYTES - 20_000
 MIN_TEXT_CHARS = 20  # less than this is not a document ("script-only page")
 MAX_CSV_ROWS = 50_000
 # pypdf's own caps on what one stream may inflate to (its default is 75 MB): a "PDF bomb" of a
@@ -67,8 +71,8 @@ def _check_size(body: str) -> str:
     body = body.strip()
     if len(body) < MIN_TEXT_CHARS:
         raise ExtractError("no readable text")
-    if len(body) > MAX_TEXT_CHARS:
-        raise ExtractError(f"text longer than {MAX_TEXT_CHARS} characters")
+    if len(body.encode()) > MAX_TEXT_BYTES:
+        raise ExtractError(f"text larger than {MAX_TEXT_BYTES:,} bytes: split the document")
     return body
 
 
@@ -135,9 +139,9 @@ def _pdf(data: bytes, name: str) -> Extracted:
         size = 0
         for page in reader.pages:
             text = page.extract_text() or ""
-            size += len(text)
-            if size > MAX_TEXT_CHARS:
-                raise ExtractError(f"text longer than {MAX_TEXT_CHARS} characters")
+            size += len(text.encode())
+            if size > MAX_TEXT_BYTES:
+                raise ExtractError(f"text larger than {MAX_TEXT_BYTES:,} bytes: split the document")
             parts.append(_tidy_pdf_text(text))
         title = ""
         meta = reader.metadata

@@ -100,6 +100,7 @@ class FakeSlack:
         self._messages: list[Message] = []
         self._faults: dict[str, list[_Fault]] = {}
         self._delays: dict[str, float] = {}
+        self._flaky: dict[str, tuple[int, int, itertools.count[int]]] = {}
         self._ts_counter = itertools.count(1)
         self._event_counter = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -200,6 +201,15 @@ class FakeSlack:
         with self._lock:
             self._delays[method] = seconds
 
+    def flaky(self, method: str, *, every: int, status: int = 502) -> None:
+        """Answer every ``every``-th call of ``method`` with HTTP ``status`` (a gateway error
+        with no JSON body, as Slack's edge sends); ``every=0`` stops it."""
+        with self._lock:
+            if every:
+                self._flaky[method] = (every, status, itertools.count(1))
+            else:
+                self._flaky.pop(method, None)
+
     def _add_fault(self, method: str, fault: _Fault) -> None:
         with self._lock:
             self._faults.setdefault(method, []).append(fault)
@@ -289,6 +299,13 @@ class FakeSlack:
         delay = self._delays.get(method)
         if delay:
             await asyncio.sleep(delay)
+        with self._lock:
+            flaky = self._flaky.get(method)
+            failing = flaky is not None and next(flaky[2]) % flaky[0] == 0
+        if failing and flaky is not None:
+            call.status, call.error = flaky[1], "gateway error"
+            return web.Response(status=flaky[1], text="<html>Bad Gateway</html>",
+                                content_type="text/html")
         fault = self._take_fault(method)
         if fault is not None:
             call.status, call.error = fault.status, fault.error

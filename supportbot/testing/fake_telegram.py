@@ -284,6 +284,12 @@ class FakeTelegram:
         with self._lock:
             self._faults.append(Fault(method, code, description, parameters, times, match))
 
+    def flaky(self, method: str, *, every: int, code: int = 502) -> None:
+        """Answer every ``every``-th ``method`` call with HTTP ``code`` (a gateway error)."""
+        calls = itertools.count(1)
+        self.fail(method, code=code, description="Bad Gateway", times=10**9,
+                  match=lambda _: next(calls) % every == 0)
+
     def slow(self, method: str, seconds: float) -> None:
         """Answer every ``method`` call only after ``seconds`` (0 makes it quick again)."""
         with self._lock:

@@ -210,7 +210,10 @@ class SlackListeners:
         self._follow(self._after_answer(answered, sink))
 
     async def _after_answer(self, answered: asyncio.Future[Reply], sink: SlackSink) -> None:
-        reply = await answered
+        try:
+            reply = await answered
+        except Exception:  # logged by the engine; the message waits for recovery
+            return
         await offer_feedback(self.poster, sink, reply)
 
     async def _addressed(self, t: SlackText, *, mentioned: bool, bot_user_id: str | None) -> bool:

@@ -198,7 +198,10 @@ class UpdateRouter:
         self, answered: asyncio.Future[Reply], sink: TelegramSink, typing: Typing
     ) -> None:
         async with typing:
-            reply = await answered
+            try:
+                reply = await answered
+            except Exception:  # logged by the engine; the message waits for recovery
+                return
         await offer_feedback(self.bot, sink, reply)
 
     def _follow(self, work: Coroutine[Any, Any, None]) -> None:

@@ -43,6 +43,20 @@ def config_problems(settings: Settings) -> list[Problem]:
     return problems
 
 
+def database_problems(settings: Settings) -> list[Problem]:
+    """A PostgreSQL server that does not answer, found before ``serve`` does. (SQLite is a file
+    that ``serve`` creates: probing it here would create it as a side effect.)"""
+    import asyncio
+
+    from supportbot.database_url import unreachable
+
+    url = settings.resolved_database_url
+    if not url.startswith("postgresql"):
+        return []
+    problem = asyncio.run(unreachable(url, settings.database_setting, seconds=10))
+    return [] if problem is None else [Problem(ENV, 0, problem)]
+
+
 def files_in_use(settings: Settings) -> list[str]:
     """One line per file group the bot reads: the package default or the staff override."""
     from supportbot.prompts import PromptLibrary
@@ -67,6 +81,7 @@ def run_checks(settings: Settings) -> tuple[list[Problem], str]:
     from supportbot.prompts import PromptLibrary
 
     problems = config_problems(settings)
+    problems.extend(database_problems(settings))
     knowledge_dir = Path(settings.knowledge_dir)
     library = PromptLibrary(settings.prompts_dir)
     problems.extend(library.check())

@@ -35,7 +35,8 @@ def reflow(text: str) -> str:
     fence: str | None = None  # the opening run of backticks/tildes while inside a fence
     joinable = ""  # what the next plain line may continue: "paragraph", "item" or ""
     in_code = False  # inside an indented code block (started after a blank line)
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for number, line in enumerate(lines, 1):
         if fence is not None:
             out.append(line)
             stripped = line.strip()
@@ -65,7 +66,7 @@ def reflow(text: str) -> str:
         else:
             out.append(line)
         joinable = _continues(out[-1])
-        if _hard_break(out[-1]):
+        if number < len(lines) and _hard_break(out[-1]):  # the last line breaks before nothing
             out[-1] = _drop_break_marker(out[-1])
             joinable = ""
     return "\n".join(out)

@@ -181,3 +181,18 @@ def test_staff_and_report_commands_say_the_same_one_line(tmp_path):
                  if not line.startswith("{")]  # a staff command's audit log line
         assert lines and lines[-1].startswith("DATABASE_URL: cannot open the database"), lines
         assert "hunter2" not in result.output and "Traceback" not in result.output
+
+
+def test_check_reports_a_postgres_server_that_does_not_answer(tmp_path):
+    url = f"postgres://bot:hunter2@127.0.0.1:{closed_port()}/app"
+    result = CliRunner().invoke(cli, ["check"], env=cli_env(tmp_path, DATABASE_URL=url))
+    assert result.exit_code == 1
+    assert "environment:0: DATABASE_URL: cannot open the database postgresql+asyncpg://bot:***@" \
+        in result.output
+    assert "hunter2" not in result.output
+
+
+def test_check_passes_on_a_postgres_server_that_answers(tmp_path, scratch_postgres):
+    result = CliRunner().invoke(cli, ["check"],
+                                env=cli_env(tmp_path, DATABASE_URL=scratch_postgres))
+    assert result.exit_code == 0, result.output

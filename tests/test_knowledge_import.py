@@ -230,7 +230,7 @@ async def open_kb(kdir: Path, tmp: Path) -> KnowledgeBase:
 
 async def test_sitemap_import_then_search_cites_the_page(site: HelpCenter, tmp_path: Path):
     kdir = tmp_path / "knowledge"
-    async with Importer(kdir, limits=limits(max_depth=0)) as importer:
+    async with Importer(kdir, limits=limits()) as importer:  # a sitemap's pages, no links
         report = await importer.run([f"{site.base}/sitemap.xml"])
     host = f"127-0-0-1-{site.server.server_port}"
     assert imported_files(kdir) == [
@@ -543,7 +543,7 @@ def test_cli_imports_and_reports(site: HelpCenter, tmp_path: Path, monkeypatch):
     from supportbot.cli import cli
 
     result = CliRunner().invoke(
-        cli, ["knowledge", "import", f"{site.base}/sitemap.xml", "--depth", "0", "--rate", "1000"]
+        cli, ["knowledge", "import", f"{site.base}/sitemap.xml", "--rate", "1000"]
     )
     assert result.exit_code == 0, result.output
     assert "skipped   " in result.output and "excluded by robots.txt" in result.output

@@ -29,8 +29,9 @@ def _target_dir(knowledge_dir: Path | None) -> Path:
 @click.option("--refresh", is_flag=True,
               help="Re-fetch everything imported before (unchanged pages are skipped, removed "
                    "pages are deleted).")
-@click.option("--depth", default=2, show_default=True,
-              help="Links followed from a start page (0: only the page).")
+@click.option("--depth", type=int, default=None,
+              help="Links followed from a start page (default 2; 0: only the page) or from the "
+                   "pages a sitemap lists (default 0: only those pages).")
 @click.option("--max-pages", default=500, show_default=True, help="Pages fetched at most.")
 @click.option("--max-bytes", default=10_000_000, show_default=True,
               help="Largest document downloaded or read.")
@@ -41,7 +42,7 @@ def _target_dir(knowledge_dir: Path | None) -> Path:
               help="Knowledge folder (default: SUPPORTBOT_KNOWLEDGE_DIR).")
 @click.option("-v", "--verbose", is_flag=True, help="One line per document, not only problems.")
 def import_cmd(
-    sources: tuple[str, ...], refresh: bool, depth: int, max_pages: int, max_bytes: int,
+    sources: tuple[str, ...], refresh: bool, depth: int | None, max_pages: int, max_bytes: int,
     rate: float, timeout: float, knowledge_dir: Path | None, verbose: bool,
 ) -> None:
     """Import SOURCES (URLs, sitemap.xml, folders, Markdown/HTML/text/PDF/CSV files) as
@@ -58,8 +59,10 @@ def import_cmd(
     if rate <= 0:
         raise click.BadParameter("must be positive", param_hint="--rate")
     directory = _target_dir(knowledge_dir)
-    limits = Limits(max_pages=max_pages, max_depth=depth, max_bytes=max_bytes,
-                    per_host_interval=1.0 / rate, timeout=timeout)
+    limits = Limits(max_pages=max_pages, max_bytes=max_bytes, per_host_interval=1.0 / rate,
+                    timeout=timeout)
+    if depth is not None:
+        limits.max_depth = limits.sitemap_depth = depth
     counts = {"docs": 0, "passages": 0}
 
     def show(item: Item | None) -> str:

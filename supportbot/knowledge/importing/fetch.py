@@ -30,6 +30,7 @@ MAX_CRAWL_DELAY = 60.0  # a robots.txt Crawl-delay above this is read as this
 class Limits:
     max_pages: int = 500  # pages fetched per import, all sources together
     max_depth: int = 2  # links followed from a start page (0: the page only)
+    sitemap_depth: int = 0  # from the pages a sitemap lists (0: those pages only)
     max_bytes: int = 10_000_000  # per document
     per_host_interval: float = 1.0  # seconds between two requests to one host
     timeout: float = 20.0  # connect/read timeout of one request

@@ -1,9 +1,11 @@
 """``supportbot knowledge import``: sources in, knowledge files out, one report line per document.
 
 A source is a URL (a page, whose same-site links are followed to ``max_depth``), a sitemap
-(``sitemap.xml`` or any XML ``urlset``/``sitemapindex``), a folder (Markdown, HTML, text, PDF and
-CSV files in it, recursively) or one such file. Nothing a source contains stops the import: each
-document that cannot be imported is reported with its reason and the rest goes on.
+(``sitemap.xml`` or any XML ``urlset``/``sitemapindex``: its pages, links followed only to
+``sitemap_depth``, 0 by default, as a sitemap already lists what the site wants found), a folder
+(Markdown, HTML, text, PDF and CSV files in it, recursively) or one such file. Nothing a source
+contains stops the import: each document that cannot be imported is reported with its reason and
+the rest goes on.
 
 ``refresh`` crawls the recorded web sources again (``imported/_sources.yaml``: new pages are
 imported) and re-fetches every imported document: conditionally (ETag/Last-Modified) for web
@@ -157,8 +159,9 @@ class Importer:
         for source in sources:
             try:
                 if source.startswith(("http://", "https://")):
-                    await self.import_site(source)
-                    record_source(self.knowledge_dir, source, self.limits.max_depth)
+                    depth = await self.import_site(source)
+                    if depth is not None:
+                        record_source(self.knowledge_dir, source, depth)
                 else:
                     await self.import_path(Path(source))
             except Exception as exc:  # a bug or an OS error on one source: report, go on
@@ -175,25 +178,30 @@ class Importer:
         self._pages_fetched += 1
         return await self.fetcher.get(url, **conditional)
 
-    async def import_site(self, start: str, depth: int | None = None) -> None:
+    async def import_site(self, start: str, depth: int | None = None) -> int | None:
         """A page and what it links to on the same site, or every page of a sitemap.
 
         Pages imported before (``self._known``, set by ``refresh``) are fetched conditionally:
         a 304 is "unchanged" and its links are not followed again (a page that gained a link
-        changed, so new pages are still found through the pages that link to them)."""
-        max_depth = self.limits.max_depth if depth is None else depth
+        changed, so new pages are still found through the pages that link to them).
+
+        Returns the link depth used (to crawl the same way on refresh), None when the start
+        could not be fetched."""
         if not self._budget_left():
             self._skip(start, f"page limit ({self.limits.max_pages}) reached")
-            return
+            return None
         try:
             first = await self._fetch_known(start)
         except FetchError as exc:
             self._fetch_failed(start, exc)
-            return
+            return None
         queue: deque[tuple[str, int, Page | None]] = deque()
         seen: set[str] = {start, first.url}
         imported: set[str] = set()  # final URLs, after redirects
-        if first.status == 200 and _is_sitemap(first):
+        sitemap = first.status == 200 and _is_sitemap(first)
+        default = self.limits.sitemap_depth if sitemap else self.limits.max_depth
+        max_depth = default if depth is None else depth
+        if sitemap:
             urls = await self._sitemap_urls(start, first)
             if not urls and not any(i.source == start for i in self.report.items):
                 self._skip(start, "sitemap lists no page of this site")
@@ -246,6 +254,7 @@ class Importer:
                     continue
                 seen.add(link)
                 queue.append((link, level + 1, None))
+        return max_depth
 
     def _rel(self, path: Path) -> Path:
         return path.relative_to(self.knowledge_dir)

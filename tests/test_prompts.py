@@ -196,3 +196,12 @@ def test_deleting_an_override_brings_the_package_words_back(tmp_path):
     assert library.message("closed", "en") == "Bye for now."
     override.unlink()
     assert library.message("closed", "en").startswith("This conversation is closed")
+
+
+def test_a_language_code_never_names_a_file_outside_the_messages_folder(tmp_path):
+    staff = tmp_path / "prompts"
+    (staff / "messages").mkdir(parents=True)
+    (tmp_path / "secret.yaml").write_text('closed: "leaked"\n')
+    library = PromptLibrary(staff)
+    for language in ("../../secret", "../secret", "..", "", "x" * 50):
+        assert library.message("closed", language).startswith("This conversation is closed")

@@ -290,8 +290,15 @@ def _render_partial_for_safety(template: Template, context: dict[str, Any]) -> N
         return
 
 
+_LANGUAGE = re.compile(r"[a-z]{2,3}")
+
+
 def _language_chain(language: str) -> list[str]:
+    """``zh-Hans`` -> ["zh", "en"]. Only a plain language code can name a file: anything else
+    (it may come from a platform's hint) is treated as English, never as a path."""
     base = (language or "en").lower().replace("_", "-").split("-")[0]
+    if not _LANGUAGE.fullmatch(base):
+        base = "en"
     return [base] if base == "en" else [base, "en"]
 
 

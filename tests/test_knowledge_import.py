@@ -51,6 +51,14 @@ class HelpCenter:
                 pass
 
             def do_GET(self) -> None:
+                if self.path == "/endless.html":  # no Content-Length: the body just goes on
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.end_headers()
+                    with contextlib.suppress(OSError):  # the client hangs up, as it should
+                        for _ in range(50):
+                            self.wfile.write(b"<p>more</p>" * 10_000)
+                    return
                 status, headers, body = site.respond(self.path, self.headers.get("If-None-Match"))
                 site.requests.append((self.path, status, self.headers.get("If-None-Match")))
                 self.send_response(status)
@@ -365,9 +373,10 @@ async def test_hostile_pages_are_skipped_with_a_reason(site: HelpCenter, tmp_pat
                          b'sitemap/0.9"><url><loc>http://elsewhere.invalid/a</loc></url></urlset>'),
     })
     async with Importer(kdir, limits=limits(max_bytes=200_000)) as importer:
-        report = await importer.run([f"{site.base}{p}" for p in site.extra])
+        report = await importer.run([f"{site.base}{p}" for p in [*site.extra, "/endless.html"]])
     reasons = {i.source.removeprefix(site.base): i.reason for i in report.items}
-    assert reasons["/huge.html"] == "larger than 200000 bytes"
+    assert reasons["/huge.html"] == "larger than 200000 bytes"  # said so in Content-Length
+    assert reasons["/endless.html"] == "larger than 200000 bytes"  # counted while streaming
     assert reasons["/scripts.html"].startswith("no readable text")
     assert reasons["/malformed.html"].startswith(("no readable text", "cannot parse HTML"))
     assert reasons["/image.html"] == "not HTML, PDF or text (image/png)"

@@ -53,7 +53,14 @@ class Delivery:
             return None
         platform_id: str | None = already_sent if isinstance(already_sent, str) else None
         if sink is not None and not already_sent:
-            platform_id = await sink.send(text, feedback_id=reply_id if outcome.rated else None)
+            try:
+                platform_id = await sink.send(text,
+                                              feedback_id=reply_id if outcome.rated else None)
+            except Exception:
+                # the sink retried already; staff see it (bot_failed) and the sweep tries again
+                await store.set_message_state(reply_id, "failed")
+                await store.update_conversation(conversation_id, bot_failed=True)
+                raise
         await store.finish_reply(conversation_id, reply_id, user_id, platform_id,
                                  conversation_values)
         return reply_id

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 #: Slack recommends at most 4,000 characters per message; we stay below it.
 MESSAGE_LIMIT = 3_900
 MAX_RETRY_AFTER = 60.0
+#: pauses (seconds) before trying a call again after a 5xx, a timeout or a dropped connection,
+#: within ``SEND_DEADLINE``; after that the engine's sweep answers the message again
+TRANSIENT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+SEND_DEADLINE = 20.0
 PLACEHOLDER = "…"
 
 
@@ -81,9 +86,15 @@ class SlackPoster:
                 del self._waiting[channel], self._channel_locks[channel]
 
     async def call(self, method: str, **kwargs: Any) -> Any:
-        """Call ``method``; wait out 429s (``Retry-After``) and pace writes per channel."""
+        """Call ``method``; wait out 429s (``Retry-After``), try again after a transient failure
+        (5xx, timeout, dropped connection) with backoff within ``SEND_DEADLINE``, and pace
+        writes per channel. (After a timeout Slack may have posted it: a small at-least-once
+        window, accepted over a lost reply.)"""
         write = method in _PACED
-        for attempt in range(1, self.max_attempts + 1):
+        deadline = time.monotonic() + SEND_DEADLINE
+        transient = iter(TRANSIENT_BACKOFF)
+        attempt = 0
+        while True:
             blocked = self._method_blocked_until.get(method, 0.0) - time.monotonic()
             if blocked > 0:
                 await asyncio.sleep(blocked)
@@ -94,7 +105,11 @@ class SlackPoster:
                     return await self.client.api_call(method, json=kwargs)
                 return await self.client.api_call(method, params=kwargs)
             except SlackApiError as exc:
-                if exc.response.status_code != 429 or attempt == self.max_attempts:
+                attempt += 1
+                if exc.response.status_code >= 500 and await _pause(transient, deadline, method,
+                                                                    exc.response.status_code):
+                    continue
+                if exc.response.status_code != 429 or attempt >= self.max_attempts:
                     metrics.PLATFORM_ERRORS.labels("slack", method).inc()
                     raise
                 delay = _retry_after(exc)
@@ -102,7 +117,11 @@ class SlackPoster:
                 metrics.RATE_LIMIT_SECONDS.labels("slack").inc(delay)
                 log.warning("slack %s rate limited; retrying in %.1fs", method, delay)
                 self._method_blocked_until[method] = time.monotonic() + delay
-        raise AssertionError("unreachable")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if await _pause(transient, deadline, method, type(exc).__name__):
+                    continue
+                metrics.PLATFORM_ERRORS.labels("slack", method).inc()
+                raise
 
     async def post(
         self, channel: str, text: str, *, thread_ts: str | None = None, **kwargs: Any
@@ -293,6 +312,16 @@ _PACED = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral"})
 _BLOCK_ERRORS = frozenset(
     {"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "msg_too_long"}
 )
+
+
+async def _pause(backoff: Iterator[float], deadline: float, method: str, why: object) -> bool:
+    """Sleep before the next try of a transient failure; False when out of tries or time."""
+    pause = next(backoff, None)
+    if pause is None or time.monotonic() + pause >= deadline:
+        return False
+    log.warning("slack %s failed (%s); trying again in %.1fs", method, why, pause)
+    await asyncio.sleep(pause)
+    return True
 
 
 def _thread(thread_ts: str | None) -> dict[str, str]:

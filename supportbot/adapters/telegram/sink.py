@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import BadRequest, RetryAfter, TelegramError
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from supportbot import metrics
 from supportbot.adapters.telegram.buttons import feedback_keyboard
@@ -63,6 +63,18 @@ class TopicClosed(Exception):
     """The forum topic exists but is closed."""
 
 
+#: a send failing with a server error, a timeout or a broken connection is tried again after
+#: these pauses (seconds), within ``SEND_DEADLINE``; then the engine's sweep takes over
+TRANSIENT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+SEND_DEADLINE = 20.0
+
+
+def is_transient(exc: TelegramError) -> bool:
+    """5xx, timeouts, connection errors: worth trying again. (PTB's BadRequest is a
+    NetworkError subclass, but a 400 will not get better.)"""
+    return isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
+
+
 async def with_flood_retry(
     call: Callable[[], Awaitable[T]],
     *,
@@ -71,17 +83,24 @@ async def with_flood_retry(
     max_wait: float = 120.0,
 ) -> T:
     """Run ``call`` (Bot API ``method``), sleeping through Telegram's flood control so the message
-    is not lost; count the waits and the calls that finally fail for ``/metrics``.
+    is not lost, and trying again after a transient failure (a 5xx, a timeout, a dropped
+    connection) with backoff, within ``SEND_DEADLINE``; count the waits and the calls that
+    finally fail for ``/metrics``.
 
-    A 429 means Telegram did not accept the request, so repeating it cannot duplicate anything.
-    With ``attempts=1`` the caller handles flood control itself (and counts it).
+    A 429 means Telegram did not accept the request, so repeating it cannot duplicate anything;
+    after a timeout it may have, a small at-least-once window we accept over a lost reply.
+    With ``attempts=1`` the caller handles flood control and failures itself (and counts them).
     """
-    for attempt in range(attempts):
+    deadline = time.monotonic() + SEND_DEADLINE
+    transient = iter(TRANSIENT_BACKOFF if attempts > 1 else ())
+    attempt = 0
+    while True:
         try:
             return await call()
         except RetryAfter as exc:
+            attempt += 1
             wait = min(retry_seconds(exc), max_wait)
-            if attempt == attempts - 1:
+            if attempt >= attempts:
                 if attempts > 1:
                     metrics.PLATFORM_ERRORS.labels("telegram", method).inc()
                 raise
@@ -89,10 +108,15 @@ async def with_flood_retry(
             count_flood_wait(wait)
             await asyncio.sleep(wait + 0.05)
         except TelegramError as exc:
+            pause = next(transient, None) if is_transient(exc) else None
+            if pause is not None and time.monotonic() + pause < deadline:
+                log.warning("telegram %s failed (%s); trying again in %.1fs",
+                            method, type(exc).__name__, pause)
+                await asyncio.sleep(pause)
+                continue
             if not (isinstance(exc, BadRequest) and is_not_modified(exc)):
                 metrics.PLATFORM_ERRORS.labels("telegram", method).inc()
             raise
-    raise AssertionError("unreachable")
 
 
 def count_flood_wait(seconds: float) -> None:
@@ -495,3 +519,8 @@ class _Stream:
                 raise
             count_flood_wait(retry_seconds(exc))
             self.sink.throttle.flooded(self.sink.chat_id, retry_seconds(exc))
+        except TelegramError as exc:
+            if final or not is_transient(exc):
+                raise
+            log.info("telegram: a streaming update failed (%s); the next one catches up",
+                     type(exc).__name__)

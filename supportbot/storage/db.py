@@ -30,6 +30,8 @@ RETRY_DELAYS = (0.1, 0.3, 0.6, 1.0, 2.0, 4.0)
 MIGRATION_LOCK = 0x5355_5050_4F52_5400  # "SUPPORT\0"
 # How long a SQLite statement waits for another connection's write lock before "locked".
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# How long a task waits in line for the process's one SQLite connection.
+SQLITE_QUEUE_TIMEOUT_S = 300.0
 
 log = logging.getLogger("supportbot.storage")
 C = TypeVar("C", bound=type)
@@ -51,8 +53,11 @@ def create_engine(
             # One connection per process: SQLite takes one writer at a time, and writers of one
             # process then queue in SQLAlchemy's pool, first come first served, instead of
             # polling SQLite's busy handler against each other (which starves some for seconds
-            # under load). ``busy_timeout`` still covers other processes (the staff CLI).
-            pool: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_timeout": pool_timeout}
+            # under load). ``busy_timeout`` still covers other processes (the staff CLI). A
+            # burst queues for as long as the work ahead of it takes: the bound only catches a
+            # bug (a second connection wanted while the first is held), not a busy minute.
+            pool: dict[str, Any] = {"pool_size": 1, "max_overflow": 0,
+                                    "pool_timeout": SQLITE_QUEUE_TIMEOUT_S}
         else:
             pool = {}  # in memory: one shared connection already (StaticPool)
         engine = create_async_engine(

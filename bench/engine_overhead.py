@@ -158,9 +158,9 @@ async def _measure(settings: Any, n: dict[str, int], queries: list[str], *, plat
                 await one(f"{queue.get_nowait()}-w{k}" if platform == "bench"
                           else queue.get_nowait())
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(k) for k in range(n["concurrency"])))
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         await engine.aclose()
     answered = outcomes.get(str(Outcome.LLM), 0)
@@ -169,6 +169,9 @@ async def _measure(settings: Any, n: dict[str, int], queries: list[str], *, plat
         "samples": len(latencies),
         "sequential_msgs_per_s": round(len(latencies) / sum(latencies), 1),
         "msgs_per_s": round(n["throughput"] / wall, 1),
+        # this process's CPU per message in the throughput phase (the fake LLM runs elsewhere):
+        # steadier than wall-clock figures on a shared machine
+        "cpu_ms_per_msg": round(cpu * 1000 / n["throughput"], 2),
         "throughput_concurrency": n["concurrency"],
         "outcomes": outcomes,
         "llm_answered_ratio": round(answered / max(1, sum(outcomes.values())), 3),

@@ -226,3 +226,24 @@ async def test_the_four_odd_inputs_that_once_gave_500(bot: Bot) -> None:
     r = await bot.telegram(None, raw=json.dumps(update).encode())
     assert r.status_code in OK, r.text
     await assert_whole(bot)
+
+
+header_text = st.one_of(  # what an HTTP client can send: printable, no outer spaces
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
+    .map(str.strip),
+    st.sampled_from(["", "0", "-1", "9" * 400, "9" * 5000, "1e20", "NaN", "v0=", "v1=abc"]),
+)
+
+
+@FUZZ
+@given(stamp=header_text, signature=header_text, secret=header_text,
+       body=st.binary(max_size=200))
+async def test_auth_headers_never_500(bot: Bot, stamp: str, signature: str, secret: str,
+                                      body: bytes) -> None:
+    """Whatever the authentication headers say, the doors answer 4xx, never 500."""
+    r = await bot.http.post("/slack/events", content=body, headers={
+        "Content-Type": "application/json", "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": signature})
+    assert r.status_code in OK, r.text
+    r = await bot.telegram(None, secret=secret, raw=body)
+    assert r.status_code in OK, r.text

@@ -99,7 +99,10 @@ def _report(counts: PurgeCounts, dry_run: bool) -> None:
 def purge(days: int | None, customer_id: str | None, platform: str | None, dry_run: bool,
           as_json: bool) -> None:
     """Delete old conversations (a retention period) or one customer's data (a deletion
-    request), with their messages, audit trail and handled event ids."""
+    request), with their messages and audit trail. The text is erased from the database files
+    too (SQLite: overwritten and checkpointed out of the write-ahead log). Platform event ids
+    (no text) stay as tombstones so a redelivery is not answered again; --older-than also
+    deletes event ids older than the cutoff (and older than 2 days)."""
     if (days is None) == (customer_id is None):
         raise click.UsageError("give exactly one of --older-than DAYS or --customer ID")
     if platform and customer_id is None:

@@ -12,7 +12,7 @@ from test_telegram_adapter import bot as bot
 from test_telegram_adapter import fake as fake
 from test_telegram_adapter import llm as llm
 
-from supportbot.engine import Outcome
+from supportbot.engine import IncomingMessage, Outcome
 from supportbot.testing import OfflineBot
 from supportbot.testing.bot import RecordingSink
 from supportbot.testing.fake_telegram import FakeTelegram
@@ -71,3 +71,25 @@ async def test_a_reply_that_could_not_be_sent_is_answered_by_the_sweep(tmp_path)
     assert again == []  # answered once
     assert [m.state for m in stored if m.role == "user"] == ["answered"]
     assert sorted(m.state for m in stored if m.role == "assistant") == ["failed", "sent"]
+
+
+async def test_a_reply_a_crash_cut_mid_stream_is_finished_in_place(tmp_path, fake_llm) -> None:
+    async with OfflineBot(tmp_path, llm_base_url=fake_llm.url, llm_api_key="k") as bot:
+        engine = bot.engine
+        live = RecordingSink()
+        await bot.ask("first question", sink=live)  # streamed: its placeholder row is closed
+        # the process dies after the stream began: its message id was stored first
+        accepted = await engine.accept(IncomingMessage(
+            platform="test", thread_key="thread-1", customer_id="customer-1",
+            text="second question", message_id="m-crash"))
+        await engine.store.stage_stream(accepted.conversation_id, accepted.message_id, "p-7")
+        after_restart = RecordingSink()
+        engine.register_sink_factory("test", lambda view: after_restart)
+        counts = await engine.recover()
+        stored = await engine.store.messages(accepted.conversation_id)
+    assert counts == {"answered": 1, "expired": 0, "skipped": 0}
+    assert after_restart.sent == []  # no second copy
+    answer = "Thanks for reaching out! You asked: second question"
+    assert after_restart.replaced == [("p-7", answer)]
+    assert sorted(m.state for m in stored if m.role == "assistant") == [
+        "sent", "sent", "streamed", "streamed"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -108,7 +109,7 @@ class Answering:
             ) as stop:
                 shown: list[str] = []
                 chunks = _visible(first, queue, done, stop, turn.note, shown)
-                sent = await sink.send_stream(chunks)
+                sent = await sink.send_stream(chunks, **self._started(turn, sink))
                 if stop.is_set():
                     producer.cancel()
                     with contextlib.suppress(asyncio.CancelledError, LLMError):
@@ -121,6 +122,17 @@ class Answering:
                 producer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, LLMError):
                     await producer
+
+    def _started(self, turn: Turn, sink: ReplySink) -> dict[str, Any]:
+        """``started=``: when the sink tells where the stream goes, that is stored first, so a
+        crash mid-stream is finished in that message by recovery (sinks without it: nothing)."""
+        if "started" not in inspect.signature(sink.send_stream).parameters:
+            return {}
+
+        async def started(platform_id: str) -> None:
+            await self.core.store.stage_stream(turn.conv.id, turn.message.id, platform_id)
+
+        return {"started": started}
 
     async def _bot_owns(self, conversation_id: int) -> bool:
         conv = await self.core.store.conversation(conversation_id)

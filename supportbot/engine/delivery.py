@@ -9,6 +9,7 @@ of the message it streams into, so recovery can finish that message in place.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from supportbot import metrics
@@ -101,3 +102,26 @@ class Delivery:
             log.exception("could not deliver a staff reply to the customer")
             return False
         return True
+
+
+class ResumedSink:
+    """Delivers the answer to a message whose reply a crash left half streamed: the streamed
+    message is edited to the full answer in place (``replace`` on the platform's sink), or,
+    where editing is impossible, the answer comes again after a short notice. Never a second
+    copy next to a frozen half, never a message left ending in "…"."""
+
+    def __init__(self, sink: ReplySink, platform_id: str, notice: str) -> None:
+        self.sink, self.platform_id, self.notice = sink, platform_id, notice
+
+    async def send(self, text: str, *, feedback_id: int | None = None) -> str | None:
+        replace = getattr(self.sink, "replace", None)
+        if replace is not None:
+            try:
+                return await replace(self.platform_id, text, feedback_id=feedback_id)
+            except Exception as exc:
+                log.warning("could not finish the interrupted answer in place: %s",
+                            type(exc).__name__)
+        return await self.sink.send(f"{self.notice}\n\n{text}", feedback_id=feedback_id)
+
+    async def send_stream(self, chunks: AsyncIterator[str], **_: Any) -> str | None:
+        return await self.send("".join([chunk async for chunk in chunks]))

@@ -25,7 +25,7 @@ from supportbot.config import Settings
 from supportbot.defaults import resolve
 from supportbot.engine.answering import Answering, PromptUnavailable
 from supportbot.engine.core import Core, SinkFactory
-from supportbot.engine.delivery import Delivery
+from supportbot.engine.delivery import Delivery, ResumedSink
 from supportbot.engine.queues import ThreadQueues
 from supportbot.engine.recovery import Expire, QueuedTurn, Recovery
 from supportbot.engine.staff import StaffActions
@@ -247,6 +247,10 @@ class Engine:
             if item.recovered:  # no live event: reach the customer through the adapter
                 view = await self.core.view(conv.id)
                 sink = self.core.sink_for(view) if view is not None else None
+            streamed = await self.store.streamed_into(message.id) if sink is not None else None
+            if sink is not None and streamed:  # a crash cut its reply's stream: finish that one
+                sink = ResumedSink(sink, streamed, self.prompts.message(
+                    "answer_resumed", conv.language))
             truncated = len(message.text) >= self.settings.max_message_chars
             turn = Turn(conv, message, sink, conv.language, note=self.prompts.message(
                 "message_truncated", conv.language, limit=self.settings.max_message_chars,

@@ -81,6 +81,11 @@ _RECENT = select(MESSAGES.c.id, MESSAGES.c.role, MESSAGES.c.text, MESSAGES.c.cre
 ).order_by(_NEWEST_FIRST).limit(bindparam("limit"))
 # the SET clause of these two comes from the parameters' column names
 _MESSAGE_STATE = update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
+# the placeholder row of a reply that was streaming, once the reply is finished
+_STREAM_DONE = update(MESSAGES).where(
+    MESSAGES.c.answers == bindparam("user_message_id"),
+    MESSAGES.c.state == literal_column("'streaming'"),
+).values(state="streamed")
 _TOUCH_CONVERSATION = update(CONVERSATIONS).where(
     CONVERSATIONS.c.id == bindparam("conversation_id")
 )
@@ -495,9 +500,32 @@ class Store:
             if user_message_id is not None:
                 await conn.execute(_MESSAGE_STATE, {"message_id": user_message_id,
                                                     "state": "answered"})
+                await conn.execute(_STREAM_DONE, {"user_message_id": user_message_id})
             await conn.execute(_TOUCH_CONVERSATION, {
                 "conversation_id": conversation_id, **(conversation_values or {})
             })
+
+    async def stage_stream(self, conversation_id: int, user_message_id: int,
+                           platform_message_id: str) -> None:
+        """A reply began streaming into platform message ``platform_message_id``: remember it
+        (state ``streaming``) so that after a crash recovery edits that message to the full
+        answer instead of leaving it half written."""
+        async with self.begin() as conn:
+            await conn.execute(_INSERT_MESSAGE, {
+                "conversation_id": conversation_id, "role": "assistant", "text": "",
+                "state": "streaming", "platform_message_id": platform_message_id,
+                "answers": user_message_id, "usage_estimated": False, "created_at": utcnow(),
+            })
+
+    async def streamed_into(self, user_message_id: int) -> str | None:
+        """The platform message a reply to ``user_message_id`` was streaming into, if one was."""
+        async with self.read() as conn:
+            return (await conn.execute(
+                select(MESSAGES.c.platform_message_id)
+                .where(MESSAGES.c.answers == user_message_id,
+                       MESSAGES.c.state == literal_column("'streaming'"))
+                .order_by(MESSAGES.c.id.desc()).limit(1)
+            )).scalar()
 
     async def record_interrupted(
         self, conversation_id: int, user_message_id: int, shown: str,
@@ -515,6 +543,7 @@ class Store:
             })
             await conn.execute(_MESSAGE_STATE, {"message_id": user_message_id,
                                                 "state": "relayed"})
+            await conn.execute(_STREAM_DONE, {"user_message_id": user_message_id})
             await conn.execute(_TOUCH_CONVERSATION, {"conversation_id": conversation_id})
 
     async def count_messages(self) -> int:

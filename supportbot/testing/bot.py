@@ -72,15 +72,26 @@ class RecordingSink:
         self.sent: list[str] = []
         self.chunks: list[list[str]] = []
         self.feedback_ids: list[int | None] = []
+        self.replaced: list[tuple[str, str]] = []  # (message id, new text)
 
     async def send(self, text: str, *, feedback_id: int | None = None) -> str | None:
         self.sent.append(text)
         self.feedback_ids.append(feedback_id)
         return f"sent-{len(self.sent)}"
 
-    async def send_stream(self, chunks: Any) -> str | None:
-        parts = [chunk async for chunk in chunks]
+    async def send_stream(self, chunks: Any, *, started: Any = None) -> str | None:
+        parts: list[str] = []
+        async for chunk in chunks:
+            if not parts and started is not None:
+                await started(f"sent-{len(self.sent) + 1}")
+            parts.append(chunk)
         self.chunks.append(parts)
         self.sent.append("".join(parts))
         self.feedback_ids.append(None)
         return f"sent-{len(self.sent)}"
+
+    async def replace(self, message_id: str, text: str, *,
+                      feedback_id: int | None = None) -> str:
+        """Edit an earlier message (recovery finishing a reply a crash cut short)."""
+        self.replaced.append((message_id, text))
+        return message_id

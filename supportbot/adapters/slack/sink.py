@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -218,8 +218,25 @@ class SlackSink:
         self.rated = feedback_id
         return [resp["ts"]]
 
-    async def send_stream(self, chunks: AsyncIterator[str]) -> str | None:
-        """Post a placeholder, edit it as text arrives (at most every ``stream_interval``)."""
+    async def replace(self, ts: str, text: str, *, feedback_id: int | None = None) -> str:
+        """Edit message ``ts`` (a reply a crash left half streamed) to the whole ``text``;
+        what does not fit follows in new messages."""
+        pieces = split_text(to_mrkdwn(text), self.poster.limit) or [PLACEHOLDER]
+        extra: dict[str, Any] = {}
+        if feedback_id is not None and len(pieces) == 1:
+            extra["blocks"] = rated_blocks(pieces[0], feedback_id)
+            self.rated = feedback_id
+        await self.poster.update(self.channel, ts, pieces[0], **extra)
+        self.sent.append(ts)
+        for piece in pieces[1:]:
+            self.sent.extend(await self.poster.post(self.channel, piece,
+                                                    thread_ts=self.thread_ts))
+        return ts
+
+    async def send_stream(self, chunks: AsyncIterator[str], *,
+                          started: Callable[[str], Awaitable[None]] | None = None) -> str | None:
+        """Post a placeholder, edit it as text arrives (at most every ``stream_interval``).
+        ``started`` hears the placeholder's ts before any text goes into it."""
         stream = _Stream(self)
         buffer: list[str] = []
         last = 0.0
@@ -229,6 +246,8 @@ class SlackSink:
             buffer.append(chunk)
             if not stream.stamps:
                 await stream.start()
+                if started is not None:
+                    await started(stream.stamps[0])
                 last = time.monotonic()
             elif time.monotonic() - last >= self.stream_interval:
                 await stream.show("".join(buffer), final=False)

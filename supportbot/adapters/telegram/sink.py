@@ -454,9 +454,23 @@ class TelegramSink:
             self.rated = feedback_id
         return str(messages[0].message_id) if messages else None
 
-    async def send_stream(self, chunks: AsyncIterator[str]) -> str | None:
-        """Post the first words, then edit the message as text arrives (throttled per chat)."""
-        stream = _Stream(self)
+    async def replace(self, message_id: str, text: str, *,
+                      feedback_id: int | None = None) -> str:
+        """Edit message ``message_id`` (a reply a crash left half streamed) to the whole
+        ``text``; what does not fit follows in new messages."""
+        parts = split_text(text) or [text]
+        await edit_part(self.bot, self.chat_id, int(message_id), parts[0], final=True)
+        self.sent.append(int(message_id))
+        for part in parts[1:]:
+            sent = await send_part(self.bot, self.chat_id, part, thread_id=self.thread_id)
+            self.sent.append(sent.message_id)
+        return message_id
+
+    async def send_stream(self, chunks: AsyncIterator[str], *,
+                          started: Callable[[str], Awaitable[None]] | None = None) -> str | None:
+        """Post the first words, then edit the message as text arrives (throttled per chat).
+        ``started`` hears the first message's id as soon as it exists."""
+        stream = _Stream(self, started)
         async for chunk in chunks:
             stream.buffer += chunk
             if self.throttle.ready(self.chat_id):
@@ -468,8 +482,10 @@ class TelegramSink:
 class _Stream:
     """State of one streamed reply: finished messages plus the one being edited."""
 
-    def __init__(self, sink: TelegramSink) -> None:
+    def __init__(self, sink: TelegramSink,
+                 started: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.sink = sink
+        self.started = started
         self.buffer = ""
         self.done = 0  # chars of buffer already in finished messages
         self.prefix = ""  # reopens a code fence the previous message had to close
@@ -493,6 +509,9 @@ class _Stream:
             )
             self.current = msg.message_id
             s.sent.append(msg.message_id)
+            if self.started is not None:
+                started, self.started = self.started, None
+                await started(str(msg.message_id))
         elif text != self.shown or final:
             await edit_part(s.bot, s.chat_id, self.current, text, final=final, attempts=attempts)
         self.shown = text

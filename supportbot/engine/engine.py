@@ -402,6 +402,12 @@ class Engine:
                                              "conversation_id": message.conversation_id})
         return True
 
+    async def answer_language(self, message_id: int) -> str | None:
+        """The language of the conversation a stored answer belongs to (for thanking a
+        customer for their vote in it)."""
+        found = await reports.feedback_target(self.store, message_id)
+        return found[1].language if found else None
+
     async def claim_event(self, platform: str, event_id: str) -> bool:
         return await self.store.claim_event(platform, event_id)
 

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from slack_sdk.errors import SlackApiError
 
 from supportbot.engine.types import Reply
-from supportbot.storage.reports import feedback_target
 
 from .buttons import (
     BLOCK_ID,
@@ -68,8 +67,8 @@ async def handle_feedback(engine: Engine, poster: SlackPoster, body: dict[str, A
     ok = bool(user) and await engine.record_feedback(message_id, helpful, f"slack:{user}")
     if not (channel and user):
         return
-    found = await feedback_target(engine.store, message_id) if ok else None
-    language = found[1].language if found else engine.settings.default_language
+    language = (await engine.answer_language(message_id) if ok else None) or (
+        engine.settings.default_language)
     text = engine.prompts.message("feedback_thanks" if ok else "feedback_refused", language)
     try:
         await poster.ephemeral(channel, user, text, thread_ts=thread_ts)

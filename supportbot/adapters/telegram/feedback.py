@@ -15,7 +15,6 @@ from telegram.error import TelegramError
 from supportbot.adapters.telegram.buttons import PREFIX, feedback_keyboard, parse_vote
 from supportbot.adapters.telegram.sink import TelegramSink, counted, with_flood_retry
 from supportbot.engine.types import Reply
-from supportbot.storage.reports import feedback_target
 
 if TYPE_CHECKING:
     from supportbot.engine import Engine
@@ -54,8 +53,7 @@ async def handle_vote(
     user = query.from_user
     ok = await engine.record_feedback(message_id, helpful, f"telegram:{user.id}")
     if ok:
-        found = await feedback_target(engine.store, message_id)
-        language = found[1].language if found else (user.language_code or "en")
+        language = await engine.answer_language(message_id) or user.language_code or "en"
         text = engine.prompts.message("feedback_thanks", language)
     else:
         text = refused

@@ -19,7 +19,7 @@ from supportbot.engine import Engine
 from supportbot.server import create_app
 from supportbot.testing.fake_llm import FakeLLM, Gate
 from supportbot.testing.fake_slack import FakeSlack
-from supportbot.testing.outage import store_outage
+from supportbot.testing.outage import store_outage, store_stall
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,3 +154,19 @@ async def test_the_ack_waits_for_the_store_not_for_slack_or_the_llm(env: Env) ->
     conv = await env.adapter.engine.find_conversation("slack", f"{env.slack.team_id}:D6")
     assert conv is not None and [t.text for t in conv.recent] == [QUESTION]
     assert env.llm.chat_requests() == []  # the held model has not even been asked yet
+
+
+async def test_a_store_slower_than_the_ack_budget_gets_503_and_is_answered_once(
+    env: Env,
+) -> None:
+    event = env.event("D9")
+    async with store_stall(env.adapter.engine.store):
+        slow = await env.post_event(event, event_id="EvStall")
+    assert slow.status_code == 503  # within Slack's 3 s, not a late 200
+    env.gate.opened.set()
+    retried = await env.post_event(event, event_id="EvStall", retry_num=1)
+    assert retried.status_code == 200
+    await env.wait(lambda: env.replies("D9"))
+    await env.adapter.drain(within=5)
+    assert env.replies("D9") == [f"Answer: {QUESTION}"]
+    assert len(env.llm.chat_requests()) == 1

@@ -28,3 +28,15 @@ async def store_outage(store: Store) -> AsyncIterator[None]:
     finally:
         async with store.begin() as conn:
             await conn.execute(text(f"ALTER TABLE {_AWAY} RENAME TO {_TABLE}"))
+
+
+@asynccontextmanager
+async def store_stall(store: Store) -> AsyncIterator[None]:
+    """Hold the events table in a transaction of its own, so storing a message waits (a
+    database too busy to answer in time) until the block ends."""
+    async with store.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text(f"LOCK TABLE {_TABLE} IN ACCESS EXCLUSIVE MODE"))
+        else:  # SQLite: take the database's write lock
+            await conn.execute(text(f"DELETE FROM {_TABLE} WHERE 0 = 1"))
+        yield

@@ -23,7 +23,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from supportbot.engine.types import ConversationView, IncomingMessage, Reply
+from supportbot.engine.types import Accepted, ConversationView, IncomingMessage, Reply
 
 from .desk import ACTION_PREFIX, SlackDesk
 from .events import SlackText, parse_action, parse_text_event, strip_mention
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
+# seconds a message may take to be stored before Slack is answered 503 instead (it waits 3 s)
+ACK_BUDGET = 2.5
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 # what a payload Bolt cannot read raises inside its middleware or matchers (a signed request
 # with wrong types): refused with 400, where anything else (the network) gets a retry
@@ -190,10 +192,25 @@ class SlackListeners:
             workspace=t.team,
             received_at=t.received_at,
         )
+        storing = asyncio.ensure_future(self.engine.accept(msg))
         try:
-            accepted = await self.engine.accept(msg)
+            accepted = await asyncio.wait_for(asyncio.shield(storing), ACK_BUDGET)
+        except TimeoutError:
+            # Slack stops waiting at 3 s: refuse (503, no envelope ack) and let the store
+            # finish; if it does, the message is answered and Slack's retry is a duplicate
+            storing.add_done_callback(lambda done: self._stored_late(done, t, known_name))
+            raise StoreUnavailable("the store took longer than Slack's ack budget") from None
         except Exception as exc:  # the database is down or full: Slack must deliver it again
             raise StoreUnavailable(type(exc).__name__) from exc
+        self._answer(accepted, t, known_name)
+
+    def _stored_late(self, done: asyncio.Future[Accepted], t: SlackText,
+                     known_name: str | None) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # not stored: Slack's retry stores it
+        self._answer(done.result(), t, known_name)
+
+    def _answer(self, accepted: Accepted, t: SlackText, known_name: str | None) -> None:
         if not accepted.stored:
             return
         sink = SlackSink(

@@ -355,7 +355,8 @@ class KnowledgeBase:
         for _, rid, score, details in scored[:k]:
             details["match"] = score  # how well the entry matches, before the margin
             rival = second if score == best else best
-            hits.append(Hit(by_rowid[rid][0], round(scoring.margin(score, rival), 4), details))
+            confidence = scoring.margin(score, rival, hybrid=qvec is not None)
+            hits.append(Hit(by_rowid[rid][0], round(confidence, 4), details))
         return hits
 
     async def aclose(self) -> None:

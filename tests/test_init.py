@@ -99,3 +99,18 @@ def test_chat_in_an_empty_folder_answers_from_the_package_defaults(tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
     assert "prompts: package defaults" in check.stdout
     assert "knowledge: the package's example FAQ" in check.stdout
+
+
+def test_a_folder_set_but_missing_is_one_line_for_every_command(tmp_path):
+    """Also for commands that read the settings themselves (knowledge, handoff)."""
+    missing = tmp_path / "typo"
+    for setting, args in (("SUPPORTBOT_KNOWLEDGE_DIR", ["knowledge", "search", "refunds"]),
+                          ("SUPPORTBOT_PROMPTS_DIR", ["handoff", "test", "转人工"]),
+                          ("SUPPORTBOT_KNOWLEDGE_DIR", ["chat"])):
+        result = subprocess.run(
+            [sys.executable, "-m", "supportbot", *args], capture_output=True, text=True,
+            cwd=tmp_path, env={**os.environ, setting: str(missing)}, timeout=120, input="",
+        )
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.strip() == (
+            f"{setting}={missing}: folder not found (unset it to use the package defaults)")

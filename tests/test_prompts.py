@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from jinja2 import TemplateError
 from jinja2.exceptions import SecurityError
 
@@ -205,3 +207,14 @@ def test_a_language_code_never_names_a_file_outside_the_messages_folder(tmp_path
     library = PromptLibrary(staff)
     for language in ("../../secret", "../secret", "..", "", "x" * 50):
         assert library.message("closed", language).startswith("This conversation is closed")
+
+
+def test_every_message_the_code_asks_for_by_name_exists():
+    """A name missing from MESSAGE_NAMES is skipped when the files load, and the customer
+    would get the raw key: catch it here rather than in a conversation."""
+    source = "\n".join(p.read_text(encoding="utf-8")
+                       for p in (REPO / "supportbot").rglob("*.py"))
+    asked = set(re.findall(r'(?:\.message|words)\((?:self\.engine, )?\s*"([a-z_]+)"', source))
+    assert asked and asked <= set(MESSAGE_NAMES), asked - set(MESSAGE_NAMES)
+    english = yaml.safe_load((PROMPTS / "messages" / "en.yaml").read_text(encoding="utf-8"))
+    assert set(english) == set(MESSAGE_NAMES)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import click
+from pydantic import ValidationError
 
 from supportbot.cli.app import chat, check, serve
+from supportbot.cli.common import settings_error
 from supportbot.cli.conversations import conversations
 from supportbot.cli.data import export, purge
 from supportbot.cli.init import init
@@ -39,4 +41,8 @@ _optional_groups()
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except ValidationError as exc:  # a command that read Settings() itself: still one line
+        settings_error(exc)
+        raise SystemExit(2) from None

@@ -19,6 +19,16 @@ T = TypeVar("T")
 log = logging.getLogger("supportbot.cli")
 
 
+def settings_error(exc: ValidationError) -> None:
+    """Print each bad setting as one line that names it (never the rejected value)."""
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:  # a field's own error; whole-model checks name the setting
+            name = "SUPPORTBOT_" + "_".join(str(p) for p in error["loc"]).upper()
+            message = f"{name}: {message}"
+        click.echo(message, err=True)
+
+
 def load_settings(*, announce_files: bool = False, **overrides: object) -> Settings:
     """Settings from the environment, ``.env`` and command-line options; a bad value is one
     line naming the setting (exit status 2), never a traceback. ``announce_files`` logs which
@@ -26,12 +36,7 @@ def load_settings(*, announce_files: bool = False, **overrides: object) -> Setti
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        for error in exc.errors():
-            message = error["msg"].removeprefix("Value error, ")
-            if error["loc"]:  # a field's own error; whole-model checks name the setting
-                name = "SUPPORTBOT_" + "_".join(str(p) for p in error["loc"]).upper()
-                message = f"{name}: {message}"
-            click.echo(message, err=True)
+        settings_error(exc)
         raise SystemExit(2) from None
     logs.setup(settings.log_level, settings.log_format, settings.secrets())
     if announce_files:

@@ -39,6 +39,7 @@ MESSAGE_NAMES = (
     "handoff_after_hours",
     "handoff_still_waiting",
     "handed_back",
+    "answer_resumed",
     "closed",
     "new_conversation",
     "message_truncated",

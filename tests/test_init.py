@@ -105,8 +105,7 @@ def test_a_folder_set_but_missing_is_one_line_for_every_command(tmp_path):
     """Also for commands that read the settings themselves (knowledge, handoff)."""
     missing = tmp_path / "typo"
     for setting, args in (("SUPPORTBOT_KNOWLEDGE_DIR", ["knowledge", "search", "refunds"]),
-                          ("SUPPORTBOT_PROMPTS_DIR", ["handoff", "test", "转人工"]),
-                          ("SUPPORTBOT_KNOWLEDGE_DIR", ["chat"])):
+                          ("SUPPORTBOT_PROMPTS_DIR", ["handoff", "test", "转人工"])):
         result = subprocess.run(
             [sys.executable, "-m", "supportbot", *args], capture_output=True, text=True,
             cwd=tmp_path, env={**os.environ, setting: str(missing)}, timeout=120, input="",

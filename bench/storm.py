@@ -171,15 +171,21 @@ async def run_storm(
 
                 async def post(path: str, **kw: Any) -> None:
                     async with gate:
-                        for attempt in range(3):
+                        for attempt in range(20):
                             try:
                                 r = await http.post(path, **kw)
-                                break
                             except httpx.TransportError:
                                 # a kept-alive connection the server just closed; platforms
                                 # redeliver what got no answer, and so do we
-                                if attempt == 2:
+                                if attempt == 19:
                                     raise
+                                continue
+                            if r.status_code != 503 or attempt == 19:
+                                break
+                            # refused, not stored (the store was slower than the ack budget):
+                            # platforms deliver it again later, and so do we
+                            report.redeliveries += 1
+                            await asyncio.sleep(0.5)
                     report.deliveries += 1
                     if r.status_code != 200:
                         report.http_errors += 1

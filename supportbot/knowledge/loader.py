@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,7 +298,3 @@ def load_directory(directory: Path | str) -> tuple[list[FaqEntry], list[Problem]
 def check_knowledge(directory: Path | str) -> list[Problem]:
     """Every problem in the knowledge directory (empty list = all good)."""
     return load_directory(directory)[1]
-
-
-def all_ids(entries: Iterable[FaqEntry]) -> list[str]:
-    return [e.id for e in entries]

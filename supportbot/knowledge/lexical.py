@@ -2,9 +2,9 @@
 score needs beside it.
 
 ``bm25s`` precomputes every (term, entry) BM25 share into a sparse matrix, so a query costs one
-sparse row sum: a fraction of a millisecond at 10,000 entries, also for Chinese queries whose
-dozens of n-grams each hit hundreds of entries (SQLite FTS5, which scores every matching row
-through its ``bm25()`` function, took 2 ms on English and over 10 ms on such Chinese queries).
+sparse row sum, also for Chinese queries whose dozens of n-grams each hit hundreds of entries
+(SQLite FTS5, used before, scores every matching row through its ``bm25()`` function and was
+several times slower on those).
 
 Fields are weighted the BM25F way, by weighting term frequencies: the terms of an entry's
 question, alternative phrasings and tags count ``QUESTION_WEIGHT`` times, its answer's once.

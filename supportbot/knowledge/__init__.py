@@ -1,4 +1,4 @@
-"""The FAQ: loading staff-edited files, an FTS5 index with optional embeddings, retrieval."""
+"""The FAQ: loading staff-edited files, a BM25 index with optional embeddings, retrieval."""
 
 from supportbot.knowledge.base import KnowledgeBase
 from supportbot.knowledge.embeddings import Embedder, EmbeddingsError, HttpEmbedder

@@ -138,6 +138,8 @@ def describe_reason(reason: str | None) -> str:
     kind, _, detail = reason.partition(":")
     if kind == "asked" and detail:  # asked:<the customer's words>
         return f"asked for a person: '{_short(detail, 120)}'"
+    if kind == "llm" and detail:  # llm:<the model's reason>
+        return f"the bot decided a person should answer: {_short(detail, 160)}"
     if kind == "repeated_failure":
         return "the bot could not answer several times in a row"
     return reason

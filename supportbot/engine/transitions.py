@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from supportbot import metrics
-from supportbot.engine.core import Core
+from supportbot.engine.core import Core, describe_reason
 from supportbot.engine.delivery import Delivery
 from supportbot.engine.handoff import Actor, Effect, Event, NotAllowed, Rule, decide
 from supportbot.engine.types import ReplySink, Status
@@ -102,6 +102,7 @@ class Transitions:
             metrics.HANDOFFS.labels(metrics.handoff_trigger(reason or "unknown")).inc()
             log.info("handed off", extra={"reason": reason, "actor": actor})
             await self.core.desk_call(conv.platform, "handoff_requested", conv.id,
-                                      staff_reason or conv.handoff_reason or reason)
+                                      staff_reason or describe_reason(conv.handoff_reason
+                                                                      or reason))
         if rule.does(Effect.UPDATE_STAFF):
             await self.core.desk_call(conv.platform, "status_changed", conv.id, actor)

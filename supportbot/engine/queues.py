@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from supportbot import metrics
+
 log = logging.getLogger("supportbot.engine")
 
 
@@ -60,6 +62,7 @@ class ThreadQueues:
             queue.appendleft(job)
         else:
             queue.append(job)
+        metrics.LOCK_WAITERS.inc()  # waiting for its conversation until its turn comes
         return job
 
     def submit_front(self, key: Hashable, runs: list[Callable[[], Awaitable[Any]]]) -> list[Job]:
@@ -84,6 +87,7 @@ class ThreadQueues:
         await asyncio.gather(*self._drains, return_exceptions=True)
         for queue in self._queues.values():
             for job in queue:
+                metrics.LOCK_WAITERS.dec()
                 job.future.cancel()
         self._queues.clear()
 
@@ -95,6 +99,7 @@ class ThreadQueues:
                     if not queue:
                         break
                     job = queue.popleft()
+                    metrics.LOCK_WAITERS.dec()
                     job.started = True
                     self._running += 1
                     try:

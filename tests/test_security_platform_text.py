@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from test_auth import Bot, running_bot
 
-from supportbot.adapters.telegram.sink import markdown_to_html
+from supportbot.adapters.telegram.text import markdown_to_html
 from supportbot.testing import OfflineBot
 
 REPO = Path(__file__).resolve().parents[1]

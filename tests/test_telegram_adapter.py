@@ -15,7 +15,7 @@ import pytest
 from starlette.applications import Starlette
 
 from supportbot.adapters.telegram import TelegramAdapter
-from supportbot.adapters.telegram.sink import utf16_len
+from supportbot.adapters.telegram.text import utf16_len
 from supportbot.config import Settings
 from supportbot.engine import Engine, Status
 from supportbot.testing.fake_llm import FakeLLM

@@ -11,16 +11,9 @@ from telegram import Bot
 from telegram.error import BadRequest
 
 from supportbot import metrics
-from supportbot.adapters.telegram.sink import (
-    EditThrottle,
-    TelegramSink,
-    ThreadNotFound,
-    edit_part,
-    markdown_to_html,
-    send_text,
-    split_text,
-    utf16_len,
-)
+from supportbot.adapters.telegram.bot_api import ThreadNotFound
+from supportbot.adapters.telegram.sink import EditThrottle, TelegramSink, edit_part, send_text
+from supportbot.adapters.telegram.text import markdown_to_html, split_text, utf16_len
 from supportbot.testing.fake_telegram import FakeTelegram, check_html
 
 CHAT = 111

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from supportbot.adapters.slack.mrkdwn import to_mrkdwn
 from supportbot.adapters.telegram import TelegramAdapter
-from supportbot.adapters.telegram.sink import markdown_to_html
+from supportbot.adapters.telegram.text import markdown_to_html
 from supportbot.config import Settings
 from supportbot.engine import Engine
 from supportbot.testing.fake_telegram import FakeTelegram

@@ -17,13 +17,13 @@ from telegram import Bot, Message, ReplyParameters, Update
 from telegram.constants import ChatMemberStatus
 from telegram.error import BadRequest, TelegramError
 
-from supportbot.adapters.telegram.sink import (
+from supportbot.adapters.telegram.bot_api import (
     ThreadNotFound,
     TopicClosed,
     counted,
-    send_text,
     with_flood_retry,
 )
+from supportbot.adapters.telegram.sink import send_text
 from supportbot.engine import ConversationView, Engine, StaffWrote, Status
 
 log = logging.getLogger(__name__)

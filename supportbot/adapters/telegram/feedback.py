@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 from telegram import Bot, CallbackQuery
 from telegram.error import TelegramError
 
+from supportbot.adapters.telegram.bot_api import counted, with_flood_retry
 from supportbot.adapters.telegram.buttons import PREFIX, feedback_keyboard, parse_vote
-from supportbot.adapters.telegram.sink import TelegramSink, counted, with_flood_retry
+from supportbot.adapters.telegram.sink import TelegramSink
 from supportbot.engine.types import Reply
 
 if TYPE_CHECKING:

@@ -1,220 +1,47 @@
-"""Sending text to Telegram: 4096-unit splitting, Markdown→HTML with a plain-text fallback,
-throttled streaming edits, typing indicator and flood-control (RetryAfter) waits.
-
-Everything here takes a ``telegram.Bot`` so the desk and the customer sink share one way to send.
+"""Sending text to Telegram: a reply whole or streamed (throttled edits of one message that grows
+into more past 4096 units), with a plain-text fallback when Telegram cannot parse our HTML, and
+the typing indicator. Text conversion lives in ``text.py``, Bot API retries in ``bot_api.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
-import re
 import time
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from supportbot import metrics
+from supportbot.adapters.telegram.bot_api import (
+    ThreadNotFound,
+    TopicClosed,
+    count_flood_wait,
+    is_not_modified,
+    is_parse_error,
+    is_transient,
+    retry_seconds,
+    with_flood_retry,
+)
 from supportbot.adapters.telegram.buttons import feedback_keyboard
-from supportbot.textflow import reflow
+from supportbot.adapters.telegram.text import (
+    FENCE,
+    MAX_UNITS,
+    markdown_to_html,
+    split_once,
+    split_text,
+    utf16_len,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_UNITS = 4096  # Telegram's limit, in UTF-16 code units of visible text
 #: "typing…" only for an answer slower than this: a quick answer ends the indicator at once
 #: anyway, so the call would only cost a Bot API request per message.
 TYPING_AFTER = 1.0
-_FENCE = "```"
-T = TypeVar("T")
-
-
-def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def retry_seconds(exc: RetryAfter) -> float:
-    """``RetryAfter.retry_after`` is int or timedelta depending on PTB_TIMEDELTA; accept both."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        value = exc.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def is_parse_error(exc: BadRequest) -> bool:
-    return "can't parse entities" in exc.message.lower()
-
-
-def is_not_modified(exc: BadRequest) -> bool:
-    return "message is not modified" in exc.message.lower()
-
-
-class ThreadNotFound(Exception):
-    """The forum topic we tried to post into no longer exists (staff deleted it)."""
-
-
-class TopicClosed(Exception):
-    """The forum topic exists but is closed."""
-
-
-#: a send failing with a server error, a timeout or a broken connection is tried again after
-#: these pauses (seconds), within ``SEND_DEADLINE``; then the engine's sweep takes over
-TRANSIENT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
-SEND_DEADLINE = 20.0
-
-
-def is_transient(exc: TelegramError) -> bool:
-    """5xx, timeouts, connection errors: worth trying again. (PTB's BadRequest is a
-    NetworkError subclass, but a 400 will not get better.)"""
-    return isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
-
-
-async def with_flood_retry(
-    call: Callable[[], Awaitable[T]],
-    *,
-    method: str = "unknown",
-    attempts: int = 5,
-    max_wait: float = 120.0,
-) -> T:
-    """Run ``call`` (Bot API ``method``), sleeping through Telegram's flood control so the message
-    is not lost, and trying again after a transient failure (a 5xx, a timeout, a dropped
-    connection) with backoff, within ``SEND_DEADLINE``; count the waits and the calls that
-    finally fail for ``/metrics``.
-
-    A 429 means Telegram did not accept the request, so repeating it cannot duplicate anything;
-    after a timeout it may have, a small at-least-once window we accept over a lost reply.
-    With ``attempts=1`` the caller handles flood control and failures itself (and counts them).
-    """
-    deadline = time.monotonic() + SEND_DEADLINE
-    transient = iter(TRANSIENT_BACKOFF if attempts > 1 else ())
-    attempt = 0
-    while True:
-        try:
-            return await call()
-        except RetryAfter as exc:
-            attempt += 1
-            wait = min(retry_seconds(exc), max_wait)
-            if attempt >= attempts:
-                if attempts > 1:
-                    metrics.PLATFORM_ERRORS.labels("telegram", method).inc()
-                raise
-            log.warning("telegram flood control: waiting %.1fs", wait)
-            count_flood_wait(wait)
-            await asyncio.sleep(wait + 0.05)
-        except TelegramError as exc:
-            pause = next(transient, None) if is_transient(exc) else None
-            if pause is not None and time.monotonic() + pause < deadline:
-                log.warning("telegram %s failed (%s); trying again in %.1fs",
-                            method, type(exc).__name__, pause)
-                await asyncio.sleep(pause)
-                continue
-            if not (isinstance(exc, BadRequest) and is_not_modified(exc)):
-                metrics.PLATFORM_ERRORS.labels("telegram", method).inc()
-            raise
-
-
-def count_flood_wait(seconds: float) -> None:
-    """Telegram told us to slow down and we wait ``seconds`` (metrics only)."""
-    metrics.RATE_LIMIT_WAITS.labels("telegram").inc()
-    metrics.RATE_LIMIT_SECONDS.labels("telegram").inc(seconds)
-
-
-async def counted(method: str, call: Awaitable[T]) -> T:
-    """Await one Bot API call without retries, counting it in ``/metrics`` if it fails."""
-    try:
-        return await call
-    except TelegramError as exc:
-        if isinstance(exc, RetryAfter):
-            count_flood_wait(retry_seconds(exc))
-        if not (isinstance(exc, BadRequest) and is_not_modified(exc)):
-            metrics.PLATFORM_ERRORS.labels("telegram", method).inc()
-        raise
-
-
-def _split_once(text: str, limit: int) -> tuple[str, int, bool]:
-    """Cut the head off ``text``: (head, index where the rest starts, head left a fence open)."""
-    budget = limit - len(_FENCE) - 1  # room to close a fence cut in two
-    cut = budget
-    while utf16_len(text[:cut]) > budget:
-        cut -= utf16_len(text[:cut]) - budget
-    window = text[:cut]
-    for sep in ("\n\n", "\n", " "):
-        at = window.rfind(sep)
-        if at > cut // 3:
-            cut = at
-            break
-    head = text[:cut].rstrip()
-    fence_open = head.count(_FENCE) % 2 == 1
-    return (f"{head}\n{_FENCE}" if fence_open else head), cut, fence_open
-
-
-MAX_PARTS = 10  # messages per reply at most: a runaway answer must not flood a chat
-
-
-def split_text(text: str, limit: int = MAX_UNITS, max_parts: int = MAX_PARTS) -> list[str]:
-    """Split at paragraph, line, then word boundaries so each part fits ``limit`` UTF-16 units.
-
-    A code fence cut in two is closed and reopened so both halves still render as code. At most
-    ``max_parts`` parts: the rest of a longer text is dropped and the last part ends in "…".
-    """
-    parts: list[str] = []
-    text, prefix = text.strip(), ""
-    while text:
-        text = prefix + text
-        if utf16_len(text) <= limit:
-            parts.append(text)
-            break
-        if len(parts) >= max_parts - 1:
-            parts.append(_split_once(text, limit - 2)[0] + "\n…")
-            break
-        head, rest_at, fence_open = _split_once(text, limit)
-        parts.append(head)
-        text, prefix = text[rest_at:].strip(), (f"{_FENCE}\n" if fence_open else "")
-    return [p for p in parts if p.strip()]
-
-
-_MD = re.compile(
-    r"```[^\n`]*\n(?P<pre>.*?)```"
-    r"|`(?P<code>[^`\n]+)`"
-    r"|\[(?P<label>[^\]\n]+)\]\((?P<url>https?://[^\s)]+)\)"
-    r"|\*\*(?P<bold>[^\n]+?)\*\*"
-    r"|__(?P<bold2>[^\n]+?)__"
-    r"|(?<![\w*])\*(?P<italic>[^*\n]+?)\*(?![\w*])"
-    r"|^#{1,6}[ \t]+(?P<heading>[^\n]+)$",
-    re.DOTALL | re.MULTILINE,
-)
-
-
-def markdown_to_html(text: str) -> str:
-    """Render the Markdown an LLM writes as Telegram HTML; everything else is escaped.
-    Paragraphs written with hard wraps become one line each (Telegram shows every newline)."""
-    text = reflow(text)
-    out: list[str] = []
-    pos = 0
-    for m in _MD.finditer(text):
-        out.append(html.escape(text[pos : m.start()], quote=False))
-        pos = m.end()
-        g = m.groupdict()
-        if g["pre"] is not None:
-            out.append(f"<pre>{html.escape(g['pre'].rstrip(), quote=False)}</pre>")
-        elif g["code"] is not None:
-            out.append(f"<code>{html.escape(g['code'], quote=False)}</code>")
-        elif g["label"] is not None:
-            url = html.escape(g["url"], quote=True)
-            out.append(f'<a href="{url}">{html.escape(g["label"], quote=False)}</a>')
-        elif g["italic"] is not None:
-            out.append(f"<i>{html.escape(g['italic'], quote=False)}</i>")
-        else:
-            inner = g["bold"] or g["bold2"] or g["heading"] or ""
-            out.append(f"<b>{html.escape(inner, quote=False)}</b>")
-    out.append(html.escape(text[pos:], quote=False))
-    return "".join(out)
 
 
 def _reply_params(reply_to: int | None) -> ReplyParameters | None:
@@ -525,11 +352,11 @@ class _Stream:
             if utf16_len(live) <= MAX_UNITS:
                 break
             # Too long for one message: finish this one and continue in a new message.
-            head, rest_at, fence_open = _split_once(live, MAX_UNITS)
+            head, rest_at, fence_open = split_once(live, MAX_UNITS)
             skipped = len(self.buffer[self.done :]) - len(self.buffer[self.done :].lstrip())
             await self._post(head, final=True)
             self.done += skipped + rest_at - len(self.prefix)
-            self.prefix = f"{_FENCE}\n" if fence_open else ""
+            self.prefix = f"{FENCE}\n" if fence_open else ""
             self.current, self.shown = None, ""
         try:
             await self._post(live.strip(), final=final)

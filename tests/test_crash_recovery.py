@@ -10,12 +10,6 @@ redeliveries after the restart change nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,86 +24,12 @@ from supportbot.storage import Store
 from supportbot.testing.fake_llm import FakeLLM
 from supportbot.testing.fake_slack import FakeSlack
 from supportbot.testing.fake_telegram import FakeTelegram
+from supportbot.testing.serve import ServeProcess
 from supportbot.testing.waiting import eventually_sync
 
 REPO = Path(__file__).resolve().parents[1]
 STAFF_CHANNEL = "CSTAFF"
 WEBHOOK_SECRET = "crash-test-webhook-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Serve:
-    """``supportbot serve`` as a child process with its own environment and log file."""
-
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
-        self.tmp, self.port = tmp, free_port()
-        self.env = {
-            **os.environ,
-            "SUPPORTBOT_DATA_DIR": str(tmp / "data"),
-            "SUPPORTBOT_PROMPTS_DIR": str(REPO / "supportbot/defaults/prompts"),
-            "SUPPORTBOT_KNOWLEDGE_DIR": str(REPO / "supportbot/defaults/knowledge"),
-            "SUPPORTBOT_LOG_FORMAT": "json",
-            "SUPPORTBOT_RATE_LIMIT_PER_MINUTE": "0",
-            "SUPPORTBOT_DAILY_TOKEN_BUDGET": "0",
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.tmp / f"serve-{self.runs}.log"
-
-    def start(self, **env: str) -> Serve:
-        self.runs += 1
-        self.port = free_port()
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supportbot", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            cwd=self.tmp, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-        def healthy() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited early:\n{self.log_path.read_text()}")
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                health = httpx.get(self.url + "/healthz", timeout=1)  # 200 while starting too
-                return health.status_code == 200 and health.json()["status"] != "starting"
-            return False
-
-        eventually_sync(healthy, within=90, interval=0.05,  # start-up on a busy box
-                        what=lambda: f"serve coming up:\n{self.log_path.read_text()}")
-        return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def logs(self) -> str:
-        return "".join(
-            (self.tmp / f"serve-{i}.log").read_text(errors="replace")
-            for i in range(1, self.runs + 1)
-        )
 
 
 def wait_for(predicate: Any) -> Any:
@@ -155,7 +75,7 @@ def slack_env(slack: FakeSlack, llm: FakeLLM) -> dict[str, str]:
     }
 
 
-def post_slack(serve: Serve, slack: FakeSlack, event: dict[str, Any], event_id: str,
+def post_slack(serve: ServeProcess, slack: FakeSlack, event: dict[str, Any], event_id: str,
                retry: int | None = None) -> int:
     headers, body = slack.signed_event(event, event_id=event_id, retry_num=retry)
     return httpx.post(serve.url + "/slack/events", headers=headers, content=body,
@@ -169,7 +89,7 @@ def bot_replies(slack: FakeSlack, channel: str) -> list[str]:
 def test_kill_9_mid_llm_call_then_restart_answers_each_message_exactly_once(
     tmp_path: Path, slack: FakeSlack, llm: FakeLLM
 ) -> None:
-    serve = Serve(tmp_path, slack_env(slack, llm)).start()
+    serve = ServeProcess(tmp_path, slack_env(slack, llm)).start(within=90)
     threads = {  # three conversations: two DMs and a channel mention
         "D1": slack.message_event("where is my invoice?", channel="D1"),
         "D2": slack.message_event("how do I reset my password?", channel="D2"),
@@ -183,7 +103,7 @@ def test_kill_9_mid_llm_call_then_restart_answers_each_message_exactly_once(
         assert slack.messages(channel="D1") == [] and slack.messages(channel="C1") == []
 
         llm.delay = 0.0
-        serve.start()  # recovery runs before the server accepts requests
+        serve.start(within=90)  # recovery runs before the server accepts requests
         for channel in threads:
             wait_for(lambda c=channel: bot_replies(slack, c))
         # Slack retries the events it never saw acknowledged; the restart must not re-answer
@@ -193,7 +113,7 @@ def test_kill_9_mid_llm_call_then_restart_answers_each_message_exactly_once(
         post_slack(serve, slack, slack.message_event("and one more thing", channel="D1"), "EvN")
         wait_for(lambda: len(bot_replies(slack, "D1")) == 2)
         serve.stop()
-        serve.start()  # a clean restart recovers nothing more
+        serve.start(within=90)  # a clean restart recovers nothing more
         time.sleep(0.5)
     finally:
         serve.stop()
@@ -219,7 +139,7 @@ def test_kill_9_mid_llm_call_then_restart_answers_each_message_exactly_once(
 def test_message_older_than_the_limit_goes_to_staff_not_answered_late(
     tmp_path: Path, slack: FakeSlack, llm: FakeLLM
 ) -> None:
-    serve = Serve(tmp_path, slack_env(slack, llm)).start()
+    serve = ServeProcess(tmp_path, slack_env(slack, llm)).start(within=90)
     try:
         event = slack.message_event("my server is down", channel="D9")
         assert post_slack(serve, slack, event, "EvOld") == 200
@@ -227,7 +147,7 @@ def test_message_older_than_the_limit_goes_to_staff_not_answered_late(
         serve.kill()
         llm.delay = 0.0
         time.sleep(1.2)
-        serve.start(SUPPORTBOT_RECOVER_MAX_AGE_SECONDS="1")
+        serve.start(within=90, SUPPORTBOT_RECOVER_MAX_AGE_SECONDS="1")
         [note] = wait_for(lambda: slack.messages(channel=STAFF_CHANNEL))
         assert post_slack(serve, slack, event, "EvOld", retry=2) == 200
         time.sleep(0.5)
@@ -255,7 +175,7 @@ def test_telegram_webhook_kill_9_then_restart_answers_once(tmp_path: Path, llm: 
             "SUPPORTBOT_LLM_DEADLINE": "120",
             "SUPPORTBOT_LLM_MAX_RETRIES": "0",
         }
-        serve = Serve(tmp_path, env).start()
+        serve = ServeProcess(tmp_path, env).start(within=90)
         headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
         updates = [
             tg.private_message("question one", user_id=501),
@@ -269,7 +189,7 @@ def test_telegram_webhook_kill_9_then_restart_answers_once(tmp_path: Path, llm: 
             serve.kill()
             assert tg.texts(501) == [] and tg.texts(502) == []
             llm.delay = 0.0
-            serve.start()
+            serve.start(within=90)
             wait_for(lambda: tg.texts(501) and tg.texts(502))
             for update in updates:  # Telegram redelivers updates it never saw acknowledged
                 r = httpx.post(serve.url + "/telegram/webhook", json=update, headers=headers)

@@ -27,7 +27,6 @@ from supportbot.testing.fake_telegram import FakeTelegram
 from supportbot.testing.serve import ServeProcess
 from supportbot.testing.waiting import eventually_sync
 
-REPO = Path(__file__).resolve().parents[1]
 STAFF_CHANNEL = "CSTAFF"
 WEBHOOK_SECRET = "crash-test-webhook-secret"
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from test_auth import STAFF_CHANNEL, WEBHOOK_SECRET, running_bot
-from test_crash_recovery import Serve, wait_for
+from test_crash_recovery import wait_for
 
 from supportbot import logs
 from supportbot.cli import cli
@@ -25,6 +25,7 @@ from supportbot.config import Settings
 from supportbot.testing.fake_llm import FakeLLM
 from supportbot.testing.fake_slack import FakeSlack
 from supportbot.testing.fake_telegram import FakeTelegram
+from supportbot.testing.serve import ServeProcess
 
 LLM_KEY = "sk-live-SECRET-llm-key-0123456789"
 SLACK_TOKEN = "xoxb-SECRET-slack-bot-token-98765"
@@ -61,7 +62,7 @@ def secret_env(slack: FakeSlack, tg: FakeTelegram, llm: FakeLLM) -> dict[str, st
 def test_serve_at_debug_with_failures_never_logs_a_secret(tmp_path: Path) -> None:
     with FakeSlack(signing_secret=SLACK_SIGNING, bot_token=SLACK_TOKEN) as slack, \
             FakeTelegram(token=TG_TOKEN) as tg, FakeLLM() as llm:
-        serve = Serve(tmp_path, secret_env(slack, tg, llm)).start()
+        serve = ServeProcess(tmp_path, secret_env(slack, tg, llm)).start()
         try:
             llm.fail_next("401")  # the server echoes the key back in its error body
             headers, body = slack.signed_event(slack.message_event("hello there", channel="D1"))
@@ -207,7 +208,7 @@ def test_serve_logs_no_secret_when_servers_echo_them_in_errors(tmp_path: Path) -
     502: the whole DEBUG log of ``supportbot serve`` is grepped, tracebacks included."""
     with FakeSlack(signing_secret=SLACK_SIGNING, bot_token=SLACK_TOKEN) as slack, \
             FakeTelegram(token=TG_TOKEN) as tg, FakeLLM() as llm:
-        serve = Serve(tmp_path, secret_env(slack, tg, llm)).start()
+        serve = ServeProcess(tmp_path, secret_env(slack, tg, llm)).start()
         try:
             echoed = f"{tg.url}{TG_TOKEN}/sendMessage"
             tg.fail("sendMessage", code=502, times=20,

@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 from test_auth import TG_HEADER, WEBHOOK_SECRET, Bot, running_bot
-from test_crash_recovery import Serve
 
 from supportbot.config import Settings
 from supportbot.engine import Engine, IncomingMessage
 from supportbot.testing.fake_llm import FakeLLM
+from supportbot.testing.serve import ServeProcess
 
 MB = 1_000_000
 
@@ -138,7 +138,7 @@ def _closed_by_server(sock: socket.socket, within: float) -> bool:
 
 
 def test_slow_and_idle_connections_are_closed_and_capped(tmp_path: Path) -> None:
-    serve = Serve(tmp_path, {"SUPPORTBOT_HTTP_REQUEST_TIMEOUT": "1.5",
+    serve = ServeProcess(tmp_path, {"SUPPORTBOT_HTTP_REQUEST_TIMEOUT": "1.5",
                              "SUPPORTBOT_HTTP_MAX_CONNECTIONS": "20"}).start()
     socks: list[socket.socket] = []
     try:

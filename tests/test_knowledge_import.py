@@ -528,6 +528,34 @@ async def test_folder_of_documents_pdfs_and_csv(tmp_path: Path):
                       "warranty.pdf": "unchanged"}
 
 
+async def test_refresh_reads_local_files_only_inside_imported_folders(tmp_path: Path):
+    """A front matter edited to name another file must not pull that file into the knowledge."""
+    docs = tmp_path / "my docs"  # a space: the file:// source is percent-encoded
+    docs.mkdir()
+    (docs / "hours.md").write_text("# Opening hours\n\nWe are open 9 to 5.")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("DATABASE_PASSWORD=hunter2")
+    kdir = tmp_path / "knowledge"
+    async with Importer(kdir) as importer:
+        await importer.run([str(docs)])
+    assert "path:" in (kdir / "imported" / "_sources.yaml").read_text()
+    [imported] = [kdir / f for f in imported_files(kdir)]
+    text = imported.read_text()
+    forged = kdir / "imported" / "forged.md"
+    forged.write_text(text.replace((docs / "hours.md").resolve().as_uri(), secret.as_uri())
+                      .replace("content_hash:", "content_hash: x"))
+    (docs / "hours.md").write_text("# Opening hours\n\nWe are open 8 to 6.")
+
+    async with Importer(kdir) as importer:
+        report = await importer.refresh()
+    status = {Path(i.source).name: (i.status, i.reason) for i in report.items}
+    assert status["hours.md"][0] == "updated"  # the space in the folder name is no obstacle
+    assert status["secret.txt"][0] == "skipped"
+    assert "not inside a file or folder imported" in status["secret.txt"][1]
+    assert "hunter2" not in forged.read_text()
+    assert "8 to 6" in imported.read_text()
+
+
 # --- passages ------------------------------------------------------------------------------
 
 

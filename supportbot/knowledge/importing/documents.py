@@ -183,8 +183,8 @@ def save(knowledge_dir: Path, doc: Document, *, base: str | None = None) -> tupl
     return path, True
 
 
-def read_sources(knowledge_dir: Path) -> list[dict]:
-    """Web sources imported before (URL and link depth), for ``--refresh`` to crawl again."""
+def _source_items(knowledge_dir: Path) -> list[dict]:
+    """Every well-formed item of ``imported/_sources.yaml`` (web and local), in file order."""
     path = knowledge_dir / IMPORTED_DIR / SOURCES_FILE
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -192,18 +192,50 @@ def read_sources(knowledge_dir: Path) -> list[dict]:
         return []
     if not isinstance(data, list):
         return []
-    out = []
+    out: list[dict] = []
     for item in data:
-        if isinstance(item, dict) and isinstance(item.get("url"), str):
+        if not isinstance(item, dict):
+            continue
+        if isinstance(item.get("url"), str):
             depth = item.get("depth")
             out.append({"url": item["url"], "depth": depth if isinstance(depth, int) else None})
+        elif isinstance(item.get("path"), str):
+            out.append({"path": item["path"]})
     return out
 
 
-def record_source(knowledge_dir: Path, url: str, depth: int) -> None:
-    sources = [s for s in read_sources(knowledge_dir) if s["url"] != url]
-    sources.append({"url": url, "depth": depth})
-    header = ("# Web sources of `supportbot knowledge import`: `--refresh` crawls them again to\n"
-              "# find new pages. Edit or delete freely.\n")
+def read_sources(knowledge_dir: Path) -> list[dict]:
+    """Web sources imported before (URL and link depth), for ``--refresh`` to crawl again."""
+    return [s for s in _source_items(knowledge_dir) if "url" in s]
+
+
+def read_local_sources(knowledge_dir: Path) -> list[Path]:
+    """Local files and folders imported before: the only places ``--refresh`` reads from.
+
+    Why: an imported document's front matter names its ``file://`` source, and anyone who can
+    edit ``knowledge/`` could point it at ``/etc/passwd`` or a secrets file; refresh would then
+    copy that file into the knowledge the bot answers customers from. Only paths recorded by an
+    import that staff ran on purpose are trusted."""
+    return [Path(s["path"]) for s in _source_items(knowledge_dir) if "path" in s]
+
+
+def _write_sources(knowledge_dir: Path, items: list[dict]) -> None:
+    header = ("# Sources of `supportbot knowledge import`: `--refresh` crawls the web ones again\n"
+              "# to find new pages and re-reads only local files inside the listed paths.\n"
+              "# Edit or delete freely.\n")
     write_atomic(knowledge_dir / IMPORTED_DIR / SOURCES_FILE,
-                 header + yaml.safe_dump(sources, sort_keys=False))
+                 header + yaml.safe_dump(items, sort_keys=False, allow_unicode=True))
+
+
+def record_source(knowledge_dir: Path, url: str, depth: int) -> None:
+    items = [s for s in _source_items(knowledge_dir) if s.get("url") != url]
+    items.append({"url": url, "depth": depth})
+    _write_sources(knowledge_dir, items)
+
+
+def record_local_source(knowledge_dir: Path, path: Path) -> None:
+    """Remember an imported local file or folder (absolute, resolved) for ``--refresh``."""
+    resolved = str(path.resolve())
+    items = [s for s in _source_items(knowledge_dir) if s.get("path") != resolved]
+    items.append({"path": resolved})
+    _write_sources(knowledge_dir, items)

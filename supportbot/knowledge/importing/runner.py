@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from lxml import etree
@@ -34,7 +34,9 @@ from supportbot.knowledge.importing.documents import (
     Stored,
     iter_stored,
     now_iso,
+    read_local_sources,
     read_sources,
+    record_local_source,
     record_source,
     relative_path_for,
     render,
@@ -163,7 +165,8 @@ class Importer:
                     if depth is not None:
                         record_source(self.knowledge_dir, source, depth)
                 else:
-                    await self.import_path(Path(source))
+                    if await self.import_path(Path(source)):
+                        record_local_source(self.knowledge_dir, Path(source))
             except Exception as exc:  # a bug or an OS error on one source: report, go on
                 log.exception("import: %s failed", source)
                 self._skip(source, f"{type(exc).__name__}: {exc}")
@@ -314,13 +317,15 @@ class Importer:
 
     # --- files ---------------------------------------------------------------------------
 
-    async def import_path(self, path: Path) -> None:
+    async def import_path(self, path: Path) -> bool:
+        """Import a file or every supported file of a folder; False when none could be read."""
         listed = await asyncio.to_thread(_list_files, path)
         for f, base, reason in listed:
             if reason:
                 self._skip(str(f), reason)
             else:
                 await self.import_file(f, base=base)
+        return any(not reason for _, _, reason in listed)
 
     async def import_file(self, path: Path, *, base: Path | None) -> None:
         kind = FILE_SUFFIXES[path.suffix.lower()]
@@ -416,7 +421,12 @@ class Importer:
 
     async def _refresh_file(self, path: Path, rel: Path, meta: dict) -> None:
         source = meta["source"]
-        local = Path(urlsplit(source).path)
+        local = Path(unquote(urlsplit(source).path))
+        if not _inside_any(local, read_local_sources(self.knowledge_dir)):
+            self._record(Item(source, "skipped", "not inside a file or folder imported with "
+                              "`supportbot knowledge import` (import it again to refresh it)",
+                              rel))
+            return
         kind = FILE_SUFFIXES.get(local.suffix.lower())
         if kind is None or kind == "csv":
             self._record(Item(source, "skipped", "unsupported file type", rel))
@@ -445,6 +455,15 @@ class Importer:
 
 _FILE_TYPES = {"markdown": "text/markdown", "text": "text/plain", "html": "text/html",
                "pdf": "application/pdf"}
+
+
+def _inside_any(local: Path, roots: list[Path]) -> bool:
+    """True when ``local`` (symlinks resolved) is one of ``roots`` or lies under one."""
+    try:
+        target = local.resolve()
+    except (OSError, RuntimeError):
+        return False
+    return any(target == root or target.is_relative_to(root) for root in roots)
 
 
 def _exists(knowledge_dir: Path, doc: Document, *, base: str | None = None) -> bool:

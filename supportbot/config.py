@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     slack_staff_user_ids: list[str] = Field(default_factory=list)
     slack_support_channels: list[str] = Field(default_factory=list)
     slack_backlog: int = 10_000  # answers in progress past which /slack/events answers 503
+    # stream answers with chat.startStream/appendStream/stopStream where the workspace allows it
+    slack_native_streaming: bool = True
 
     # Telegram
     telegram_bot_token: SecretStr | None = None

@@ -12,6 +12,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from supportbot.adapters.slack.sink import PLACEHOLDER, SlackPoster, SlackSink
+from supportbot.prompts import PromptLibrary
 from supportbot.testing.fake_slack import FakeSlack
 
 
@@ -225,3 +226,14 @@ async def test_other_errors_with_buttons_are_not_retried_plainly(fake: FakeSlack
     with pytest.raises(SlackApiError):
         await SlackSink(poster_for(fake), "C1", "1.1").send("Refunds take 5 days.", feedback_id=3)
     assert len(fake.calls("chat.postMessage")) == 1
+
+
+async def test_an_answer_finished_in_place_gets_buttons_in_its_language(fake: FakeSlack) -> None:
+    """``replace`` (recovery finishing a half-streamed reply) labels the buttons like ``send``."""
+    sink = SlackSink(poster_for(fake), "C1", "1.1", prompts=PromptLibrary())
+    ts = await sink.send("退款")
+    await sink.replace(ts, "退款需要五到七个工作日。", feedback_id=9)
+    [msg] = fake.messages(channel="C1")
+    labels = [e["text"]["text"] for b in msg.blocks if b["type"] == "actions"
+              for e in b["elements"]]
+    assert buttons(msg) == ["9", "9"] and labels == ["👍 有帮助", "👎 没帮助"]

@@ -62,6 +62,7 @@ class Message:
     blocks: list[dict[str, Any]] | None = None
     edits: list[str] = field(default_factory=list)  # every text it had, oldest first
     ephemeral_to: str | None = None
+    streaming: bool = False  # started by chat.startStream and not yet stopped
 
 
 @dataclass(slots=True)
@@ -110,6 +111,7 @@ class FakeSlack:
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._socket_connected = threading.Event()
         self.port: int | None = None
+        self._stream_refusal: str | None = None  # chat.startStream refused with it
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -391,6 +393,80 @@ class FakeSlack:
         with self._lock:
             self._messages.append(msg)
         return {"ok": True, "message_ts": msg.ts}
+
+    # -- native streaming: chat.startStream / appendStream / stopStream ---------------------
+
+    def refuse_streaming(self, error: str | None = "unknown_method") -> None:
+        """Act as a workspace without native streaming: every ``chat.startStream`` is answered
+        ``{"ok": false, "error": error}`` (``None`` allows it again)."""
+        with self._lock:
+            self._stream_refusal = error
+
+    def _streaming_message(self, params: dict[str, Any]) -> Message | dict[str, Any]:
+        if not params.get("channel"):
+            return {"ok": False, "error": "channel_not_found"}
+        for msg in self._messages:
+            if msg.channel == params["channel"] and msg.ts == params.get("ts"):
+                if not msg.streaming:
+                    return {"ok": False, "error": "message_not_in_streaming_state"}
+                return msg
+        return {"ok": False, "error": "message_not_found"}
+
+    def _m_chat_startStream(self, params: dict[str, Any], request: web.Request) -> dict[str, Any]:
+        """A streamed message is a reply in a thread; outside DMs Slack also wants whom the
+        stream is for (``recipient_team_id`` and ``recipient_user_id``)."""
+        with self._lock:
+            refusal = self._stream_refusal
+        if refusal is not None:
+            return {"ok": False, "error": refusal}
+        channel, thread_ts = params.get("channel"), params.get("thread_ts")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        if not thread_ts or (not str(channel).startswith("D") and not (
+                params.get("recipient_team_id") and params.get("recipient_user_id"))):
+            return {"ok": False, "error": "invalid_arguments"}
+        text = params.get("markdown_text") or ""
+        msg = Message(channel=channel, ts=self.new_ts(), text=text, thread_ts=thread_ts,
+                      user=self.bot_user_id, streaming=True)
+        msg.edits.append(text)
+        with self._lock:
+            self._messages.append(msg)
+            status = getattr(self, "_assistant_status", None)
+            if status is not None:  # the app replied: Slack clears the thread's status
+                status.pop((msg.channel, thread_ts), None)
+        return {"ok": True, "channel": msg.channel, "ts": msg.ts}
+
+    def _m_chat_appendStream(self, params: dict[str, Any], request: web.Request) -> dict[str, Any]:
+        text = params.get("markdown_text")
+        if not text:
+            return {"ok": False, "error": "invalid_arguments"}
+        if len(text) > 12_000:
+            return {"ok": False, "error": "msg_too_long"}
+        with self._lock:
+            msg = self._streaming_message(params)
+            if isinstance(msg, dict):
+                return msg
+            if len(msg.text) + len(text) > self.max_text_chars:
+                return {"ok": False, "error": "msg_too_long"}
+            msg.text += text
+            msg.edits.append(msg.text)
+        return {"ok": True, "channel": msg.channel, "ts": msg.ts}
+
+    def _m_chat_stopStream(self, params: dict[str, Any], request: web.Request) -> dict[str, Any]:
+        blocks = _maybe_json(params.get("blocks")) if "blocks" in params else None
+        if blocks is not None and not _valid_blocks(blocks):
+            return {"ok": False, "error": "invalid_blocks"}
+        with self._lock:
+            msg = self._streaming_message(params)
+            if isinstance(msg, dict):
+                return msg
+            if params.get("markdown_text"):
+                msg.text += params["markdown_text"]
+                msg.edits.append(msg.text)
+            if blocks is not None:
+                msg.blocks = blocks
+            msg.streaming = False
+        return {"ok": True, "channel": msg.channel, "ts": msg.ts, "message": {"text": msg.text}}
 
     def _m_chat_getPermalink(self, params: dict[str, Any], request: web.Request) -> dict[str, Any]:
         channel, ts = params.get("channel", ""), str(params.get("message_ts", ""))

@@ -72,7 +72,8 @@ class SlackAdapter:
         self.client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
         )
-        self.poster = SlackPoster(self.client, min_interval=min_interval)
+        self.poster = SlackPoster(self.client, min_interval=min_interval,
+                                  native_streaming=settings.slack_native_streaming)
         self.desk = SlackDesk(
             engine, self.poster, settings.slack_staff_channel, settings.slack_staff_user_ids
         )

@@ -215,7 +215,7 @@ class SlackListeners:
             return
         sink = SlackSink(
             self.poster, t.channel, t.reply_thread_ts, stream_interval=self.stream_interval,
-            prompts=self.engine.prompts,
+            prompts=self.engine.prompts, recipient=(t.team, t.user),
         )
 
         async def lookup() -> str:  # users.info, after the store, when the turn comes

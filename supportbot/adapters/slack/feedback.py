@@ -35,13 +35,18 @@ __all__ = ["BLOCK_ID", "FEEDBACK_PREFIX", "HELPFUL", "UNHELPFUL", "feedback_butt
 
 async def offer_feedback(poster: SlackPoster, sink: SlackSink, reply: Reply) -> None:
     """Add the buttons to the last message of an answer that did not get them as it was sent
-    (a streamed one), by editing it in place."""
+    (a streamed one), by editing it in place. A native stream is already stopped by now (its
+    stored id, which the buttons carry, exists only once the stream is done), so this is a
+    ``chat.update`` there too; edits are not paced, so it adds milliseconds, not a second."""
     if reply.message_id is None or not reply.outcome.rated or not reply.text or not sink.sent:
         return
     if sink.rated == reply.message_id:
         return  # sent with the buttons already
-    pieces = split_text(to_mrkdwn(reply.text), poster.limit)
-    last = pieces[-1] if pieces else ""
+    if sink.last_text is not None:  # natively streamed: its own split, kept by the sink
+        last = sink.last_text
+    else:
+        pieces = split_text(to_mrkdwn(reply.text), poster.limit)
+        last = pieces[-1] if pieces else ""
     try:
         await poster.update(sink.channel, sink.sent[-1], last,
                             blocks=rated_blocks(last, reply.message_id,

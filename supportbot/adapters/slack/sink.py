@@ -1,9 +1,15 @@
 """Posting to Slack without dropping replies: pacing, 429 back-off, splitting, streaming.
 
-Slack allows about one message per second per channel and answers 429 with ``Retry-After``
+Slack allows about one new message per second per channel and answers 429 with ``Retry-After``
 when a method's limit is hit; text over its size limit fails with ``msg_too_long``. Every
 bot-side write goes through :class:`SlackPoster` so those rules hold for replies and staff
-notifications alike.
+notifications alike. Only writes that create a message are paced; edits of our own message
+(``chat.update``, ``chat.appendStream``, ``chat.stopStream``) obey 429s alone, so the last edit
+of a streamed answer never waits out a second meant for new posts.
+
+Answers stream with Slack's native streaming (``chat.startStream`` / ``appendStream`` /
+``stopStream``) where the workspace allows it, else into a placeholder edited with
+``chat.update``. A refusal is remembered per workspace for the life of the process.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from supportbot import metrics
 from supportbot.language import detect_language
+from supportbot.textflow import reflow
 
 from .buttons import DEFAULT_LABELS, rated_blocks
 from .mrkdwn import split_text, to_mrkdwn
@@ -37,6 +45,12 @@ MAX_RETRY_AFTER = 60.0
 TRANSIENT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 SEND_DEADLINE = 20.0
 PLACEHOLDER = "…"
+#: chat.appendStream takes at most 12,000 characters a call; one streamed message holds no more
+#: than a posted one, so the answer moves on to a new streamed message past ``SlackPoster.limit``
+APPEND_LIMIT = 12_000
+#: a streamed line is held back until it is this long: its first characters decide whether it
+#: joins the paragraph above (re-flow) or starts a list item, heading or code block
+_SETTLED_LINE = 16
 
 
 class SlackPoster:
@@ -49,18 +63,37 @@ class SlackPoster:
         min_interval: float = 1.0,
         max_attempts: int = 5,
         limit: int = MESSAGE_LIMIT,
+        native_streaming: bool = True,
     ) -> None:
         self.client = client
         self.min_interval = min_interval
         self.max_attempts = max_attempts
         self.limit = limit
+        self.native_streaming = native_streaming  # SUPPORTBOT_SLACK_NATIVE_STREAMING
+        #: workspaces (team ids; "" when unknown) whose chat.startStream was refused: they
+        #: stream by chat.update edits until the process restarts
+        self.stream_refused: dict[str, str] = {}
+        #: methods that took a pacing turn, and those that had to wait for it (tests, bench)
+        self.paced: Counter[str] = Counter()
+        self.pace_waits: Counter[str] = Counter()
         self._channel_locks: dict[str, asyncio.Lock] = {}  # channels with writes waiting
         self._waiting: dict[str, int] = {}
         self._next_at: dict[str, float] = {}
         self._method_blocked_until: dict[str, float] = {}
 
-    async def _pace(self, channel: str) -> None:
-        """At most one write per ``min_interval`` per channel, in the order they asked."""
+    def native_stream_allowed(self, team: str) -> bool:
+        return self.native_streaming and team not in self.stream_refused
+
+    def refuse_native_stream(self, team: str, error: str) -> None:
+        """The workspace refused ``chat.startStream``: stream by edits there from now on."""
+        if team not in self.stream_refused:
+            log.warning("slack native streaming refused (%s); streaming by chat.update edits",
+                        error, extra={"team": team})
+        self.stream_refused[team] = error
+
+    async def _pace(self, channel: str, method: str = "") -> None:
+        """At most one new message per ``min_interval`` per channel, in the order they asked."""
+        self.paced[method] += 1
         now = time.monotonic()
         if channel not in self._channel_locks and self._next_at.get(channel, 0.0) <= now:
             # Nobody waits and the channel's turn is free: take it (nothing awaits in between).
@@ -77,6 +110,7 @@ class SlackPoster:
                 now = time.monotonic()
                 wait = self._next_at.get(channel, 0.0) - now
                 if wait > 0:
+                    self.pace_waits[method] += 1
                     await asyncio.sleep(wait)
                 start = max(now, self._next_at.get(channel, 0.0))
                 self._next_at[channel] = start + self.min_interval
@@ -90,7 +124,8 @@ class SlackPoster:
         (5xx, timeout, dropped connection) with backoff within ``SEND_DEADLINE``, and pace
         writes per channel. (After a timeout Slack may have posted it: a small at-least-once
         window, accepted over a lost reply.)"""
-        write = method in _PACED
+        paced = method in _PACED
+        write = paced or method in _EDITS
         deadline = time.monotonic() + SEND_DEADLINE
         transient = iter(TRANSIENT_BACKOFF)
         attempt = 0
@@ -98,8 +133,8 @@ class SlackPoster:
             blocked = self._method_blocked_until.get(method, 0.0) - time.monotonic()
             if blocked > 0:
                 await asyncio.sleep(blocked)
-            if write:
-                await self._pace(str(kwargs.get("channel", "")))
+            if paced:
+                await self._pace(str(kwargs.get("channel", "")), method)
             try:
                 if write:  # write methods take JSON (blocks stay nested)
                     return await self.client.api_call(method, json=kwargs)
@@ -171,14 +206,20 @@ class SlackSink:
         *,
         stream_interval: float = 1.0,
         prompts: PromptLibrary | None = None,
+        recipient: tuple[str, str] | None = None,
     ) -> None:
         self.poster = poster
         self.channel = channel
         self.thread_ts = thread_ts
         self.stream_interval = stream_interval
         self.prompts = prompts  # the rating buttons' labels, in the customer's language
+        # (team id, user id) of the customer: Slack needs them to stream into a channel
+        self.recipient = recipient
         self.sent: list[str] = []  # ts of every message this sink posted
         self.rated: int | None = None  # the feedback id whose buttons went out with an answer
+        #: mrkdwn of the last message of a natively streamed answer (its split differs from
+        #: ``split_text``'s, so the buttons' edit repeats what that message really shows)
+        self.last_text: str | None = None
 
     async def send(self, text: str, *, feedback_id: int | None = None) -> str | None:
         """Post a whole reply; with ``feedback_id`` its last message carries the rating buttons,
@@ -224,7 +265,8 @@ class SlackSink:
         pieces = split_text(to_mrkdwn(text), self.poster.limit) or [PLACEHOLDER]
         extra: dict[str, Any] = {}
         if feedback_id is not None and len(pieces) == 1:
-            extra["blocks"] = rated_blocks(pieces[0], feedback_id)
+            extra["blocks"] = rated_blocks(pieces[0], feedback_id,
+                                           self.feedback_labels(detect_language(text)))
             self.rated = feedback_id
         await self.poster.update(self.channel, ts, pieces[0], **extra)
         self.sent.append(ts)
@@ -235,30 +277,70 @@ class SlackSink:
 
     async def send_stream(self, chunks: AsyncIterator[str], *,
                           started: Callable[[str], Awaitable[None]] | None = None) -> str | None:
-        """Post a placeholder, edit it as text arrives (at most every ``stream_interval``).
-        ``started`` hears the placeholder's ts before any text goes into it."""
-        stream = _Stream(self)
+        """Stream a reply as text arrives, natively (``chat.startStream``) where Slack allows,
+        else into a placeholder edited at most every ``stream_interval``. ``started`` hears the
+        message's ts before any text goes into it. When ``chunks`` ends early (a takeover) the
+        message is finished at once with what was shown."""
+        stream: _Stream | _NativeStream | None = None
         buffer: list[str] = []
         last = 0.0
         # If the producer fails mid-way the error propagates and the partial text stays visible
         # (ending in the placeholder); the engine then sends its apology as a separate message.
-        async for chunk in chunks:
-            buffer.append(chunk)
-            if not stream.stamps:
-                await stream.start()
-                if started is not None:
-                    await started(stream.stamps[0])
-                last = time.monotonic()
-            elif time.monotonic() - last >= self.stream_interval:
-                await stream.show("".join(buffer), final=False)
-                last = time.monotonic()
+        try:
+            async for chunk in chunks:
+                buffer.append(chunk)
+                if stream is None:
+                    stream = await self._open_stream()
+                    if started is not None:
+                        await started(stream.stamps[0])
+                    last = time.monotonic()
+                elif time.monotonic() - last >= self.stream_interval:
+                    await stream.show("".join(buffer), final=False)
+                    last = time.monotonic()
+        except BaseException:
+            if isinstance(stream, _NativeStream):  # never leave a stream open in Slack
+                await stream.abandon("".join(buffer))
+            raise
+        if stream is None:
+            return None
         text = "".join(buffer)
         if text.strip():
             await stream.show(text, final=True)
-        elif stream.stamps:
+        else:
             await stream.discard()
         self.sent.extend(stream.stamps)
-        return stream.stamps[0] if stream.stamps else None
+        return stream.stamps[0]
+
+    def _native_team(self) -> str | None:
+        """The workspace to stream natively in, or ``None`` where native streaming cannot be
+        used: turned off or refused, a flat DM (Slack streams only into threads), or a channel
+        without the recipient Slack requires there."""
+        team = self.recipient[0] if self.recipient else ""
+        if not self.thread_ts or not self.poster.native_stream_allowed(team):
+            return None
+        if self.recipient is None and not self.channel.startswith("D"):
+            return None
+        return team
+
+    async def _open_stream(self) -> _Stream | _NativeStream:
+        team = self._native_team()
+        if team is not None:
+            native = _NativeStream(self)
+            try:
+                await native.start()
+                return native
+            except SlackApiError as exc:
+                error = str(exc.response.get("error") or exc.response.status_code)
+                if exc.response.status_code < 500 and error != "ratelimited":
+                    self.poster.refuse_native_stream(team, error)
+                else:  # a passing failure: edits this time, native again next time
+                    log.warning("chat.startStream failed (%s); streaming by edits", error)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("chat.startStream failed (%s); streaming by edits",
+                            type(exc).__name__)
+        stream = _Stream(self)
+        await stream.start()
+        return stream
 
 
 class _Stream:
@@ -329,7 +411,143 @@ class _Stream:
         self.shown[i] = text
 
 
-_PACED = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral"})
+class _NativeStream:
+    """One answer streamed with ``chat.startStream`` / ``appendStream`` / ``stopStream``.
+
+    Slack only appends, so what goes out must never need taking back: the answer is re-flowed
+    (:func:`supportbot.textflow.reflow`) from its whole raw Markdown each time, and only the part
+    later text can no longer change is appended (the last line waits until its start is
+    known). Past the message size the stream is stopped and the answer goes on in a new one.
+    """
+
+    def __init__(self, sink: SlackSink) -> None:
+        self.sink = sink
+        self.stamps: list[str] = []
+        self.sent = ""  # re-flowed Markdown appended so far, over all messages
+        self.in_message = 0  # characters of ``sent`` in the current message
+        self.open = False
+
+    async def start(self) -> None:
+        sink = self.sink
+        extra: dict[str, str] = {}
+        if sink.recipient is not None:
+            extra = {"recipient_team_id": sink.recipient[0],
+                     "recipient_user_id": sink.recipient[1]}
+        resp = await sink.poster.call("chat.startStream", channel=sink.channel,
+                                      thread_ts=sink.thread_ts, **extra)
+        self.stamps.append(resp["ts"])
+        self.in_message = 0
+        self.open = True
+
+    async def show(self, markdown: str, *, final: bool) -> None:
+        flowed = reflow(markdown)
+        target = flowed.rstrip() if final else _settled(markdown)
+        if not target.startswith(self.sent):
+            if not final:
+                return  # the re-flow changed its mind near the end: wait for more text
+            await self._stop()
+            await self._repair(flowed)
+            return
+        await self._append(target[len(self.sent):])
+        if final:
+            await self._stop()
+            self.sink.last_text = to_mrkdwn(self._current_message(flowed))
+
+    async def discard(self) -> None:
+        await self._stop("(no answer)" if not self.sent.strip() else "")
+
+    async def abandon(self, markdown: str) -> None:
+        """The producer failed or was cancelled: close the stream with what is settled."""
+        try:
+            await self.show(markdown, final=False)
+        except Exception as exc:
+            log.warning("could not append the last text (%s)", type(exc).__name__)
+        try:
+            await self._stop()
+        except Exception as exc:
+            log.warning("chat.stopStream failed (%s)", type(exc).__name__)
+
+    async def _append(self, text: str) -> None:
+        limit = self.sink.poster.limit
+        while text:
+            room = limit - self.in_message
+            if len(text) > room:
+                cut = _cut(text, room)
+                head, text = text[:cut], text[cut:]
+                await self._write(head)
+                await self._stop()
+                await self.start()
+                continue
+            await self._write(text)
+            return
+
+    async def _write(self, text: str) -> None:
+        if not text:
+            return
+        sink = self.sink
+        for start in range(0, len(text), APPEND_LIMIT):
+            piece = text[start:start + APPEND_LIMIT]
+            await sink.poster.call("chat.appendStream", channel=sink.channel,
+                                   ts=self.stamps[-1], markdown_text=piece)
+            self.sent += piece
+            self.in_message += len(piece)
+
+    async def _stop(self, markdown: str = "") -> None:
+        if not self.open:
+            return
+        sink = self.sink
+        self.open = False
+        extra = {"markdown_text": markdown} if markdown else {}
+        await sink.poster.call("chat.stopStream", channel=sink.channel, ts=self.stamps[-1],
+                               **extra)
+
+    def _current_message(self, flowed: str) -> str:
+        return self.sent[len(self.sent) - self.in_message:] if self.in_message else flowed
+
+    async def _repair(self, flowed: str) -> None:
+        """The finished text does not continue what was appended (a rare re-flow at the very
+        end): edit the last message to its proper text. Edits are not paced."""
+        sink = self.sink
+        start = len(self.sent) - self.in_message
+        text = to_mrkdwn(flowed[start:]) or PLACEHOLDER
+        pieces = split_text(text, sink.poster.limit) or [PLACEHOLDER]
+        try:
+            await sink.poster.update(sink.channel, self.stamps[-1], pieces[0])
+        except SlackApiError as exc:
+            log.warning("chat.update after a stream failed (%s)", exc.response.get("error"))
+        for piece in pieces[1:]:
+            self.stamps.extend(await sink.poster.post(sink.channel, piece,
+                                                      thread_ts=sink.thread_ts))
+        sink.last_text = pieces[-1]
+
+
+def _settled(markdown: str) -> str:
+    """The re-flowed part of a growing Markdown text that more text cannot change: all of it
+    once its last line is long enough to tell what kind of line it is (``1`` may become
+    ``1. item``, a line of its own, or join the paragraph), else all but that line; never the
+    trailing spaces or backslash that may turn into a hard break."""
+    head, newline, line = markdown.rpartition("\n")
+    if len(line.strip()) < _SETTLED_LINE:
+        markdown = head if newline else ""
+    return reflow(markdown).rstrip().rstrip("\\").rstrip()
+
+
+def _cut(text: str, room: int) -> int:
+    """Where to end a message that has ``room`` characters left: after a line or a word."""
+    if room <= 0:
+        return 0
+    window = text[:room]
+    for mark in ("\n\n", "\n", " "):
+        at = window.rfind(mark)
+        if at > room // 2:
+            return at + len(mark)
+    return room
+
+
+#: methods that create a message: paced per channel (Slack allows about one a second)
+_PACED = frozenset({"chat.postMessage", "chat.postEphemeral", "chat.startStream"})
+#: edits of our own message: JSON bodies, no pacing (429s are still waited out)
+_EDITS = frozenset({"chat.update", "chat.appendStream", "chat.stopStream"})
 _BLOCK_ERRORS = frozenset(
     {"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "msg_too_long"}
 )

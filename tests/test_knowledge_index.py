@@ -104,6 +104,50 @@ def test_updated_equals_a_fresh_build(store: IndexStore) -> None:
     assert len(index) == 80  # the old one is untouched: a running search still sees it whole
 
 
+def test_saved_bm25_matrix_is_loaded_only_for_the_same_rows(
+    store: IndexStore, tmp_path: Path
+) -> None:
+    """A restart over an unchanged FAQ loads the BM25 matrix saved by bm25s instead of
+    rebuilding it, and scores alike; other rows have another key and are never served from a
+    stale matrix (issue 19: the 10,000-entry open)."""
+    index, _ = index_of(store, random_entries(random.Random(3), 60, "s"))
+    cache = tmp_path / "bm25"
+    first = LexicalIndex.build(store.load_rows(), cache)
+    assert not first.loaded and len(list(cache.iterdir())) == 1
+    again = LexicalIndex.build(store.load_rows(), cache)
+    assert again.loaded
+    assert again.df == index.df and dict(again.docs) == dict(index.docs)
+    for q in ["refund password", "invoic team", "退款 密码", "nope"]:
+        assert again.top(q.split(), 10) == index.top(q.split(), 10)
+    rid = store.load_rows()[0][0]
+    changed = again.updated([rid], [])
+    assert not changed.loaded and rid not in changed.rows
+    assert len(list(cache.iterdir())) == 1  # the old key's folder is gone
+    assert not LexicalIndex.build(store.load_rows(), cache).loaded  # that key was dropped
+
+
+async def test_reopening_a_knowledge_base_loads_its_saved_bm25(tmp_path: Path) -> None:
+    kdir = tmp_path / "k"
+    kdir.mkdir()
+    (kdir / "faq.jsonl").write_text(
+        "\n".join(
+            json.dumps({"id": f"e{i}", "question": f"{w} question {i}", "answer": "an answer"})
+            for i, w in enumerate(VOCAB)
+        ),
+        encoding="utf-8",
+    )
+    kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3")
+    await kb.refresh()
+    before = [h.entry.id for h in await kb.search("refund password")]
+    await kb.aclose()
+    kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3")
+    try:
+        assert kb.lexical_index.loaded
+        assert [h.entry.id for h in await kb.search("refund password")] == before
+    finally:
+        await kb.aclose()
+
+
 async def test_answer_only_terms_earn_partial_credit(tmp_path: Path) -> None:
     kdir = tmp_path / "k"
     kdir.mkdir()

@@ -63,8 +63,10 @@ class KnowledgeBase:
             for rel, (_, _, _, probs) in files.items()
             if probs
         }
+        # the BM25 matrix saved beside the index file, keyed by its content (lexical.py)
+        bm25_dir = self.index_path.with_name(self.index_path.name + ".bm25")
         self._snap = _Snapshot(
-            self._store.load_entries(), LexicalIndex.build(self._store.load_rows())
+            self._store.load_entries(), LexicalIndex.build(self._store.load_rows(), bm25_dir)
         )
         self._rebuild_maps()
         self._dense = DenseIndex([])
@@ -74,6 +76,11 @@ class KnowledgeBase:
         self._embed_dirty = embedder is not None
         self._embed_task: asyncio.Task[None] | None = None
         self.last_reindexed: list[str] = []  # relative paths re-indexed by the last refresh
+
+    @property
+    def lexical_index(self) -> LexicalIndex:
+        """The BM25 index searches use now (replaced as a whole by a refresh)."""
+        return self._snap.lexical
 
     @property
     def _by_rowid(self) -> dict[int, tuple[FaqEntry, str]]:

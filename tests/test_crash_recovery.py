@@ -205,3 +205,67 @@ def test_telegram_webhook_kill_9_then_restart_answers_once(tmp_path: Path, llm: 
         ]
         assert tg.texts(502) == ["Thanks for reaching out! You asked: question two"]
         assert len(llm.chat_requests()) == 2 + 2 + 1
+
+
+def test_a_reply_the_platform_took_but_the_database_never_heard_of_is_finished_in_place(
+    tmp_path: Path, llm: FakeLLM
+) -> None:
+    """The at-least-once window: Telegram accepted the reply's first words, the process died
+    before the database recorded where they went. The reply journal (written the instant the
+    platform answered) lets recovery edit that message to the whole answer: one message, not a
+    frozen "Thanks" followed by a second copy."""
+    with FakeTelegram() as tg:
+        env = {
+            "SUPPORTBOT_TELEGRAM_BOT_TOKEN": tg.token,
+            "SUPPORTBOT_TELEGRAM_API_URL": tg.url,
+            "SUPPORTBOT_TELEGRAM_WEBHOOK_URL": "https://bot.example.com/telegram/webhook",
+            "SUPPORTBOT_TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "SUPPORTBOT_LLM_BASE_URL": llm.url,
+            "SUPPORTBOT_LLM_API_KEY": "sk-crash-test",
+            "SUPPORTBOT_LLM_STREAM": "true",
+            "SUPPORTBOT_TELEGRAM_DRAFTS": "false",  # streamed by edits: the first words stay
+            "SUPPORTBOT_LLM_MAX_RETRIES": "0",
+        }
+        llm.delay, llm.delta_delay = 0.0, 60.0  # the first words, then "still writing"
+        serve = ServeProcess(tmp_path, env).start(within=90)
+        update = tg.private_message("question one", user_id=601)
+        try:
+            r = httpx.post(serve.url + "/telegram/webhook", json=update,
+                           headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET})
+            assert r.status_code == 200
+            wait_for(lambda: tg.texts(601) == ["Thanks"])
+            wait_for(lambda: asyncio.run(streaming_rows(tmp_path)) == 1)
+            serve.kill()
+            # as if killed a moment earlier: the platform has the message, the database not
+            asyncio.run(forget_streaming_rows(tmp_path))
+            llm.delta_delay = 0.0
+            serve.start(within=90)
+            # answered means delivered: a second message would have gone out before this
+            wait_for(lambda: asyncio.run(user_states(tmp_path)) == ["answered"])
+        finally:
+            serve.stop()
+        assert tg.texts(601) == ["Thanks for reaching out! You asked: question one"]
+
+
+async def streaming_rows(tmp: Path) -> int:
+    _convs, messages = await stored(tmp)
+    return sum(1 for m in messages if m.state == "streaming")
+
+
+async def user_states(tmp: Path) -> list[str]:
+    _convs, messages = await stored(tmp)
+    return [m.state for m in messages if m.role == "user"]
+
+
+async def forget_streaming_rows(tmp: Path) -> None:
+    from sqlalchemy import delete
+
+    from supportbot.storage.models import Message
+
+    settings = Settings(_env_file=None, data_dir=tmp / "data")
+    store = await Store.open(settings.resolved_database_url)
+    try:
+        async with store.sessions.begin() as session:
+            await session.execute(delete(Message).where(Message.state == "streaming"))
+    finally:
+        await store.close()

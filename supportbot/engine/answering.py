@@ -130,6 +130,7 @@ class Answering:
             return {}
 
         async def started(platform_id: str) -> None:
+            self.core.streams.sent(turn.message, platform_id)  # at once: see streams.Journal
             await self.core.store.stage_stream(turn.conv.id, turn.message.id, platform_id)
 
         return {"started": started}

@@ -57,6 +57,9 @@ class Delivery:
             try:
                 platform_id = await sink.send(text,
                                               feedback_id=reply_id if outcome.rated else None)
+                if user_msg is not None and platform_id is not None:
+                    # before anything awaits: a crash now is finished in place, not re-sent
+                    self.core.streams.sent(user_msg, platform_id)
             except Exception:
                 # the sink retried already; staff see it (bot_failed) and the sweep tries again
                 await store.set_message_state(reply_id, "failed")

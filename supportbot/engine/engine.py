@@ -108,6 +108,7 @@ class Engine:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self.core.streams.close()
         if self.llm is not None:
             await self.llm.aclose()
         await self.knowledge.aclose()
@@ -168,6 +169,8 @@ class Engine:
         if self._started:
             return
         self._started = True
+        # where replies went, written the instant the platform answers (streams.Journal)
+        self.core.streams.open_journal(self.settings.data_dir)
         self.queues.pause()
         self._spawn(self._recover_in_background())
         self._spawn(self.recovery.run_duties(

@@ -146,7 +146,8 @@ class Inbox:
             if item.recovered:  # no live event: reach the customer through the adapter
                 view = await self.core.view(conv.id)
                 sink = self.core.sink_for(view) if view is not None else None
-            streamed = await self.core.store.streamed_into(message.id) if sink is not None else None
+            streamed = (await self.core.store.streamed_into(message.id)
+                        or self.core.streams.sent_into(message)) if sink is not None else None
             if sink is not None and streamed:  # a crash cut its reply's stream: finish that one
                 sink = ResumedSink(sink, streamed, self.core.prompts.message(
                     "answer_resumed", conv.language))
@@ -161,6 +162,7 @@ class Inbox:
                     return expired
                 with metrics.turn() as stats:
                     reply = await self.respond(turn)
+                self.core.streams.done(message)
                 item.outcome = "answered"
                 metrics.count_reply(platform, reply)
                 extra: dict[str, Any] = {

@@ -62,7 +62,11 @@ class Recovery:
         max_age = timedelta(seconds=self.core.settings.recover_max_age_seconds)
         by_thread: dict[tuple[str, str], list[QueuedTurn]] = {}
         cutoff = datetime.now(UTC) - older_than if older_than is not None else None
-        for message in await self.core.store.unanswered():
+        unanswered = await self.core.store.unanswered()
+        journal = self.core.streams.journal
+        if journal is not None:  # where replies of a process that died here went
+            journal.inherit(unanswered)
+        for message in unanswered:
             if message.id in self.queued or (cutoff is not None and message.created_at > cutoff):
                 continue
             conv = await self.core.store.conversation(message.conversation_id)

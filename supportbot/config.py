@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     telegram_webhook_url: str | None = None  # set => webhook mode, else long polling
     telegram_webhook_secret: SecretStr | None = None
     telegram_staff_chat_id: int | None = None
+    # stream answers in private chats as drafts (sendMessageDraft, Bot API 9.3+); off or
+    # refused: edits of one message, as in groups
+    telegram_drafts: bool = True
 
     # abuse limits per customer (0 = unlimited) and the price of tokens for reports
     rate_limit_per_minute: int = 10

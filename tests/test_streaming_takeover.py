@@ -70,7 +70,8 @@ async def test_slack_take_over_button_stops_a_streaming_answer(env: Env) -> None
 async def test_telegram_staff_message_in_the_topic_stops_a_streaming_answer(
     fake: FakeTelegram, bot, llm
 ) -> None:
-    engine, _ = bot
+    engine, adapter = bot
+    adapter.router.drafts.enabled = False  # the edited message; mid-draft: test_telegram_drafts
     conv_id, topic = await start_handoff(fake, engine)
     fake.push(fake.staff_message("/bot", chat_id=TG_STAFF, thread_id=topic, user_id=STAFFER))
     await fake.wait_for(lambda: "again" in fake.texts(ALICE)[-1])  # handed back

@@ -51,11 +51,12 @@ class Answering:
         self.core, self.llm = core, llm
 
     async def draft(self, turn: Turn, hits: list[Hit]) -> Draft:
-        messages = await self._messages(turn, hits)
-        if turn.sink is None or not self.core.settings.llm_stream:
-            completion = await self.llm.complete(messages)
-            return Draft(completion.text, completion)
-        return await self._stream(turn, turn.sink, messages)
+        async with _preparing(turn.sink):
+            messages = await self._messages(turn, hits)
+            if turn.sink is None or not self.core.settings.llm_stream:
+                completion = await self.llm.complete(messages)
+                return Draft(completion.text, completion)
+            return await self._stream(turn, turn.sink, messages)
 
     async def _messages(self, turn: Turn, hits: list[Hit]) -> list[dict[str, str]]:
         conv, settings = turn.conv, self.core.settings
@@ -138,6 +139,13 @@ class Answering:
     async def _bot_owns(self, conversation_id: int) -> bool:
         conv = await self.core.store.conversation(conversation_id)
         return conv is not None and conv.status == Status.BOT
+
+
+def _preparing(sink: ReplySink | None) -> contextlib.AbstractAsyncContextManager[Any]:
+    """``sink.preparing()`` where the sink has one: it shows that an answer is coming (Telegram's
+    "typing…") from before the model is asked until the first words show."""
+    preparing = getattr(sink, "preparing", None)
+    return preparing() if preparing is not None else contextlib.nullcontext()
 
 
 async def _visible(first: Any, queue: asyncio.Queue[Any], done: object, stop: asyncio.Event,

@@ -41,6 +41,7 @@ _INT_PARAMS = {
     "timeout",
     "icon_color",
     "max_connections",
+    "draft_id",
 }
 _JSON_PARAMS = {
     "reply_parameters",
@@ -197,6 +198,7 @@ class FakeTelegram:
         self._members: dict[tuple[int, int], str] = {}
         self._queries: dict[str, dict[str, Any] | None] = {}  # callback id -> its answer
         self._query_ids = itertools.count(1)
+        self._drafts: dict[tuple[int, int], list[str]] = {}  # (chat, draft id) -> texts shown
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -290,6 +292,13 @@ class FakeTelegram:
         self.fail(method, code=code, description="Bad Gateway", times=10**9,
                   match=lambda _: next(calls) % every == 0)
 
+    def flood_drafts(self, *, at: int, retry_after: int = 1) -> None:
+        """Answer the ``at``-th ``sendMessageDraft`` call (counting from 1) with a 429 flood
+        wait of ``retry_after`` seconds, as Telegram does to a stream drafting too fast."""
+        calls = itertools.count(1)
+        self.fail("sendMessageDraft", retry_after=retry_after,
+                  match=lambda _: next(calls) == at)
+
     def slow(self, method: str, seconds: float) -> None:
         """Answer every ``method`` call only after ``seconds`` (0 makes it quick again)."""
         with self._lock:
@@ -337,6 +346,19 @@ class FakeTelegram:
                     continue
                 out.append(dict(msg))
             return out
+
+    def drafts(self, chat_id: int) -> dict[int, list[str]]:
+        """The drafts shown in a chat: draft id -> each text it was animated to, in order."""
+        with self._lock:
+            return {d: list(t) for (c, d), t in self._drafts.items() if c == chat_id}
+
+    def chat_actions(self, chat_id: int) -> list[tuple[str, int | None]]:
+        """``sendChatAction`` calls Telegram accepted for a chat: (action, message_thread_id)."""
+        return [
+            (str(c.params.get("action")), c.params.get("message_thread_id"))
+            for c in self.calls("sendChatAction")
+            if c.error is None and c.params.get("chat_id") == chat_id
+        ]
 
     def texts(self, chat_id: int | None = None, thread_id: int | None = None) -> list[str]:
         return [m.get("text") or m.get("caption") or "" for m in self.sent(chat_id, thread_id)]
@@ -784,6 +806,19 @@ class FakeTelegram:
                     "is invalid",
                 )
             self._queries[query_id] = dict(p)
+        return True
+
+    def _api_sendmessagedraft(self, p: dict[str, Any]) -> bool:
+        """Bot API 9.3+: an ephemeral, animated draft; Telegram drafts in private chats only."""
+        chat, _ = self._target(p)
+        if chat.type != "private":
+            raise ApiError(400, "Bad Request: TEXTDRAFT_PEER_INVALID")
+        draft_id = int(p.get("draft_id") or 0)
+        if draft_id == 0:
+            raise ApiError(400, "Bad Request: draft_id must be non-zero")
+        text = "" if p.get("text") in (None, "") else self._check_text(p)
+        with self._lock:
+            self._drafts.setdefault((chat.id, draft_id), []).append(text)
         return True
 
     def _api_sendchataction(self, p: dict[str, Any]) -> bool:

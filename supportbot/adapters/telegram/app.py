@@ -15,7 +15,12 @@ from telegram.ext import Application
 from supportbot.adapters.telegram.desk import TelegramDesk, current_message
 from supportbot.adapters.telegram.feedback import answer, handle_vote, offer_feedback, parse_vote
 from supportbot.adapters.telegram.polling import StoreUnavailable
-from supportbot.adapters.telegram.sink import TYPING_AFTER, EditThrottle, TelegramSink, Typing
+from supportbot.adapters.telegram.sink import (
+    TYPING_AFTER,
+    DraftSupport,
+    EditThrottle,
+    TelegramSink,
+)
 from supportbot.config import Settings
 from supportbot.engine import Engine, IncomingMessage, Reply
 
@@ -66,7 +71,8 @@ class UpdateRouter:
 
     def __init__(self, engine: Engine, bot: Bot, desk: TelegramDesk | None, throttle: EditThrottle):
         self.engine, self.bot, self.desk, self.throttle = engine, bot, desk, throttle
-        self.typing_after = TYPING_AFTER  # seconds before "typing…" is shown (tests shorten it)
+        self.typing_after = TYPING_AFTER  # seconds before "typing…" is shown (tests change it)
+        self.drafts = DraftSupport(engine.settings.telegram_drafts)  # per process
         self._followups: set[asyncio.Task[Any]] = set()
 
     async def accept(self, update: Update) -> None:
@@ -112,6 +118,8 @@ class UpdateRouter:
             thread_id=thread_id,
             reply_to=msg.message_id if msg.chat.type != ChatType.PRIVATE else None,
             throttle=self.throttle,
+            drafts=self.drafts,
+            typing_after=self.typing_after,
         )
         token = current_message.set((msg.chat.id, msg.message_id))
         try:
@@ -184,24 +192,16 @@ class UpdateRouter:
             raise StoreUnavailable(type(exc).__name__) from exc
         if not accepted.stored:
             return
+        # "typing…" is the sink's (TelegramSink.preparing): from when the engine asks the model
+        # until the first words show; never while staff own the thread
         answered = self.engine.dispatch(accepted, sink)  # in this context: current_message
+        self._follow(self._after_answer(answered, sink))
 
-        async def bot_answers() -> bool:  # no "typing…" while staff own the thread
-            conv = await self.engine.find_conversation(PLATFORM, thread_key)
-            return conv is None or not conv.with_staff
-
-        typing = Typing(self.bot, msg.chat.id, sink.thread_id, after=self.typing_after,
-                        wanted=bot_answers)
-        self._follow(self._after_answer(answered, sink, typing))
-
-    async def _after_answer(
-        self, answered: asyncio.Future[Reply], sink: TelegramSink, typing: Typing
-    ) -> None:
-        async with typing:
-            try:
-                reply = await answered
-            except Exception:  # logged by the engine; the message waits for recovery
-                return
+    async def _after_answer(self, answered: asyncio.Future[Reply], sink: TelegramSink) -> None:
+        try:
+            reply = await answered
+        except Exception:  # logged by the engine; the message waits for recovery
+            return
         await offer_feedback(self.bot, sink, reply)
 
     def _follow(self, work: Coroutine[Any, Any, None]) -> None:

@@ -88,6 +88,9 @@ def run_checks(settings: Settings) -> tuple[list[Problem], str]:
     phrases = defaults.resolve(settings.prompts_dir, "handoff_phrases.yaml")
     if phrases.path.exists():
         problems.extend(check_phrases(phrases.path))
+    from supportbot.prompts.suggested import check_suggested_prompts
+
+    problems.extend(check_suggested_prompts(settings.prompts_dir))
     problems.extend(check_knowledge(knowledge_dir))
     templates = sum(1 for name, _ in library.files_in_use() if name.endswith(".j2"))
     files = sum(1 for p in knowledge_dir.rglob("*") if p.is_file())

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     business_hours: str = ""  # e.g. "Mon-Fri 09:00-18:00"; empty = always open
     # staff messages starting with this are internal notes: kept, never sent to the customer
     staff_note_prefix: str = "note:"
+    # the language of the staff side's buttons (prompts/messages/<lang>.yaml; English if missing)
+    staff_language: str = "en"
     max_concurrent_turns: int = 256  # customer messages answered at once; the rest queue
     sweep_after_seconds: int = 60  # unanswered this long while running: answered again
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from supportbot.engine.attachments import user_content
 from supportbot.engine.core import Core
 from supportbot.engine.history import trim_history
 from supportbot.engine.types import ReplySink, Status
@@ -58,7 +59,7 @@ class Answering:
                 return Draft(completion.text, completion)
             return await self._stream(turn, turn.sink, messages)
 
-    async def _messages(self, turn: Turn, hits: list[Hit]) -> list[dict[str, str]]:
+    async def _messages(self, turn: Turn, hits: list[Hit]) -> list[dict[str, Any]]:
         conv, settings = turn.conv, self.core.settings
         try:
             system = self.core.prompts.render_system(
@@ -82,11 +83,12 @@ class Answering:
         return [
             {"role": "system", "content": system},
             *trim_history(history, settings.history_token_budget),
-            {"role": "user", "content": turn.message.text},
+            # this turn's pictures, if the model may see them; history keeps the "[picture]" note
+            {"role": "user", "content": user_content(turn.message.text, turn.images)},
         ]
 
     async def _stream(self, turn: Turn, sink: ReplySink,
-                      messages: list[dict[str, str]]) -> Draft:
+                      messages: list[dict[str, Any]]) -> Draft:
         done = object()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 

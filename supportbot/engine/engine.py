@@ -23,6 +23,7 @@ from supportbot import metrics
 from supportbot.config import Settings
 from supportbot.defaults import resolve
 from supportbot.engine.answering import Answering, PromptUnavailable
+from supportbot.engine.attachments import Files
 from supportbot.engine.core import Core, SinkFactory
 from supportbot.engine.delivery import Delivery
 from supportbot.engine.inbox import Inbox
@@ -34,6 +35,7 @@ from supportbot.engine.turn import TurnRunner
 from supportbot.engine.types import (
     Accepted,
     ConversationView,
+    FileFetcher,
     IncomingMessage,
     Reply,
     ReplySink,
@@ -74,7 +76,10 @@ class Engine:
         self.turns = TurnRunner(self.core, self.delivery, self.transitions, detector,
                                 self.limits, self._search,
                                 Answering(self.core, llm) if llm is not None else None)
-        self.inbox = Inbox(self.core, self.queues, self.turns.respond)
+        # messages with files pass through Files first (vision, limits, relay of the files)
+        self.files = Files(self.core, self.delivery, self.turns.respond,
+                           vision=settings.llm_vision and llm is not None)
+        self.inbox = Inbox(self.core, self.queues, self.files.respond)
         self.recovery = Recovery(self.core, self.delivery, self.transitions, self.queues,
                                  self.inbox.queued, self.inbox.run)
         self._knowledge_checked = 0.0
@@ -123,6 +128,11 @@ class Engine:
         """How the engine reaches a customer unprompted (hand-back notice, waiting notice,
         answers recovered after a restart, staff replies it delivers)."""
         self.core.sinks[platform] = factory
+
+    def register_file_fetcher(self, platform: str, fetcher: FileFetcher) -> None:
+        """How the engine reads the files customers send on a platform (vision, keeping the
+        bytes); without one, pictures are answered as unseen."""
+        self.files.register(platform, fetcher)
 
     # --- customer messages -------------------------------------------------------------------
 

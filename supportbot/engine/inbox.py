@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from supportbot import logs, metrics
+from supportbot.engine.attachments import stored_rows, with_notes
 from supportbot.engine.core import Core
 from supportbot.engine.delivery import ResumedSink
 from supportbot.engine.queues import ThreadQueues
@@ -46,7 +47,8 @@ class Inbox:
         delivers again. Answer it with :meth:`dispatch`, called right after (no ``await`` in
         between): a thread's messages are then answered in the order ``accept`` was called."""
         metrics.MESSAGES_IN.labels(msg.platform).inc()
-        text, truncated = self.clean(msg.text)
+        raw = with_notes(msg.text, msg.attachments) if msg.attachments else msg.text
+        text, truncated = self.clean(raw)
         fields = {"platform": msg.platform, "thread_key": msg.thread_key,
                   "event_id": msg.message_id}
         if not text:
@@ -63,6 +65,7 @@ class Inbox:
                 customer_name=msg.customer_name,
                 language=language,
                 text=text,
+                attachments=stored_rows(msg.attachments, self.core.settings.max_message_chars),
             )
         if stored is None:
             log.info("duplicate delivery ignored",

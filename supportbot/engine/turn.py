@@ -39,6 +39,8 @@ class Turn:
     sink: ReplySink | None  # where replies go (None: store only, e.g. a test)
     language: str
     note: str = ""  # put before the answer (e.g. "your message was cut")
+    # pictures the model sees with this message only (image content parts; engine.attachments)
+    images: tuple[dict[str, Any], ...] = ()
 
     @property
     def text(self) -> str:

@@ -41,6 +41,26 @@ class Outcome(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file that came with a customer's message: a photo, a screenshot, a document.
+
+    Only what the platform told us; the bytes are fetched later, through the adapter's
+    :class:`supportbot.engine.attachments.FileFetcher`, when the engine needs them (vision,
+    ``store_file_bytes``, a relay to staff) and never before the platform is acknowledged.
+    ``kind`` is ``image`` or ``file`` (what the bot can handle) or what else it is
+    (``sticker``, ``voice``, ``video``…: unsupported). ``url`` is where the platform serves it
+    to the bot (Slack ``url_private``; needs the bot token), empty when an id is enough."""
+
+    file_id: str
+    kind: str
+    mime: str = ""
+    size: int | None = None
+    filename: str = ""
+    caption: str = ""
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class IncomingMessage:
     """One customer message, normalized.
 
@@ -60,6 +80,8 @@ class IncomingMessage:
     workspace: str = ""
     language: str | None = None  # a hint from the platform (Telegram language_code), may be None
     received_at: datetime | None = None
+    # files that came with it (stored with the message; its ``text`` is then the caption)
+    attachments: tuple[Attachment, ...] = ()
 
 
 class Intake(enum.StrEnum):
@@ -187,6 +209,26 @@ class ConversationView:
     with_staff: bool = False  # a person owns it or is awaited: customers' words go to staff
     # the staff actions the handoff table allows now (``handoff.Event`` values), for buttons
     staff_actions: tuple[str, ...] = ()
+
+
+class FileUnavailable(Exception):
+    """A file could not be fetched from the platform (gone, refused, 404/5xx); ``too_large``
+    when it is bigger than the limit the caller asked for (nothing more was read)."""
+
+    def __init__(self, reason: str, *, too_large: bool = False) -> None:
+        super().__init__(reason)
+        self.too_large = too_large
+
+
+@runtime_checkable
+class FileFetcher(Protocol):
+    """How the engine reads a customer's file through the platform's API (the adapter's,
+    with the bot's token): for vision, for keeping the bytes, for re-sharing it to staff."""
+
+    async def fetch(self, attachment: Attachment, max_bytes: int) -> bytes:
+        """The file's bytes; raises :class:`FileUnavailable` (``too_large`` past
+        ``max_bytes``)."""
+        ...
 
 
 class StaffWrote(enum.StrEnum):

@@ -51,4 +51,13 @@ def _content_text(content: Any) -> str:
         return ""
     if isinstance(content, str):
         return content
+    if isinstance(content, list):  # content parts: count the words, not a picture's base64
+        return " ".join(
+            str(part.get("text") or "") if part.get("type") == "text" else _IMAGE_STAND_IN
+            for part in content if isinstance(part, dict)
+        )
     return json.dumps(content, ensure_ascii=False)
+
+
+# an image part counts as ~85 tokens, as OpenAI bills a low-detail picture
+_IMAGE_STAND_IN = "x" * 340

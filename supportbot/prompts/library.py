@@ -56,6 +56,8 @@ MESSAGE_NAMES = (
     "staff_hand_back",
     "staff_close",
     "passage_excerpt",
+    "assistant_status",
+    "assistant_loading",
 )
 
 

@@ -31,7 +31,14 @@ from supportbot.storage.db import (
     migrate,
     retry_disconnects,
 )
-from supportbot.storage.models import Conversation, HandledEvent, Message, Transition, utcnow
+from supportbot.storage.models import (
+    Attachment,
+    Conversation,
+    HandledEvent,
+    Message,
+    Transition,
+    utcnow,
+)
 
 log = logging.getLogger("supportbot.storage")
 
@@ -52,6 +59,11 @@ _STATUS = select(CONVERSATIONS.c.status).where(CONVERSATIONS.c.id == bindparam("
 _INSERT_CONVERSATION = insert(CONVERSATIONS)
 _INSERT_MESSAGE = insert(MESSAGES)
 _INSERT_TRANSITION = insert(Transition.__table__)
+ATTACHMENTS = Attachment.__table__
+_INSERT_ATTACHMENT = insert(ATTACHMENTS)
+_ATTACHMENTS_OF = select(ATTACHMENTS).where(
+    ATTACHMENTS.c.message_id == bindparam("message_id")
+).order_by(ATTACHMENTS.c.id)
 _HISTORY_STATES = ("answered", "sent", "relayed", "received", "expired")
 _SHOWN = MESSAGES.c.conversation_id == bindparam("conversation_id"), MESSAGES.c.state.in_(
     # constants in the SQL: a bound IN list is re-expanded on every execution
@@ -212,9 +224,12 @@ class Store:
         customer_name: str,
         language: str,
         text: str,
+        attachments: Sequence[dict[str, Any]] = (),
     ) -> tuple[Conversation, Message] | None:
         """Claim the event, find or open the conversation and store the customer's message,
-        in one transaction. ``None`` means the event was already handled."""
+        in one transaction. ``None`` means the event was already handled. ``attachments``
+        (column values of :class:`Attachment` rows) are stored with the message, in the same
+        transaction: a file is never acknowledged to the platform without its message."""
         try:
             async with self.begin() as conn:
                 await conn.execute(_CLAIM_EVENT, {"platform": platform, "event_id": event_id})
@@ -246,7 +261,16 @@ class Store:
                     "usage_estimated": False, "created_at": utcnow(),
                 }
                 result = await conn.execute(_INSERT_MESSAGE, values)
-            return conv, Message(id=result.inserted_primary_key[0], **values)
+                message_id = result.inserted_primary_key[0]
+                if attachments:
+                    now = utcnow()
+                    await conn.execute(_INSERT_ATTACHMENT, [
+                        {"caption": "", "url": "", "mime": "", "filename": "", "size": None,
+                         "status": "received", "data": None, **row,
+                         "message_id": message_id, "platform": platform, "created_at": now}
+                        for row in attachments
+                    ])
+            return conv, Message(id=message_id, **values)
         except IntegrityError:
             return None
 
@@ -545,6 +569,22 @@ class Store:
                                                 "state": "relayed"})
             await conn.execute(_STREAM_DONE, {"user_message_id": user_message_id})
             await conn.execute(_TOUCH_CONVERSATION, {"conversation_id": conversation_id})
+
+    # --- attachments ------------------------------------------------------------------------
+
+    async def attachments(self, message_id: int) -> list[Attachment]:
+        """The files that came with one message, in the order they were sent (bytes included
+        when they were kept)."""
+        async with self.read() as conn:
+            rows = (await conn.execute(_ATTACHMENTS_OF, {"message_id": message_id})).all()
+        return [Attachment(**row._mapping) for row in rows]
+
+    async def update_attachment(self, attachment_id: int, **values: Any) -> None:
+        """Record what became of a file (``status``, and ``data`` when its bytes are kept)."""
+        async with self.begin() as conn:
+            await conn.execute(
+                update(ATTACHMENTS).where(ATTACHMENTS.c.id == attachment_id).values(**values)
+            )
 
     async def count_messages(self) -> int:
         async with self.sessions() as session:

@@ -13,6 +13,7 @@ sync tests, async tests and a bot running as a subprocess can all talk to it ove
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import math
@@ -61,6 +62,14 @@ class RecordedRequest:
     def messages(self) -> list[dict[str, Any]]:
         return list((self.json or {}).get("messages") or [])
 
+    @property
+    def image_urls(self) -> list[str]:
+        """The ``image_url`` content parts' URLs, in message order (vision requests)."""
+        return [part["image_url"]["url"] for m in self.messages
+                if isinstance(m.get("content"), list)
+                for part in m["content"]
+                if isinstance(part, dict) and part.get("type") == "image_url"]
+
 
 @dataclass
 class _Fault:
@@ -74,6 +83,37 @@ def default_responder(messages: list[dict[str, Any]]) -> str:
     """A canned answer that quotes the last user message, so tests can tell replies apart."""
     last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     return f"Thanks for reaching out! You asked: {last.get('content', '')}"
+
+
+def vision_responder(messages: list[dict[str, Any]]) -> str:
+    """A "vision" model: answers from the picture in the last user message. It reads the
+    words a PNG carries in its ``tEXt`` chunks (what a screenshot's error message stands for
+    in tests), so a test can tell the answer came from the image part; no picture: the
+    default answer."""
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    content = last.get("content")
+    if not isinstance(content, list):
+        return default_responder(messages)
+    words = [part.get("text", "") for part in content if part.get("type") == "text"]
+    for part in content:
+        url = (part.get("image_url") or {}).get("url", "") if isinstance(part, dict) else ""
+        if url.startswith("data:image/"):
+            data = base64.b64decode(url.partition(",")[2])
+            seen = " ".join(png_text(data)) or f"a picture of {len(data)} bytes"
+            return f"In your screenshot I can see: {seen}. (You wrote: {' '.join(words)})"
+    return default_responder(messages)
+
+
+def png_text(data: bytes) -> list[str]:
+    """The values of a PNG's ``tEXt`` chunks."""
+    found, i = [], 8
+    while i + 8 <= len(data):
+        length = int.from_bytes(data[i:i + 4], "big")
+        kind, body = data[i + 4:i + 8], data[i + 8:i + 8 + length]
+        if kind == b"tEXt":
+            found.append(body.partition(b"\0")[2].decode("latin-1"))
+        i += 12 + length
+    return found
 
 
 def count_tokens(text: str) -> int:

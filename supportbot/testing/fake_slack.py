@@ -111,6 +111,8 @@ class FakeSlack:
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._socket_connected = threading.Event()
         self.port: int | None = None
+        self._ai_error: str | None = None  # assistant.threads.* refused (no AI-app features)
+        self._assistant_status: dict[tuple[str, str], tuple[str, int]] = {}  # status, set at
         self._stream_refusal: str | None = None  # chat.startStream refused with it
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -498,6 +500,70 @@ class FakeSlack:
             },
         }
 
+    # -- AI apps: assistant threads ----------------------------------------------------------
+
+    def without_ai_features(self, error: str = "not_allowed_token_type") -> None:
+        """Act as a workspace (or an app) without the AI-app features: every
+        ``assistant.threads.*`` call is refused with ``error`` (``unknown_method`` is the other
+        answer such a workspace gives)."""
+        with self._lock:
+            self._ai_error = error
+
+    def assistant_status(self, channel: str, thread_ts: str) -> str | None:
+        """The status an assistant thread shows now: set by ``assistant.threads.setStatus``,
+        cleared by an empty status or by the bot posting in the thread (any way: a message, a
+        stream), as Slack does."""
+        with self._lock:
+            status, since = self._assistant_status.get((channel, thread_ts), ("", 0))
+            posted = any(m.channel == channel and m.thread_ts == thread_ts
+                         and _sequence(m.ts) > since for m in self._messages)
+        return status if status and not posted else None
+
+    def _assistant_refusal(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        if self._ai_error is not None:
+            return {"ok": False, "error": self._ai_error}
+        if not params.get("channel_id"):
+            return {"ok": False, "error": "channel_not_found"}
+        if not params.get("thread_ts"):
+            return {"ok": False, "error": "invalid_thread_ts"}
+        return None
+
+    def _m_assistant_threads_setStatus(
+        self, params: dict[str, Any], request: web.Request
+    ) -> dict[str, Any]:
+        if (err := self._assistant_refusal(params)) is not None:
+            return err
+        if "status" not in params:
+            return {"ok": False, "error": "invalid_arguments"}
+        key = (params["channel_id"], params["thread_ts"])
+        with self._lock:
+            if params["status"]:
+                self._assistant_status[key] = (params["status"], _sequence(self.new_ts()))
+            else:
+                self._assistant_status.pop(key, None)
+        return {"ok": True}
+
+    def _m_assistant_threads_setTitle(
+        self, params: dict[str, Any], request: web.Request
+    ) -> dict[str, Any]:
+        if (err := self._assistant_refusal(params)) is not None:
+            return err
+        if not params.get("title"):
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True}
+
+    def _m_assistant_threads_setSuggestedPrompts(
+        self, params: dict[str, Any], request: web.Request
+    ) -> dict[str, Any]:
+        if (err := self._assistant_refusal(params)) is not None:
+            return err
+        prompts = _maybe_json(params.get("prompts"))
+        if not (isinstance(prompts, list) and 1 <= len(prompts) <= 4 and all(
+            isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts
+        )):
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True}
+
     def _m_apps_connections_open(
         self, params: dict[str, Any], request: web.Request
     ) -> dict[str, Any]:
@@ -621,6 +687,40 @@ class FakeSlack:
         event.update(extra)
         return event
 
+    def assistant_thread_started_event(
+        self,
+        *,
+        user: str = "UCUSTOMER",
+        channel: str = "D0001",
+        thread_ts: str | None = None,
+        context_channel: str | None = None,
+    ) -> dict[str, Any]:
+        """``assistant_thread_started``: the customer opened a new thread in the AI app's
+        panel (``thread_ts`` is the thread's root, which Slack posts as the app)."""
+        context: dict[str, Any] = {"enterprise_id": None}
+        if context_channel:
+            context.update(channel_id=context_channel, team_id=self.team_id)
+        return {
+            "type": "assistant_thread_started",
+            "assistant_thread": {
+                "user_id": user,
+                "context": context,
+                "channel_id": channel,
+                "thread_ts": thread_ts or self.new_ts(),
+            },
+            "event_ts": self.new_ts(),
+        }
+
+    def assistant_message_event(
+        self, text: str, *, thread_ts: str, user: str = "UCUSTOMER", channel: str = "D0001"
+    ) -> dict[str, Any]:
+        """A customer's message in an assistant thread, as Slack sends it: a ``message.im``
+        event in the thread whose root the app posted (``parent_user_id`` is the bot)."""
+        return self.message_event(
+            text, user=user, channel=channel, channel_type="im", thread_ts=thread_ts,
+            parent_user_id=self.bot_user_id, event_ts=self.new_ts(),
+        )
+
     def mention_event(
         self,
         text: str,
@@ -739,6 +839,14 @@ def _valid_blocks(blocks: Any) -> bool:
         if block["type"] == "actions" and not 1 <= len(block.get("elements") or []) <= 25:
             return False
     return True
+
+
+def _sequence(ts: str) -> int:
+    """The fake's ts counter (after the dot): the order in which it handed out stamps."""
+    try:
+        return int(ts.rpartition(".")[2])
+    except ValueError:
+        return 0
 
 
 def _maybe_json(value: Any) -> Any:

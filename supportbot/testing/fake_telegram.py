@@ -203,6 +203,10 @@ class FakeTelegram:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._new_update: asyncio.Event | None = None
+        # files the bot may fetch (getFile + /file/bot<token>/<path>), and downloads to refuse
+        self.files: dict[str, bytes] = {}
+        self.file_failures: dict[str, int] = {}  # file_id -> HTTP status of its download
+        self._file_ids = itertools.count(1)
         self.port = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -556,6 +560,62 @@ class FakeTelegram:
         user = self._user(user_id, first_name, "en")
         return self._update(self._message(chat, user, None, extra=extra))
 
+    def add_file(self, data: bytes, *, file_id: str | None = None) -> str:
+        """Make ``data`` downloadable by the bot; returns its ``file_id``."""
+        with self._lock:
+            file_id = file_id or f"file{next(self._file_ids)}"
+            self.files[file_id] = data
+        return file_id
+
+    def photo_message(
+        self,
+        data: bytes,
+        *,
+        caption: str | None = None,
+        user_id: int = 111,
+        first_name: str = "Alice",
+        language_code: str | None = "en",
+        file_size: int | None = None,
+    ) -> dict[str, Any]:
+        """A private photo as Telegram sends it: sizes smallest first, the largest is ``data``
+        (``file_size`` overrides the size Telegram reports, e.g. to claim a huge photo)."""
+        file_id = self.add_file(data)
+        sizes = [
+            {"file_id": f"{file_id}-thumb", "file_unique_id": f"{file_id}-t", "width": 90,
+             "height": 90, "file_size": 100},
+            {"file_id": file_id, "file_unique_id": f"{file_id}-u", "width": 800, "height": 600,
+             "file_size": len(data) if file_size is None else file_size},
+        ]
+        extra: dict[str, Any] = {"photo": sizes}
+        if caption:
+            extra["caption"] = caption
+        chat = self._ensure_chat(user_id, "private")
+        user = self._user(user_id, first_name, language_code)
+        return self._update(self._message(chat, user, None, extra=extra))
+
+    def document_message(
+        self,
+        data: bytes,
+        *,
+        file_name: str = "report.pdf",
+        mime_type: str = "application/pdf",
+        caption: str | None = None,
+        user_id: int = 111,
+        first_name: str = "Alice",
+        language_code: str | None = "en",
+    ) -> dict[str, Any]:
+        """A private document (a file sent as a file)."""
+        file_id = self.add_file(data)
+        extra: dict[str, Any] = {"document": {
+            "file_id": file_id, "file_unique_id": f"{file_id}-u", "file_name": file_name,
+            "mime_type": mime_type, "file_size": len(data),
+        }}
+        if caption:
+            extra["caption"] = caption
+        chat = self._ensure_chat(user_id, "private")
+        user = self._user(user_id, first_name, language_code)
+        return self._update(self._message(chat, user, None, extra=extra))
+
     def edited(self, update: dict[str, Any], new_text: str) -> dict[str, Any]:
         """An ``edited_message`` update for the message in ``update``."""
         msg = dict(update.get("message") or update["edited_message"])
@@ -610,6 +670,8 @@ class FakeTelegram:
 
     async def _dispatch(self, request: web.Request) -> web.Response:
         parts = request.path.strip("/").split("/")
+        if len(parts) >= 3 and parts[0] == "file":
+            return self._download(parts[1][3:], "/".join(parts[2:]))
         if len(parts) != 2 or not parts[0].startswith("bot"):
             return _error(404, "Not Found")
         token, method = parts[0][3:], parts[1]
@@ -859,7 +921,7 @@ class FakeTelegram:
         fields = {
             k: v
             for k, v in source.items()
-            if k in ("text", "caption", "photo", "sticker", "voice", "entities")
+            if k in ("text", "caption", "photo", "sticker", "voice", "entities", "document")
         }
         fields["copied_from"] = source_key
         reply = p.get("reply_parameters") or {}
@@ -885,6 +947,53 @@ class FakeTelegram:
 
     def _api_deletemessage(self, p: dict[str, Any]) -> bool:
         return True
+
+    def _api_getfile(self, p: dict[str, Any]) -> dict[str, Any]:
+        file_id = str(p.get("file_id") or "")
+        with self._lock:
+            data = self.files.get(file_id)
+        if data is None:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        if len(data) > 20 * 1024 * 1024:  # the Bot API's download limit
+            raise ApiError(400, "Bad Request: file is too big")
+        return {"file_id": file_id, "file_unique_id": f"{file_id}-u", "file_size": len(data),
+                "file_path": f"files/{file_id}"}
+
+    def _download(self, token: str, path: str) -> web.Response:
+        """``GET /file/bot<token>/<file_path>``: a file's bytes, as Telegram serves them."""
+        file_id = path.removeprefix("files/")
+        with self._lock:
+            self._calls.append(Call("download", {"file_path": path}, time.time()))
+            data = self.files.get(file_id)
+            failure = self.file_failures.get(file_id)
+        if token != self.token:
+            return _error(401, "Unauthorized")
+        if failure is not None:
+            return _error(failure, "Bad Gateway" if failure == 502 else "Not Found")
+        if data is None:
+            return _error(404, "Not Found")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    def _send_file(self, p: dict[str, Any], kind: str) -> dict[str, Any]:
+        chat, thread = self._target(p)
+        file_id = p.get(kind)
+        if not isinstance(file_id, str) or file_id not in self.files:
+            raise ApiError(400, "Bad Request: wrong file identifier/HTTP URL specified")
+        fields: dict[str, Any] = {"sent_file": file_id}
+        if kind == "photo":
+            fields["photo"] = [{"file_id": file_id, "file_unique_id": f"{file_id}-u",
+                                "width": 800, "height": 600}]
+        else:
+            fields["document"] = {"file_id": file_id, "file_unique_id": f"{file_id}-u"}
+        if p.get("caption"):
+            fields["caption"] = p["caption"]
+        return _public(self._store_bot_message(chat, thread, fields))
+
+    def _api_sendphoto(self, p: dict[str, Any]) -> dict[str, Any]:
+        return self._send_file(p, "photo")
+
+    def _api_senddocument(self, p: dict[str, Any]) -> dict[str, Any]:
+        return self._send_file(p, "document")
 
 
 def _check_markup(markup: Any) -> dict[str, Any] | None:
@@ -912,7 +1021,7 @@ def _public(msg: dict[str, Any]) -> dict[str, Any]:
     return {
         k: v
         for k, v in msg.items()
-        if k not in ("raw_text", "parse_mode", "copied_from", "reply_to_message_id")
+        if k not in ("raw_text", "parse_mode", "copied_from", "reply_to_message_id", "sent_file")
     }
 
 

@@ -29,6 +29,7 @@ from supportbot.config import Settings
 
 from .app import PLATFORM, SlackListeners, build_app
 from .desk import SlackDesk
+from .files import SlackFiles
 from .sink import SlackPoster
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class SlackAdapter:
         self._socket: AsyncSocketModeHandler | None = None
         engine.register_desk(PLATFORM, self.desk)
         engine.register_sink_factory(PLATFORM, self.listeners.sink_for)
+        engine.register_file_fetcher(PLATFORM, SlackFiles(self.client))
 
     def routes(self) -> list[BaseRoute]:
         if self.socket_mode:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncAssistant
 from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
@@ -25,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from supportbot.engine.types import Accepted, ConversationView, IncomingMessage, Reply
 
+from .assistant import AssistantThreads
 from .desk import ACTION_PREFIX, SlackDesk
 from .events import SlackText, parse_action, parse_text_event, strip_mention
 from .feedback import FEEDBACK_PREFIX, handle_feedback, offer_feedback
@@ -59,6 +60,32 @@ def build_app(client: AsyncWebClient, signing_secret: str, listeners: SlackListe
 
     # Listeners run before the response. They raise only StoreUnavailable (anything else is
     # logged: a retry of an event we could not read would fail the same way).
+
+    # Assistant threads (the AI app's panel): Bolt's middleware takes their events before the
+    # listeners below; a customer's message there is routed like any DM message. Workspaces
+    # without AI-app features send none of these events (a DM thread reply still matches
+    # user_message and is answered as before, without status or title once Slack refuses them).
+    assistant = AsyncAssistant(logger=logging.getLogger("supportbot.slack.bolt"))
+
+    @assistant.thread_started
+    async def on_thread_started(event: dict[str, Any]) -> None:
+        with _logged("assistant_thread_started event"):
+            listeners.on_thread_started(event)
+
+    @assistant.thread_context_changed
+    async def on_thread_context_changed(event: dict[str, Any]) -> None:
+        # replaces Bolt's default, which keeps the context in the thread via Slack's history
+        with _logged("assistant_thread_context_changed event"):
+            listeners.assistant.remember_context(event)
+
+    @assistant.user_message
+    async def on_assistant_message(body: dict[str, Any], event: dict[str, Any],
+                                   context: Any) -> None:
+        with _logged("assistant thread message"):
+            await listeners.on_event(body, event, context, mentioned=False, assistant=True)
+
+    app.assistant(assistant)
+
     @app.event("message")
     async def on_message(body: dict[str, Any], event: dict[str, Any], context: Any) -> None:
         with _logged("message event"):
@@ -129,18 +156,32 @@ class SlackListeners:
         self._names: dict[str, str] = {}
         self._channel_names: dict[str, str] = {}
         self._followups: set[asyncio.Task[Any]] = set()
+        self.assistant = AssistantThreads(engine, poster)
 
     # -- entry points (called by Bolt listeners, before Slack hears "OK") -------------------
 
     async def on_event(
-        self, body: dict[str, Any], event: dict[str, Any], context: Any, *, mentioned: bool
+        self, body: dict[str, Any], event: dict[str, Any], context: Any, *, mentioned: bool,
+        assistant: bool = False,
     ) -> None:
         team = body.get("team_id")
         text = parse_text_event(event, team if isinstance(team, str) else None,
                                 context.bot_user_id, context.bot_id)
         if text is None:
             return
-        await self.route(text, mentioned=mentioned, bot_user_id=context.bot_user_id)
+        await self.route(text, mentioned=mentioned, bot_user_id=context.bot_user_id,
+                         assistant=assistant)
+
+    def on_thread_started(self, event: dict[str, Any]) -> None:
+        """A customer opened an assistant thread: greet them after the ack."""
+        thread = event.get("assistant_thread")
+        if not isinstance(thread, dict):
+            return
+        channel, ts, user = (thread.get(k) for k in ("channel_id", "thread_ts", "user_id"))
+        if all(isinstance(v, str) and v for v in (channel, ts, user)):
+            self._follow(self.assistant.welcome(str(channel), str(ts), str(user)))
+        else:
+            log.warning("ignored an assistant_thread_started event of an unknown shape")
 
     def on_action(self, body: dict[str, Any]) -> None:
         if parse_action(body) is not None:
@@ -162,7 +203,8 @@ class SlackListeners:
 
     # -- routing ----------------------------------------------------------------------------
 
-    async def route(self, t: SlackText, *, mentioned: bool, bot_user_id: str | None) -> None:
+    async def route(self, t: SlackText, *, mentioned: bool, bot_user_id: str | None,
+                    assistant: bool = False) -> None:
         """Store what must survive a crash; raise StoreUnavailable if the database fails."""
         if self.desk.staff_channel and t.channel == self.desk.staff_channel:
             # a reply in a notification's thread reaches the customer (after the ack)
@@ -178,9 +220,10 @@ class SlackListeners:
         except Exception as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
         if addressed:
-            await self._customer_message(t, bot_user_id)
+            await self._customer_message(t, bot_user_id, assistant=assistant)
 
-    async def _customer_message(self, t: SlackText, bot_user_id: str | None) -> None:
+    async def _customer_message(self, t: SlackText, bot_user_id: str | None, *,
+                                assistant: bool = False) -> None:
         known_name = self._names.get(t.user)
         msg = IncomingMessage(
             platform=PLATFORM,
@@ -198,19 +241,21 @@ class SlackListeners:
         except TimeoutError:
             # Slack stops waiting at 3 s: refuse (503, no envelope ack) and let the store
             # finish; if it does, the message is answered and Slack's retry is a duplicate
-            storing.add_done_callback(lambda done: self._stored_late(done, t, known_name))
+            storing.add_done_callback(
+                lambda done: self._stored_late(done, t, known_name, msg.text, assistant))
             raise StoreUnavailable("the store took longer than Slack's ack budget") from None
         except Exception as exc:  # the database is down or full: Slack must deliver it again
             raise StoreUnavailable(type(exc).__name__) from exc
-        self._answer(accepted, t, known_name)
+        self._answer(accepted, t, known_name, msg.text, assistant)
 
     def _stored_late(self, done: asyncio.Future[Accepted], t: SlackText,
-                     known_name: str | None) -> None:
+                     known_name: str | None, question: str, assistant: bool) -> None:
         if done.cancelled() or done.exception() is not None:
             return  # not stored: Slack's retry stores it
-        self._answer(done.result(), t, known_name)
+        self._answer(done.result(), t, known_name, question, assistant)
 
-    def _answer(self, accepted: Accepted, t: SlackText, known_name: str | None) -> None:
+    def _answer(self, accepted: Accepted, t: SlackText, known_name: str | None,
+                question: str = "", assistant: bool = False) -> None:
         if not accepted.stored:
             return
         sink = SlackSink(
@@ -221,10 +266,19 @@ class SlackListeners:
         async def lookup() -> str:  # users.info, after the store, when the turn comes
             return await self._customer_name(t.user)
 
+        decorated = None
+        if assistant and t.thread_ts and self.assistant.available:
+            # status while the answer is prepared (the reply waits for it), title from the
+            # first question; both after the ack, neither ever in the answer's way
+            decorated = self.assistant.sink(sink, accepted.language)
+            self._follow(self.assistant.title(t.channel, t.thread_ts,
+                                              accepted.conversation_id, question))
         answered = self.engine.dispatch(
-            accepted, sink, customer_name=None if known_name is not None else lookup
+            accepted, decorated or sink, customer_name=None if known_name is not None else lookup
         )
         self._follow(self._after_answer(answered, sink))
+        if decorated is not None:
+            self._follow(self.assistant.finished(decorated, answered))
 
     async def _after_answer(self, answered: asyncio.Future[Reply], sink: SlackSink) -> None:
         try:

@@ -7,6 +7,7 @@ else pressing a button is refused with an ephemeral notice and logged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 ACTION_PREFIX = "supportbot_"
 TAKE_OVER, HAND_BACK, CLOSE = "supportbot_take_over", "supportbot_hand_back", "supportbot_close"
-_LABELS = {TAKE_OVER: "Take over", HAND_BACK: "Hand back to bot", CLOSE: "Close"}
+# the buttons' labels: keys of prompts/messages/<lang>.yaml, in SUPPORTBOT_STAFF_LANGUAGE
+_LABEL_KEYS = {TAKE_OVER: "staff_take_over", HAND_BACK: "staff_hand_back", CLOSE: "staff_close"}
 # the handoff table's staff events (``engine.handoff.Event``) and their buttons
 _BUTTON_FOR = {"staff_takes": TAKE_OVER, "hand_back": HAND_BACK, "close": CLOSE}
 _STATUS_TEXT = {
@@ -50,6 +52,10 @@ class SlackDesk:
         self.poster = poster
         self.staff_channel = staff_channel
         self.staff_user_ids = frozenset(staff_user_ids)
+
+    def _label(self, key: str) -> str:
+        """A button's label from the bot's own words, in ``SUPPORTBOT_STAFF_LANGUAGE``."""
+        return self.engine.prompts.message(key, self.engine.settings.staff_language)
 
     def is_staff(self, user_id: str | None) -> bool:
         return bool(user_id) and user_id in self.staff_user_ids
@@ -198,7 +204,7 @@ class SlackDesk:
                     "elements": [{"type": "mrkdwn", "text": "\n".join(recent)[:2900]}],
                 }
             )
-        buttons = _buttons(conversation)
+        buttons = _buttons(conversation, self._label)
         if buttons:
             blocks.append({"type": "actions", "block_id": "supportbot", "elements": buttons})
         return text, blocks
@@ -222,15 +228,17 @@ class SlackDesk:
 _ROLE = {"user": "Customer", "assistant": "Bot", "staff": "Staff", "system": "Note"}
 
 
-def _buttons(conversation: ConversationView) -> list[dict[str, Any]]:
-    """One button per staff action the handoff table allows now."""
+def _buttons(conversation: ConversationView,
+             label: Callable[[str], str]) -> list[dict[str, Any]]:
+    """One button per staff action the handoff table allows now; ``label`` names the action's
+    message key in the staff's language."""
     out = []
     for event in conversation.staff_actions:
         action_id = _BUTTON_FOR[event]
         button: dict[str, Any] = {
             "type": "button",
             "action_id": action_id,
-            "text": {"type": "plain_text", "text": _LABELS[action_id]},
+            "text": {"type": "plain_text", "text": label(_LABEL_KEYS[action_id])},
             "value": str(conversation.id),
         }
         if action_id == TAKE_OVER:

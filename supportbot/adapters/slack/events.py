@@ -9,6 +9,9 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+
+from supportbot.engine.types import Attachment
 
 #: Message subtypes that still carry text a person typed; everything else (edits, deletions,
 #: joins, topic changes, bot posts…) is not customer text.
@@ -16,6 +19,7 @@ TEXT_SUBTYPES = frozenset({None, "", "file_share", "thread_broadcast", "me_messa
 
 log = logging.getLogger(__name__)
 
+MAX_FILES = 10  # Slack attaches at most 10 files to a message
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
 
@@ -31,6 +35,7 @@ class SlackText:
     ts: str
     thread_ts: str | None  # the thread it belongs to, None for a top-level message
     has_files: bool = False  # attachments came with it (file_share)
+    files: tuple[Attachment, ...] = ()  # those of them the bot can fetch (``files_of``)
 
     @property
     def is_dm(self) -> bool:
@@ -108,7 +113,31 @@ def parse_text_event(
         ts=ts,
         thread_ts=thread_ts,
         has_files=bool(event.get("files")),
+        files=files_of(event),
     )
+
+
+def files_of(event: dict[str, Any]) -> tuple[Attachment, ...]:
+    """The files of a ``file_share`` message event; malformed entries and files Slack no
+    longer shows (``tombstone``, ``hidden_by_limit``) are left out."""
+    raw = event.get("files")
+    if not isinstance(raw, list):
+        return ()
+    found = []
+    for item in raw[:MAX_FILES]:
+        if not isinstance(item, dict) or item.get("mode") in ("tombstone", "hidden_by_limit"):
+            continue
+        file_id, url = item.get("id"), item.get("url_private_download") or item.get("url_private")
+        mime, name, size = item.get("mimetype") or "", item.get("name") or "", item.get("size")
+        if not (isinstance(file_id, str) and isinstance(url, str) and isinstance(mime, str)
+                and isinstance(name, str)):
+            continue
+        found.append(Attachment(
+            file_id=file_id, kind="image" if mime.startswith("image/") else "file", mime=mime,
+            size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+            filename=name, url=url,
+        ))
+    return tuple(found)
 
 
 def parse_action(body: object) -> tuple[str, str] | None:

@@ -19,6 +19,7 @@ from telegram import Update
 
 from supportbot.adapters.telegram.app import ALLOWED_UPDATES, UpdateRouter, build_application
 from supportbot.adapters.telegram.desk import TelegramDesk, parse_thread_key
+from supportbot.adapters.telegram.files import TelegramFiles
 from supportbot.adapters.telegram.polling import StoreFirstPolling, StoreUnavailable, parse_update
 from supportbot.adapters.telegram.sink import EditThrottle, TelegramSink
 from supportbot.config import Settings
@@ -56,6 +57,7 @@ class TelegramAdapter:
             self.desk = TelegramDesk(self.bot, engine, settings.telegram_staff_chat_id)
             engine.register_desk(self.name, self.desk)
         engine.register_sink_factory(self.name, self.sink_for)
+        engine.register_file_fetcher(self.name, TelegramFiles(self.bot))
         self.router = UpdateRouter(engine, self.bot, self.desk, self.throttle)
         self._secret = webhook_secret(settings)
         self._running = False

@@ -14,6 +14,7 @@ from telegram.ext import Application
 
 from supportbot.adapters.telegram.desk import TelegramDesk, current_message
 from supportbot.adapters.telegram.feedback import answer, handle_vote, offer_feedback, parse_vote
+from supportbot.adapters.telegram.files import attachments_of
 from supportbot.adapters.telegram.polling import StoreUnavailable
 from supportbot.adapters.telegram.sink import (
     TYPING_AFTER,
@@ -23,6 +24,7 @@ from supportbot.adapters.telegram.sink import (
 )
 from supportbot.config import Settings
 from supportbot.engine import Engine, IncomingMessage, Reply
+from supportbot.engine.types import Attachment
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +173,8 @@ class UpdateRouter:
         return command is not None and command != "", text
 
     async def _customer_text(
-        self, update: Update, msg: Message, text: str, thread_key: str, sink: TelegramSink
+        self, update: Update, msg: Message, text: str, thread_key: str, sink: TelegramSink,
+        *, attachments: tuple[Attachment, ...] = (),
     ) -> None:
         user = msg.from_user
         assert user is not None
@@ -185,6 +188,7 @@ class UpdateRouter:
             workspace=str(msg.chat.id),
             language=user.language_code,
             received_at=msg.date,
+            attachments=attachments,
         )
         try:
             accepted = await self.engine.accept(incoming)
@@ -246,15 +250,18 @@ class UpdateRouter:
         await sink.send(words(self.engine, name, lang, customer_name=user.first_name))
 
     async def _media(self, update: Update, msg: Message, thread_key: str, sink: TelegramSink):
-        """Photos, stickers, voice: staff see them during a handoff; otherwise ask for text."""
-        if not await self._claim(update):
+        """Photos, documents, stickers, voice: stored with their message like text (the caption
+        is its text) before Telegram hears "OK"; the engine decides what the bot says (a
+        picture for the model, "I can't see pictures", a file too big) or relays them to staff
+        during a handoff. Anything without a file (a location, a poll…) gets "text only"."""
+        attachments = attachments_of(msg)
+        if not attachments:
+            if await self._claim(update):
+                lang = msg.from_user.language_code if msg.from_user else None
+                await sink.send(words(self.engine, "text_only", lang))
             return
-        conv = await self.engine.find_conversation(PLATFORM, thread_key)
-        if self.desk and conv and conv.with_staff:
-            await self.desk.relay_copy(conv, msg.chat.id, msg.message_id)
-            return
-        lang = msg.from_user.language_code if msg.from_user else None
-        await sink.send(words(self.engine, "text_only", lang))
+        await self._customer_text(update, msg, msg.caption or "", thread_key, sink,
+                                  attachments=attachments)
 
 
 def well_formed(update: Update) -> bool:

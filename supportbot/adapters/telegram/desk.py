@@ -25,6 +25,7 @@ from supportbot.adapters.telegram.bot_api import (
 )
 from supportbot.adapters.telegram.sink import send_text
 from supportbot.engine import ConversationView, Engine, StaffWrote, Status
+from supportbot.engine.types import Attachment
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,18 @@ class TelegramDesk:
         """Relay a non-text customer message (photo, sticker, voice) into the topic."""
         copied = await self._post(conversation, None, copy=(chat_id, message_id))
         self.relayed.put(copied, (chat_id, message_id))
+
+    async def relay_files(self, conversation: ConversationView,
+                          attachments: list[Attachment]) -> None:
+        """A customer's files during a handoff (their text was relayed already): a copy of the
+        customer's message when it is the one being handled, else each file sent again by its
+        ``file_id`` (a message answered after a restart)."""
+        origin = current_message.get()
+        if origin is not None:
+            await self.relay_copy(conversation, *origin)
+            return
+        for attachment in attachments:
+            await self._post(conversation, None, file=attachment)
 
     # --- staff messages -------------------------------------------------------------------
 
@@ -221,6 +234,7 @@ class TelegramDesk:
         *,
         copy: tuple[int, int] | None = None,
         markdown: bool = False,
+        file: Attachment | None = None,
     ) -> Any:
         """Post into the conversation's topic, creating it (again) when needed."""
         lock = self._locks.setdefault(conversation.id, asyncio.Lock())
@@ -236,6 +250,8 @@ class TelegramDesk:
                 try:
                     if copy is not None:
                         return await self._copy_in(topic, *copy)
+                    if file is not None:
+                        return await self._file_in(topic, file)
                     return await self._send(topic, text or "", markdown=markdown)
                 except ThreadNotFound:
                     log.info("staff topic is gone; creating a new one")
@@ -253,6 +269,20 @@ class TelegramDesk:
             method="copyMessage",
         )
         return copied.message_id
+
+    async def _file_in(self, topic: int, file: Attachment) -> Message | None:
+        """Send a customer's file into the topic by its id (Telegram keeps it; no download).
+        A file Telegram cannot send by id (a sticker, a voice note…) becomes a line of text."""
+        caption = file.caption[:1024] or None
+        if file.kind not in ("image", "file"):
+            return await self._send(topic, f"📎 [{file.kind}] (not passed on)")
+        if file.kind == "image" and not file.filename:
+            return await with_flood_retry(lambda: self.bot.send_photo(
+                self.chat_id, file.file_id, caption=caption, message_thread_id=topic,
+            ), method="sendPhoto")
+        return await with_flood_retry(lambda: self.bot.send_document(
+            self.chat_id, file.file_id, caption=caption, message_thread_id=topic,
+        ), method="sendDocument")
 
     async def _send(self, topic: int, text: str, *, markdown: bool = False) -> Message:
         sent = await send_text(self.bot, self.chat_id, text, thread_id=topic, markdown=markdown)

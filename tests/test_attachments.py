@@ -1,0 +1,350 @@
+"""Pictures and files, both ways, on both platforms (issue 20).
+
+End to end through the real adapters: FakeTelegram / FakeSlack serve the files over their real
+download routes (``getFile`` + ``/file/bot<token>/…``; ``url_private`` with the bot token) and
+take uploads the way ``files_upload_v2`` makes them; FakeLLM's vision responder answers from
+the image part it was given. Customers' files are stored with their message (id, type, size),
+pictures reach a vision model only on their own turn, and every failure is told to the customer
+in their language with the message kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import inspect, text
+from test_slack_adapter import HUMAN_PLEASE, STAFF, STAFF_CHANNEL, Env, texts
+from test_slack_adapter import make_settings as slack_settings
+from test_telegram_adapter import ALICE, STAFFER, running, start_handoff
+from test_telegram_adapter import STAFF as TG_STAFF
+from test_telegram_adapter import fake as fake
+from test_telegram_adapter import make_settings as telegram_settings
+
+from supportbot.adapters.slack import SlackAdapter
+from supportbot.engine import Engine, Status
+from supportbot.engine.attachments import sniff_image
+from supportbot.server import create_app
+from supportbot.storage import Store
+from supportbot.storage.db import MIGRATIONS, create_engine
+from supportbot.testing.fake_llm import FakeLLM, vision_responder
+from supportbot.testing.fake_slack import FakeSlack
+from supportbot.testing.fake_telegram import FakeTelegram
+
+ERROR_TEXT = "Error 42: disk quota exceeded"
+
+
+def png(width: int = 64, height: int = 48, words: str = ERROR_TEXT) -> bytes:
+    """A real PNG (grey pixels) whose tEXt chunk carries ``words``: the fake vision model
+    "reads" them, standing in for the text on a screenshot."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"tEXt", b"Comment\x00" + words.encode("latin-1"))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+async def stored_attachments(engine: Engine, conversation_id: int) -> list[Any]:
+    rows = []
+    for message in await engine.store.messages(conversation_id):
+        rows += await engine.store.attachments(message.id)
+    return rows
+
+
+def see(messages: list[dict[str, Any]]) -> str:
+    """A vision model for the pictures; text gets the Telegram tests' "Answer: …"."""
+    if isinstance(messages[-1]["content"], list):
+        return vision_responder(messages)
+    return f"Answer: {messages[-1]['content']}"
+
+
+# --- Telegram ------------------------------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def telegram(tmp_path: Path, fake: FakeTelegram, **settings: Any
+                   ) -> AsyncIterator[tuple[Engine, FakeLLM]]:
+    with FakeLLM(responder=see) as llm:
+        async with running(telegram_settings(tmp_path, fake, llm, llm_stream=False,
+                                             **settings)) as (engine, _):
+            yield engine, llm
+
+
+async def test_telegram_photo_is_stored_and_without_vision_the_bot_says_so(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    picture = png()
+    async with telegram(tmp_path, fake) as (engine, llm):
+        fake.push(fake.photo_message(picture, language_code="de"))
+        [reply] = await fake.wait_for(lambda: fake.texts(ALICE))
+        conv = await engine.find_conversation("telegram", str(ALICE))
+        [row] = await stored_attachments(engine, conv.id)
+        messages = await engine.store.messages(conv.id)
+    # in the customer's language, offering a person
+    assert reply.startswith("Bilder kann ich leider nicht sehen") and "/human" in reply
+    assert not llm.chat_requests()  # nothing to ask a model that cannot see
+    assert messages[0].text == "[picture]" and messages[0].state == "answered"
+    assert (row.platform, row.kind, row.mime, row.size) == ("telegram", "image", "image/jpeg",
+                                                            len(picture))
+    assert fake.files[row.file_id] == picture  # the largest size, not the thumbnail
+    assert row.status == "received" and row.data is None  # nothing fetched: not needed
+    assert not fake.calls("getFile")
+
+
+async def test_telegram_screenshot_is_answered_by_a_vision_model(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    async with telegram(tmp_path, fake, llm_vision=True) as (engine, llm):
+        fake.push(fake.photo_message(png(), caption="what does this error mean?"))
+        [reply] = await fake.wait_for(lambda: fake.texts(ALICE))
+        [asked] = llm.chat_requests()
+        fake.push(fake.private_message("thanks, and how do I free space?"))
+        await fake.wait_for(lambda: len(fake.texts(ALICE)) == 2)
+        later = llm.chat_requests()[-1]
+        conv = await engine.find_conversation("telegram", str(ALICE))
+        [row] = await stored_attachments(engine, conv.id)
+    assert ERROR_TEXT in reply  # the answer came from the picture
+    [url] = asked.image_urls
+    assert url.startswith("data:image/png;base64,")
+    assert asked.messages[-1]["content"][0] == {"type": "text",
+                                                "text": "[picture] what does this error mean?"}
+    assert [c.method for c in fake.calls() if c.method in ("getFile", "download")] == [
+        "getFile", "download"]
+    # the next turn: the picture is a note in history, not sent again
+    assert later.image_urls == []
+    assert {"role": "user", "content": "[picture] what does this error mean?"} in later.messages
+    assert row.status == "fetched" and row.data is None  # read for the model, not kept
+
+
+async def test_telegram_oversize_and_failing_downloads_are_told_and_kept(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    async with telegram(tmp_path, fake, llm_vision=True, max_file_bytes=1_000_000,
+                        vision_max_pixels=64 * 48 - 1) as (engine, llm):
+        fake.push(fake.photo_message(png(), file_size=30_000_000))  # over max_file_bytes
+        await fake.wait_for(lambda: len(fake.texts(ALICE)) == 1)
+        broken = fake.photo_message(png(), caption="look")
+        fake.file_failures[broken["message"]["photo"][-1]["file_id"]] = 502
+        fake.push(broken)
+        await fake.wait_for(lambda: len(fake.texts(ALICE)) == 2)
+        fake.push(fake.photo_message(png()))  # over vision_max_pixels by one pixel
+        await fake.wait_for(lambda: len(fake.texts(ALICE)) == 3)
+        fake.push(fake.media_message("voice"))
+        await fake.wait_for(lambda: len(fake.texts(ALICE)) == 4)
+        conv = await engine.find_conversation("telegram", str(ALICE))
+        rows = await stored_attachments(engine, conv.id)
+        messages = await engine.store.messages(conv.id)
+    too_big, failed, too_many_pixels, voice = fake.texts(ALICE)[:4]
+    assert "too big" in too_big and "10" not in too_big and "1 MB" in too_big
+    assert failed.startswith("Sorry, I couldn't download") and failed.endswith(
+        "Answer: [picture] look")  # the caption is still answered
+    assert "too big" in too_many_pixels
+    assert "can't open this kind of message" in voice
+    assert [r.status for r in rows] == ["too_large", "failed", "fetched", "unsupported"]
+    assert [m.text for m in messages if m.role == "user"] == [
+        "[picture]", "[picture] look", "[picture]", "[voice]"]
+    assert all(m.state == "answered" for m in messages if m.role == "user")
+    # the model saw no picture at all: one call, for the caption
+    assert [r.image_urls for r in llm.chat_requests()] == [[]]
+
+
+async def test_telegram_document_bytes_are_kept_when_configured(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    data = b"%PDF-1.4 invoice 2026-0042"
+    async with telegram(tmp_path, fake, store_file_bytes=True) as (engine, _):
+        fake.push(fake.document_message(data, file_name="invoice.pdf", language_code="fr"))
+        [reply] = await fake.wait_for(lambda: fake.texts(ALICE))
+        conv = await engine.find_conversation("telegram", str(ALICE))
+        [row] = await stored_attachments(engine, conv.id)
+    assert reply.startswith("Merci, j'ai bien reçu « invoice.pdf »")
+    assert (row.kind, row.mime, row.filename, row.size) == ("file", "application/pdf",
+                                                            "invoice.pdf", len(data))
+    assert row.status == "stored" and row.data == data
+
+
+async def test_telegram_staff_photo_reaches_the_customer_and_customer_photo_reaches_staff(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    async with telegram(tmp_path, fake) as (engine, _):
+        conv_id, topic = await start_handoff(fake, engine)
+        customer_photo = fake.photo_message(png(), caption="here it is")
+        fake.push(customer_photo)
+        relayed = await fake.wait_for(
+            lambda: [m for m in fake.sent(TG_STAFF, topic) if m.get("photo")])
+        before = len(fake.sent(ALICE))
+        fake.push(fake.staff_message(None, chat_id=TG_STAFF, thread_id=topic, user_id=STAFFER,
+                                     photo=True))
+        [copied] = await fake.wait_for(lambda: fake.sent(ALICE)[before:])
+        view = await engine.get_conversation(conv_id)
+    assert relayed[0]["copied_from"] == (ALICE, customer_photo["message"]["message_id"])
+    assert copied.get("photo") and copied["copied_from"][0] == TG_STAFF
+    assert view.status is Status.HUMAN and view.assignee == f"telegram:{STAFFER}"
+
+
+# --- Slack ---------------------------------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def slack_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
+    with FakeSlack() as slack, FakeLLM(responder=vision_responder) as llm:
+        engine = await Engine.open(slack_settings(slack, llm, tmp_path, llm_stream=False,
+                                                  **settings))
+        adapter = SlackAdapter(engine, engine.settings, min_interval=0.0, stream_interval=0.05)
+        server = uvicorn.Server(uvicorn.Config(create_app(engine, [adapter]), host="127.0.0.1",
+                                               port=0, log_config=None, lifespan="on"))
+        task = asyncio.create_task(server.serve())
+        try:
+            await FakeSlack.async_wait_for(lambda: server.started, within=10)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                yield Env(slack, llm, engine, adapter, http)
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+            await engine.aclose()
+
+
+async def test_slack_screenshot_in_a_dm_is_answered_by_a_vision_model(tmp_path: Path) -> None:
+    async with slack_env(tmp_path, llm_vision=True) as env:
+        shot = env.slack.add_file(png(), name="error.png")
+        await env.post_event(env.slack.file_share_event("what is this?", [shot], channel="D5"))
+        [reply] = await env.wait(lambda: texts(env.slack, "D5"))
+        [asked] = env.llm.chat_requests()
+        [download] = env.slack.calls("files.download")
+        conv = await env.engine.find_conversation("slack", "T0001:D5")
+        [row] = await stored_attachments(env.engine, conv.id)
+    assert ERROR_TEXT in reply
+    assert asked.image_urls[0].startswith("data:image/png;base64,")
+    assert download.authorized  # url_private with the bot token
+    assert (row.file_id, row.kind, row.mime, row.filename, row.size) == (
+        shot["id"], "image", "image/png", "error.png", len(png()))
+
+
+async def test_slack_without_vision_the_bot_cannot_see_and_offers_a_person(
+    tmp_path: Path
+) -> None:
+    async with slack_env(tmp_path) as env:
+        shot = env.slack.add_file(png())
+        await env.post_event(env.slack.file_share_event("", [shot], channel="D5"))
+        [reply] = await env.wait(lambda: texts(env.slack, "D5"))
+    assert reply.startswith("I can't see pictures") and "human" in reply
+    assert not env.llm.chat_requests() and not env.slack.calls("files.download")
+
+
+async def test_slack_files_cross_between_a_dm_customer_and_the_staff_thread(
+    tmp_path: Path
+) -> None:
+    async with slack_env(tmp_path) as env:
+        await env.post_event(env.slack.message_event(HUMAN_PLEASE, channel="D8"))
+        [note] = await env.wait(lambda: env.slack.messages(channel=STAFF_CHANNEL,
+                                                           top_level=True))
+        # the customer's screenshot during the handoff: shared again in the staff thread
+        shot = env.slack.add_file(png(), name="error.png")
+        await env.post_event(env.slack.file_share_event("see", [shot], channel="D8"))
+        [to_staff] = await env.wait(lambda: env.slack.uploads)
+        # one Slack would not give: described to staff, without a link
+        gone = env.slack.add_file(b"x" * 10, name="gone.pdf", mimetype="application/pdf")
+        env.slack.file_failures[gone["id"]] = 404
+        await env.post_event(env.slack.file_share_event("", [gone], channel="D8"))
+        await env.wait(lambda: any("could not be passed on" in t for t in texts(
+            env.slack, STAFF_CHANNEL, thread_ts=note.ts)))
+        # staff answer with a file in the notification's thread: it reaches the DM
+        fix = env.slack.add_file(b"step 1: restart", name="fix.txt", mimetype="text/plain")
+        await env.post_event(env.slack.file_share_event(
+            "here is the fix", [fix], user=STAFF, channel=STAFF_CHANNEL, channel_type="channel",
+            thread_ts=note.ts))
+        await env.wait(lambda: len(env.slack.uploads) == 2)
+        await env.settle()
+        conv = await env.engine.find_conversation("slack", "T0001:D8")
+        stored = await env.engine.store.messages(conv.id)
+    assert (to_staff["channel"], to_staff["thread_ts"], to_staff["data"]) == (
+        STAFF_CHANNEL, note.ts, png())
+    [described] = [t for t in texts(env.slack, STAFF_CHANNEL, thread_ts=note.ts)
+                   if "could not be passed on" in t]
+    assert "gone.pdf (application/pdf" in described and "http" not in described
+    to_customer = env.slack.uploads[1]
+    assert (to_customer["channel"], to_customer["thread_ts"]) == ("D8", None)
+    assert (to_customer["data"], to_customer["filename"]) == (b"step 1: restart", "fix.txt")
+    assert to_customer["initial_comment"] == "here is the fix"
+    assert conv.status is Status.HUMAN and conv.assignee == f"slack:{STAFF}"
+    assert any(m.role == "staff" and m.text == "[file: fix.txt] here is the fix" for m in stored)
+    assert [m.text for m in stored if m.role == "user"][-2:] == ["[picture] see",
+                                                                 "[file: gone.pdf]"]
+
+
+# --- pieces --------------------------------------------------------------------------------
+
+def test_picture_sizes_are_read_from_headers() -> None:
+    jpeg = (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+            b"\xff\xc0\x00\x11\x08\x02\x58\x03\x20\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01")
+    assert sniff_image(png(640, 480)) == ("image/png", (640, 480))
+    assert sniff_image(jpeg) == ("image/jpeg", (800, 600))
+    assert sniff_image(b"GIF89a\x10\x00\x20\x00") == ("image/gif", (16, 32))
+    assert sniff_image(b"%PDF-1.4") is None
+
+
+# --- migration 0005 on both databases --------------------------------------------------------
+
+def _alembic(connection: Any, verb: str, target: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    getattr(command, verb)(config, target)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_migration_0005_adds_attachments_and_keeps_messages(
+    tmp_path: Path, database_url: str | None, backend: str
+) -> None:
+    if backend == "postgresql" and database_url is None:
+        pytest.skip("PostgreSQL pass only (SUPPORTBOT_TEST_POSTGRES_URL)")
+    if backend == "sqlite" and database_url is not None:
+        pytest.skip("SQLite pass only")
+    url = database_url or f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        # a database as release 0004 left it (PostgreSQL's clone starts at head)
+        if database_url is not None:
+            await conn.run_sync(_alembic, "downgrade", "0004")
+        else:
+            await conn.run_sync(_alembic, "upgrade", "0004")
+        await conn.execute(text(
+            "INSERT INTO conversations (platform, thread_key, customer_id, customer_name, status,"
+            " language, failures, bot_failed, wait_notices, created_at, updated_at) VALUES"
+            " ('slack', 'T:D1', 'U1', 'Ann', 'bot', 'en', 0, false, 0, CURRENT_TIMESTAMP,"
+            " CURRENT_TIMESTAMP)"))
+        await conn.execute(text(
+            "INSERT INTO messages (conversation_id, role, text, state, usage_estimated,"
+            " created_at) VALUES (1, 'user', 'old question', 'answered', false,"
+            " CURRENT_TIMESTAMP)"))
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    await engine.dispose()
+    assert "attachments" not in tables
+
+    store = await Store.open(url)  # migrates to head on start
+    try:
+        fields = dict(platform="slack", thread_key="T:D1", customer_id="U1", customer_name="Ann",
+                      language="en", text="[picture]")
+        _, message = await store.accept(event_id="e1", attachments=[
+            {"file_id": "F1", "kind": "image", "mime": "image/png", "size": 123,
+             "filename": "a.png", "url": "https://files.slack.com/x"}], **fields)
+        [row] = await store.attachments(message.id)
+        await store.update_attachment(row.id, status="stored", data=b"\x89PNG")
+        [kept] = await store.attachments(message.id)
+        old = await store.messages(1)
+    finally:
+        await store.close()
+    assert [m.text for m in old] == ["old question", "[picture]"]
+    assert (kept.file_id, kept.size, kept.status, kept.data) == ("F1", 123, "stored", b"\x89PNG")

@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     llm_max_connections: int = 100  # LLM replies generated at once (httpx pool); more wait
     llm_extra_headers: dict[str, str] = Field(default_factory=dict)
     llm_stream: bool = True
+    # pictures customers send go to the model as image parts (the model must accept images);
+    # off: the bot says it cannot see pictures and offers a person
+    llm_vision: bool = False
+    vision_max_pixels: int = 4_000_000  # larger pictures are not sent (no resizing library)
+    vision_max_bytes: int = 5_000_000  # nor larger files (base64 makes them a third bigger)
+
+    # files customers send: always stored as a record (id, type, size, name, caption); their
+    # bytes too when store_file_bytes is on; files over max_file_bytes are never fetched
+    store_file_bytes: bool = False
+    max_file_bytes: int = 10_000_000
 
     # embeddings (optional): "auto" = the OpenAI-compatible endpoint below when it is set,
     # "local" = a model in this process (pip install 'supportbot[local-embeddings]'), "off"

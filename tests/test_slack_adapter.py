@@ -473,3 +473,38 @@ async def test_llm_cut_mid_stream_still_tells_the_customer(env: Env) -> None:
     msgs = texts(env.slack, "D10")
     assert msgs[0].startswith("w0")  # what streamed before the cut stays visible
     assert "technical problem" in msgs[-1]  # then the honest apology
+
+
+def _labels(note) -> list[str]:
+    actions = next(b for b in note.blocks if b["type"] == "actions")["elements"]
+    return [a["text"]["text"] for a in actions]
+
+
+async def test_staff_buttons_speak_the_staff_language(tmp_path: Path) -> None:
+    """The buttons' labels come from prompts/messages/<SUPPORTBOT_STAFF_LANGUAGE>.yaml."""
+    from supportbot.prompts import PromptLibrary
+
+    words = PromptLibrary()
+    keys = ("staff_take_over", "staff_hand_back", "staff_close")
+    for language in ("en", "de"):
+        with FakeSlack() as slack, FakeLLM() as llm:
+            settings = make_settings(slack, llm, tmp_path / language, staff_language=language)
+            engine = await Engine.open(settings)
+            adapter = SlackAdapter(engine, settings, min_interval=0.0)
+            server = uvicorn.Server(uvicorn.Config(create_app(engine, [adapter]),
+                                                   host="127.0.0.1", port=0, log_config=None,
+                                                   lifespan="on"))
+            task = asyncio.create_task(server.serve())
+            try:
+                await FakeSlack.async_wait_for(lambda s=server: s.started, within=10)
+                port = server.servers[0].sockets[0].getsockname()[1]
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                    await _hand_off(Env(slack, llm, engine, adapter, http))
+            finally:
+                server.should_exit = True
+                await asyncio.wait_for(task, 10)
+                await engine.aclose()
+            [note] = slack.messages(channel=STAFF_CHANNEL, top_level=True)
+            assert _labels(note) == [words.message(key, language) for key in keys]
+    assert words.message("staff_take_over", "en") == "Take over"
+    assert words.message("staff_take_over", "de") != "Take over"

@@ -31,3 +31,16 @@ def test_manifest_covers_the_adapter() -> None:
     ):
         assert url.endswith("/slack/events")
     assert data["features"]["app_home"]["messages_tab_enabled"] is True
+
+
+def test_manifest_asks_for_assistant_threads() -> None:
+    """The AI app's panel: the assistant view, its scope and its events (Bolt's AsyncAssistant
+    takes assistant_thread_started / _context_changed and the customer's message.im in it)."""
+    data = yaml.safe_load(MANIFEST.read_text())
+    view = data["features"]["assistant_view"]
+    assert view["assistant_description"].strip()
+    assert 1 <= len(view["suggested_prompts"]) <= 4
+    assert all(p["title"].strip() and p["message"].strip() for p in view["suggested_prompts"])
+    assert "assistant:write" in data["oauth_config"]["scopes"]["bot"]
+    events = set(data["settings"]["event_subscriptions"]["bot_events"])
+    assert {"assistant_thread_started", "assistant_thread_context_changed", "message.im"} <= events

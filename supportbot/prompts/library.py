@@ -46,6 +46,11 @@ MESSAGE_NAMES = (
     "greeting",
     "help",
     "text_only",
+    "picture_unseen",
+    "file_too_large",
+    "file_unsupported",
+    "file_download_failed",
+    "file_received",
     "rate_limited",
     "budget_exhausted",
     "feedback_thanks",
@@ -88,6 +93,9 @@ def sample_context() -> dict[str, Any]:
         "title": "Returns and refunds — Refund timing",
         "excerpt": "Refunds are issued within 5 business days.",
         "url": "https://help.example.com/returns",
+        # files customers send (file_too_large, file_download_failed, file_received…)
+        "filename": "screenshot.png",
+        "kind": "sticker",
     }
 
 

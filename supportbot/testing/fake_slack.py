@@ -110,10 +110,16 @@ class FakeSlack:
         self._sockets: list[web.WebSocketResponse] = []
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._socket_connected = threading.Event()
+        # files: what url_private serves (with the bot token), downloads to refuse, uploads
+        self.files: dict[str, bytes] = {}
+        self.file_failures: dict[str, int] = {}  # file id -> HTTP status of its download
+        self.uploads: list[dict[str, Any]] = []  # completed files_upload_v2 shares
+        self._pending_uploads: dict[str, dict[str, Any]] = {}
+        self._file_counter = itertools.count(1)
         self.port: int | None = None
+        self._stream_refusal: str | None = None  # chat.startStream refused with it
         self._ai_error: str | None = None  # assistant.threads.* refused (no AI-app features)
         self._assistant_status: dict[tuple[str, str], tuple[str, int]] = {}  # status, set at
-        self._stream_refusal: str | None = None  # chat.startStream refused with it
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -175,6 +181,8 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/files-pri/{file_id}/{name}", self._download)
+        app.router.add_post("/upload/v1/{file_id}", self._upload)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -563,6 +571,91 @@ class FakeSlack:
         )):
             return {"ok": False, "error": "invalid_arguments"}
         return {"ok": True}
+
+    # -- files -----------------------------------------------------------------------------
+
+    def add_file(self, data: bytes, *, name: str = "screenshot.png",
+                 mimetype: str = "image/png", size: int | None = None) -> dict[str, Any]:
+        """Host ``data`` as a Slack file; returns the ``files`` entry of a message event
+        (``size`` overrides what Slack reports, e.g. to claim a huge file)."""
+        file_id = f"F{next(self._file_counter):08d}"
+        with self._lock:
+            self.files[file_id] = data
+        return {
+            "id": file_id, "name": name, "title": name, "mimetype": mimetype,
+            "filetype": mimetype.rpartition("/")[2], "size": len(data) if size is None else size,
+            "mode": "hosted", "user": "UCUSTOMER",
+            "url_private": f"{self.url}/files-pri/{self.team_id}-{file_id}/{name}",
+            "url_private_download": f"{self.url}/files-pri/{self.team_id}-{file_id}/{name}",
+        }
+
+    def file_share_event(self, text: str, files: list[dict[str, Any]], **kwargs: Any
+                         ) -> dict[str, Any]:
+        """A ``message`` event of subtype ``file_share`` carrying ``files`` (``add_file``)."""
+        return self.message_event(text, subtype="file_share", files=files, upload=False,
+                                  **kwargs)
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """``url_private``: the file for the bot token; Slack's sign-in page for anything
+        else (a 200 HTML page, as Slack answers), or an injected failure."""
+        file_id = request.match_info["file_id"].rpartition("-")[2]
+        auth = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        authorized = hmac.compare_digest(auth, self.bot_token)
+        with self._lock:
+            self._calls.append(Call("files.download", {"file": file_id}, authorized,
+                                    time.time()))
+            data = self.files.get(file_id)
+            failure = self.file_failures.get(file_id)
+        if not authorized:
+            return web.Response(text="<html>Sign in to Slack</html>", content_type="text/html")
+        if failure is not None:
+            return web.Response(status=failure, text="<html>error</html>",
+                                content_type="text/html")
+        if data is None:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    def _m_files_getUploadURLExternal(self, params: dict[str, Any],
+                                      request: web.Request) -> dict[str, Any]:
+        if not params.get("filename") or not str(params.get("length") or "").isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{next(self._file_counter):08d}"
+        with self._lock:
+            self._pending_uploads[file_id] = {"filename": params["filename"],
+                                              "length": int(params["length"]), "data": None}
+        return {"ok": True, "upload_url": f"{self.url}/upload/v1/{file_id}", "file_id": file_id}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        data = await request.read()
+        with self._lock:
+            pending = self._pending_uploads.get(file_id)
+            if pending is None:
+                return web.Response(status=404, text="unknown upload")
+            pending["data"] = data
+        return web.Response(text=f"OK - {len(data)}")
+
+    def _m_files_completeUploadExternal(self, params: dict[str, Any],
+                                        request: web.Request) -> dict[str, Any]:
+        listed = _maybe_json(params.get("files"))
+        if not isinstance(listed, list) or not listed:
+            return {"ok": False, "error": "invalid_arguments"}
+        done = []
+        with self._lock:
+            for item in listed:
+                pending = self._pending_uploads.pop(str(item.get("id")), None)
+                if pending is None or pending["data"] is None:
+                    return {"ok": False, "error": "file_not_found"}
+                self.files[item["id"]] = pending["data"]
+                self.uploads.append({
+                    "file_id": item["id"], "filename": pending["filename"],
+                    "data": pending["data"], "title": item.get("title"),
+                    "channel": params.get("channel_id"),
+                    "thread_ts": params.get("thread_ts") or None,
+                    "initial_comment": params.get("initial_comment"),
+                })
+                done.append({"id": item["id"], "title": item.get("title") or ""})
+        return {"ok": True, "files": done}
 
     def _m_apps_connections_open(
         self, params: dict[str, Any], request: web.Request

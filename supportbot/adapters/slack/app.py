@@ -234,6 +234,7 @@ class SlackListeners:
             customer_name=known_name or "",
             workspace=t.team,
             received_at=t.received_at,
+            attachments=t.files,
         )
         storing = asyncio.ensure_future(self.engine.accept(msg))
         try:

@@ -12,9 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
-from supportbot.engine.types import ConversationView, StaffWrote, Status
+from supportbot.engine.types import (
+    Attachment,
+    ConversationView,
+    FileUnavailable,
+    StaffWrote,
+    Status,
+)
 
 from .events import SlackText, strip_mention
+from .files import SlackFiles, describe
 from .mrkdwn import escape
 from .sink import SlackPoster
 
@@ -52,6 +59,7 @@ class SlackDesk:
         self.poster = poster
         self.staff_channel = staff_channel
         self.staff_user_ids = frozenset(staff_user_ids)
+        self.files = SlackFiles(poster.client)
 
     def _label(self, key: str) -> str:
         """A button's label from the bot's own words, in ``SUPPORTBOT_STAFF_LANGUAGE``."""
@@ -74,6 +82,29 @@ class SlackDesk:
         if stamps:
             await self.engine.set_staff_ref(conversation.id, f"{self.staff_channel}:{stamps[0]}")
 
+    async def relay_files(self, conversation: ConversationView,
+                          attachments: list[Attachment]) -> None:
+        """A customer's files during a handoff (their text was relayed already): shared again
+        in the notification's thread, or described there (no link) when Slack would not give
+        or take one."""
+        ref = _parse_ref(conversation.staff_ref)
+        if ref is None:
+            return
+        channel, ts = ref
+        who = _customer(conversation)
+        for attachment in attachments:
+            if attachment.kind in ("image", "file"):
+                try:
+                    data = await self.files.fetch(attachment, self.engine.settings.max_file_bytes)
+                except FileUnavailable as exc:
+                    log.warning("could not fetch a customer's file for staff: %s", exc)
+                else:
+                    if await self.files.upload(channel, ts, attachment, data,
+                                               comment=f"{who} sent a file:"):
+                        continue
+            await self.poster.post(channel, f"{who} sent {escape(describe(attachment))}; it "
+                                   "could not be passed on here.", thread_ts=ts)
+
     async def relay_to_staff(self, conversation: ConversationView, text: str) -> None:
         ref = _parse_ref(conversation.staff_ref)
         if ref is None:  # no notification yet (e.g. staff channel configured later)
@@ -95,6 +126,9 @@ class SlackDesk:
         if conv is None:
             return
         text = strip_mention(t.text, bot_user_id).strip()
+        if t.files:
+            await self._staff_files(conv, t, text)
+            return
         if not text:
             await self._ephemeral(t.channel, t.user, "Only text reaches the customer from here: "
                                   "attachments were not passed on.", t.thread_ts)
@@ -111,6 +145,46 @@ class SlackDesk:
         elif wrote is StaffWrote.SENT and t.has_files:
             await self._ephemeral(t.channel, t.user, "The customer got your text; attachments "
                                   "are not passed on from Slack.", t.thread_ts)
+
+    async def _staff_files(self, conv: ConversationView, t: SlackText, text: str) -> None:
+        """Staff sent files (and maybe text) in a notification's thread: stored like a reply
+        (the writer takes over), then each file is shared again where the customer wrote, the
+        text as its comment. A note's files stay in the staff channel."""
+        names = " ".join(f"[file: {' '.join(f.filename.split())[:80]}]" for f in t.files)
+        wrote = await self.engine.staff_message(
+            conv.id, f"slack:{t.user}", text if self.engine.is_staff_note(text)
+            else f"{names} {text}".strip(), event_id=f"slack:{t.message_id}",
+        )
+        if wrote is not StaffWrote.SENT:
+            notice = {
+                StaffWrote.NOTE: "Internal note saved; the customer does not see it.",
+                StaffWrote.CLOSED: "This conversation is closed; the customer did not get this.",
+            }.get(wrote)
+            if notice is not None:
+                await self._ephemeral(t.channel, t.user, notice, t.thread_ts)
+            return
+        parts = conv.thread_key.split(":")
+        channel = parts[1] if len(parts) > 1 else parts[0]
+        thread_ts = parts[2] if len(parts) > 2 else None
+        comment: str | None = text or None
+        failed = []
+        for attachment in t.files:
+            try:
+                data = await self.files.fetch(attachment, self.engine.settings.max_file_bytes)
+            except FileUnavailable as exc:
+                log.warning("could not fetch a staff file: %s", exc)
+                failed.append(attachment)
+                continue
+            if await self.files.upload(channel, thread_ts, attachment, data, comment):
+                comment = None  # the text goes with the first file only
+            else:
+                failed.append(attachment)
+        if comment:  # no file went out: the words still must
+            await self.poster.post(channel, comment, thread_ts=thread_ts)
+        if failed:
+            listed = ", ".join(escape(describe(a)) for a in failed)
+            await self._ephemeral(t.channel, t.user, f"Not passed on to the customer: {listed}.",
+                                  t.thread_ts)
 
     async def status_changed(self, conversation: ConversationView, actor: str) -> None:
         ref = _parse_ref(conversation.staff_ref)

@@ -1,6 +1,13 @@
-"""The built-in handoff rules against the labelled dev set (tests/data/handoff_dev.jsonl): the
-issue's targets per language, as a guard against a rule edit that breaks another language.
-BENCHMARKS.md has the figures and how the set was written (bench/handoff_quality.py)."""
+"""The built-in handoff rules against the labelled dev set (tests/data/handoff_dev.jsonl).
+
+The set has a ``tune`` split, which the rules were written against, and a ``score`` split, written
+before the last round of rule changes and never tuned on (BENCHMARKS.md, "Handoff detection", has
+the protocol and every round's figures; bench/handoff_quality.py reproduces them). The issue's
+targets are asserted on the score split per language: recall >= 0.97 at FPR <= 0.5% for English and
+Chinese, recall >= 0.90 for the others. Languages whose blind figures are below target are strict
+expected failures, so the day a rule change meets a target the test says so; separately, every
+language is held to its recorded blind figures so that no rule edit can quietly lose ground.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +21,28 @@ from supportbot.handoff.scoring import LangScore, load_examples, score
 
 DATA = Path(__file__).resolve().parent / "data" / "handoff_dev.jsonl"
 LANGS = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru")
+TARGET_RECALL = {lang: 0.97 if lang in ("en", "zh") else 0.90 for lang in LANGS}
+TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for these two only
+# The score split's blind figures (round 6, BENCHMARKS.md): recall, false positives.
+RECORDED = {
+    "en": (0.867, 1), "zh": (0.955, 0), "es": (0.917, 0), "fr": (0.833, 0),
+    "de": (0.833, 0), "ja": (0.818, 0), "pt": (0.636, 0), "ru": (0.545, 0),
+}
+
+
+def _meets(lang: str) -> bool:
+    recall, false_alarms = RECORDED[lang]
+    return recall >= TARGET_RECALL[lang] and (lang not in TARGET_FPR or false_alarms == 0)
 
 
 @pytest.fixture(scope="module")
 def detector() -> HandoffDetector:
     return HandoffDetector.load(None)
+
+
+@pytest.fixture(scope="module")
+def blind(detector: HandoffDetector) -> dict[str, LangScore]:
+    return score(detector, load_examples(DATA, "score"))
 
 
 def test_dev_set_shape() -> None:
@@ -27,8 +51,8 @@ def test_dev_set_shape() -> None:
     assert sum(not e.handoff for e in examples) >= 2000
     counts = Counter((e.lang, e.split, e.handoff) for e in examples)
     for lang in LANGS:
-        for split in ("tune", "score"):
-            assert counts[(lang, split, True)] >= 10 and counts[(lang, split, False)] >= 30
+        assert counts[(lang, "tune", True)] >= 60 and counts[(lang, "tune", False)] >= 200
+        assert counts[(lang, "score", True)] >= 10 and counts[(lang, "score", False)] >= 20
     assert len({e.text.casefold() for e in examples}) == len(examples)  # no duplicates
 
 
@@ -36,14 +60,32 @@ def test_targets_per_language_on_the_tune_split(detector: HandoffDetector) -> No
     table: dict[str, LangScore] = score(detector, load_examples(DATA, "tune"))
     for lang in LANGS:
         s = table[lang]
-        floor = 0.97 if lang in ("en", "zh") else 0.90
-        assert s.recall is not None and s.recall >= floor, (lang, s.recall, s.misses)
+        assert s.recall is not None and s.recall >= TARGET_RECALL[lang], (lang, s.recall, s.misses)
         assert s.fpr is not None and s.fpr <= 0.005, (lang, s.fpr, s.false)
 
 
-def test_score_split_does_not_regress(detector: HandoffDetector) -> None:
-    """The score split was written after the rules and never tuned on (BENCHMARKS.md): its
-    blind figures are below the issue's targets, so this only guards against a regression."""
-    table = score(detector, load_examples(DATA, "score"))
-    assert table["all"].recall is not None and table["all"].recall >= 0.85, table["all"].misses
-    assert table["all"].fpr is not None and table["all"].fpr <= 0.01, table["all"].false
+@pytest.mark.parametrize(
+    "lang",
+    [
+        lang if _meets(lang) else pytest.param(lang, marks=pytest.mark.xfail(
+            strict=True,
+            reason=f"blind recall {RECORDED[lang][0]} / {RECORDED[lang][1]} false alarms on "
+            "the score split: rules alone stay below the issue's target on unseen wording "
+            "(BENCHMARKS.md, 'Handoff detection')"))
+        for lang in LANGS
+    ],
+)
+def test_issue_targets_on_the_score_split(blind: dict[str, LangScore], lang: str) -> None:
+    s = blind[lang]
+    assert s.recall is not None and s.recall >= TARGET_RECALL[lang], (s.recall, s.misses)
+    if lang in TARGET_FPR:
+        assert s.fpr is not None and s.fpr <= TARGET_FPR[lang], (s.fpr, s.false)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_score_split_does_not_regress(blind: dict[str, LangScore], lang: str) -> None:
+    """No rule edit may lose what the blind figures recorded, in any language."""
+    s = blind[lang]
+    recall, false_alarms = RECORDED[lang]
+    assert s.recall is not None and s.recall >= recall - 1e-3, (s.recall, s.misses)
+    assert s.false_alarms <= false_alarms, s.false

@@ -348,3 +348,12 @@ async def test_migration_0005_adds_attachments_and_keeps_messages(
         await store.close()
     assert [m.text for m in old] == ["old question", "[picture]"]
     assert (kept.file_id, kept.size, kept.status, kept.data) == ("F1", 123, "stored", b"\x89PNG")
+
+
+def test_manifest_asks_for_the_file_scopes() -> None:
+    """Reading customers' files (``url_private``) and sharing them (``files_upload_v2``)."""
+    import yaml
+
+    manifest = yaml.safe_load((Path(__file__).resolve().parents[1] / "slack" / "manifest.yml")
+                              .read_text())
+    assert {"files:read", "files:write"} <= set(manifest["oauth_config"]["scopes"]["bot"])

@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 from alembic import command
 from alembic.config import Config
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import inspect, text
 from test_slack_adapter import HUMAN_PLEASE, STAFF, STAFF_CHANNEL, Env, texts
 from test_slack_adapter import make_settings as slack_settings
@@ -32,8 +33,10 @@ from test_telegram_adapter import fake as fake
 from test_telegram_adapter import make_settings as telegram_settings
 
 from supportbot.adapters.slack import SlackAdapter
+from supportbot.adapters.slack.files import SlackFiles
 from supportbot.engine import Engine, Status
 from supportbot.engine.attachments import sniff_image
+from supportbot.engine.types import Attachment, FileUnavailable
 from supportbot.server import create_app
 from supportbot.storage import Store
 from supportbot.storage.db import MIGRATIONS, create_engine
@@ -129,7 +132,7 @@ async def test_telegram_screenshot_is_answered_by_a_vision_model(
 
 
 async def test_telegram_oversize_and_failing_downloads_are_told_and_kept(
-    tmp_path: Path, fake: FakeTelegram
+    tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with telegram(tmp_path, fake, llm_vision=True, max_file_bytes=1_000_000,
                         vision_max_pixels=64 * 48 - 1) as (engine, llm):
@@ -158,6 +161,8 @@ async def test_telegram_oversize_and_failing_downloads_are_told_and_kept(
     assert all(m.state == "answered" for m in messages if m.role == "user")
     # the model saw no picture at all: one call, for the caption
     assert [r.image_urls for r in llm.chat_requests()] == [[]]
+    assert "could not fetch a customer's file" in caplog.text
+    assert fake.token not in caplog.text and fake.token.split(":")[1] not in caplog.text
 
 
 async def test_telegram_document_bytes_are_kept_when_configured(
@@ -199,8 +204,7 @@ async def test_telegram_staff_photo_reaches_the_customer_and_customer_photo_reac
 @contextlib.asynccontextmanager
 async def slack_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
     with FakeSlack() as slack, FakeLLM(responder=vision_responder) as llm:
-        engine = await Engine.open(slack_settings(slack, llm, tmp_path, llm_stream=False,
-                                                  **settings))
+        engine = await Engine.open(slack_settings(slack, llm, tmp_path, **settings))
         adapter = SlackAdapter(engine, engine.settings, min_interval=0.0, stream_interval=0.05)
         server = uvicorn.Server(uvicorn.Config(create_app(engine, [adapter]), host="127.0.0.1",
                                                port=0, log_config=None, lifespan="on"))
@@ -220,7 +224,9 @@ async def test_slack_screenshot_in_a_dm_is_answered_by_a_vision_model(tmp_path: 
     async with slack_env(tmp_path, llm_vision=True) as env:
         shot = env.slack.add_file(png(), name="error.png")
         await env.post_event(env.slack.file_share_event("what is this?", [shot], channel="D5"))
-        [reply] = await env.wait(lambda: texts(env.slack, "D5"))
+        # streamed (the default): placeholder, edits, then the answer
+        [reply] = await env.wait(lambda: [t for t in texts(env.slack, "D5") if ERROR_TEXT in t])
+        await env.settle()
         [asked] = env.llm.chat_requests()
         [download] = env.slack.calls("files.download")
         conv = await env.engine.find_conversation("slack", "T0001:D5")
@@ -282,6 +288,22 @@ async def test_slack_files_cross_between_a_dm_customer_and_the_staff_thread(
     assert any(m.role == "staff" and m.text == "[file: fix.txt] here is the fix" for m in stored)
     assert [m.text for m in stored if m.role == "user"][-2:] == ["[picture] see",
                                                                  "[file: gone.pdf]"]
+
+
+async def test_slack_bot_token_goes_only_to_slack_hosts() -> None:
+    """A signed event still names its own ``url_private``: the token goes only to Slack's
+    hosts or the configured API's, never to another server (nothing is requested there)."""
+    with FakeSlack() as slack, FakeSlack() as elsewhere:
+        files = SlackFiles(AsyncWebClient(token=slack.bot_token, base_url=slack.api_url))
+        planted = elsewhere.add_file(png())["url_private"].replace("127.0.0.1", "localhost")
+        for url in (planted, "http://files.slack.com/F1/a.png", ""):
+            with pytest.raises(FileUnavailable):
+                await files.fetch(Attachment("F1", "image", url=url), 1_000_000)
+        shot = slack.add_file(png())
+        fetched = await files.fetch(Attachment(shot["id"], "image", url=shot["url_private"]),
+                                    1_000_000)
+    assert fetched == png()
+    assert not elsewhere.calls()  # the planted server never heard from the bot
 
 
 # --- pieces --------------------------------------------------------------------------------

@@ -119,6 +119,15 @@ async def test_refused_native_streaming_falls_back_to_edits_once_per_workspace(
     assert fake.calls("chat.update")
 
 
+async def test_a_refused_start_does_not_cost_the_channel_its_turn(fake: FakeSlack) -> None:
+    fake.refuse_streaming("not_allowed")
+    poster = poster_for(fake, min_interval=5.0)  # a wait would be counted (and felt)
+    await thread_sink(poster).send_stream(chunks("The answer, by edits."))
+    assert dict(poster.paced) == {"chat.startStream": 1, "chat.postMessage": 1}
+    assert not poster.pace_waits
+    assert [m.text for m in fake.messages(channel="C1")] == ["The answer, by edits."]
+
+
 async def test_where_slack_cannot_stream_natively_it_streams_by_edits(fake: FakeSlack) -> None:
     poster = poster_for(fake)
     await SlackSink(poster, "D1", None).send_stream(chunks("a flat DM has no thread"))
@@ -218,7 +227,7 @@ async def test_a_streamed_answer_is_one_native_message_with_rating_buttons(env: 
     [start] = env.slack.calls("chat.startStream")
     assert (start.params["recipient_team_id"], start.params["recipient_user_id"]) == (
         TEAM, CUSTOMER)
-    assert env.slack.calls("chat.appendStream") and len(env.slack.calls("chat.stopStream")) == 1
+    assert len(env.slack.calls("chat.stopStream")) == 1  # a fast model: the text goes with it
     assert not [c for c in env.slack.calls("chat.postMessage") if c.params["channel"] == "C1"]
     # the buttons: an edit after the stream (the stored id exists only once it is done)
     assert labels_of(answer) == ["👍 Helpful", "👎 Not helpful"]

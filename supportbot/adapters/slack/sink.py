@@ -91,6 +91,12 @@ class SlackPoster:
                         error, extra={"team": team})
         self.stream_refused[team] = error
 
+    def give_back_turn(self, channel: str) -> None:
+        """A paced call created no message (``chat.startStream`` refused): the next post in
+        ``channel`` need not wait for it (unless others already queue behind it)."""
+        if channel not in self._channel_locks:
+            self._next_at.pop(channel, None)
+
     async def _pace(self, channel: str, method: str = "") -> None:
         """At most one new message per ``min_interval`` per channel, in the order they asked."""
         self.paced[method] += 1
@@ -330,6 +336,7 @@ class SlackSink:
                 await native.start()
                 return native
             except SlackApiError as exc:
+                self.poster.give_back_turn(self.channel)
                 error = str(exc.response.get("error") or exc.response.status_code)
                 if exc.response.status_code < 500 and error != "ratelimited":
                     self.poster.refuse_native_stream(team, error)
@@ -448,10 +455,19 @@ class _NativeStream:
             await self._stop()
             await self._repair(flowed)
             return
-        await self._append(target[len(self.sent):])
-        if final:
+        rest = target[len(self.sent):]
+        if not final:
+            await self._append(rest)
+            return
+        room = min(self.sink.poster.limit - self.in_message, APPEND_LIMIT)
+        if len(rest) <= room:  # the last text goes with the stop: one call fewer
+            await self._stop(rest)
+            self.sent += rest
+            self.in_message += len(rest)
+        else:
+            await self._append(rest)
             await self._stop()
-            self.sink.last_text = to_mrkdwn(self._current_message(flowed))
+        self.sink.last_text = to_mrkdwn(self._current_message(flowed))
 
     async def discard(self) -> None:
         await self._stop("(no answer)" if not self.sent.strip() else "")

@@ -190,13 +190,14 @@ async def test_handoff_in_an_assistant_thread(env: Env) -> None:
     assert conv is not None and conv.status == Status.WAITING
     assert env.slack.assistant_status(DM, ts) is None
 
-    # while waiting the customer's words go to staff; nothing is posted, so the status the
-    # question set is cleared explicitly
+    # while waiting the customer's words go to staff: no "looking for an answer" status, as
+    # the bot will not answer
+    statuses = len(env.slack.calls(SET_STATUS))
     await ask(env, ts, "hello? anyone?", lambda: any(
         "hello? anyone?" in m.text for m in env.slack.messages(channel=STAFF_CHANNEL,
                                                                thread_ts=note.ts)))
     before = in_thread(env, ts)
-    await env.wait(lambda: env.slack.calls(SET_STATUS)[-1].params.get("status") == "")
+    assert len(env.slack.calls(SET_STATUS)) == statuses
     assert env.slack.assistant_status(DM, ts) is None
     assert env.llm.chat_requests() == []
 
@@ -220,6 +221,19 @@ async def test_context_changes_never_read_slack_history(env: Env) -> None:
     await env.settle()
     assert env.adapter.listeners.assistant.contexts[(DM, ts)]["channel_id"] == "C0042"
     assert not [c for c in env.slack.calls() if c.method.startswith("conversations.")]
+
+
+async def test_a_reply_that_cannot_be_posted_clears_the_status(env: Env) -> None:
+    ts = await start_thread(env)
+    for method in ("chat.postMessage", "chat.startStream"):  # the channel refuses the bot
+        env.slack.fail(method, "not_in_channel", times=50)
+    r = await env.post_event(env.slack.assistant_message_event("hi?", thread_ts=ts, channel=DM))
+    assert r.status_code == 200
+    await env.wait(lambda: [c.params.get("status") for c in env.slack.calls(SET_STATUS)]
+                   == [WORDS.message("assistant_status", "en"), ""])
+    assert env.slack.assistant_status(DM, ts) is None
+    assert in_thread(env, ts) == [WORDS.message("greeting", "en", customer_name="User UCUSTOMER",
+                                                bot_name="Ada", company_name="Acme Cloud")]
 
 
 # -- a workspace without the AI-app features ---------------------------------------------------

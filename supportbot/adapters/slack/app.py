@@ -271,7 +271,7 @@ class SlackListeners:
         if assistant and t.thread_ts and self.assistant.available:
             # status while the answer is prepared (the reply waits for it), title from the
             # first question; both after the ack, neither ever in the answer's way
-            decorated = self.assistant.sink(sink, accepted.language)
+            decorated = self.assistant.sink(sink, accepted.language, accepted.conversation_id)
             self._follow(self.assistant.title(t.channel, t.thread_ts,
                                               accepted.conversation_id, question))
         answered = self.engine.dispatch(

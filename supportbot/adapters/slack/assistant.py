@@ -116,22 +116,34 @@ class AssistantThreads:
 
     # -- a question in the thread ----------------------------------------------------------
 
-    def sink(self, sink: SlackSink, language: str) -> AssistantSink:
+    def sink(self, sink: SlackSink, language: str, conversation_id: int | None) -> AssistantSink:
         """Show the status now; the reply waits (briefly) until it is set, so a late status
         never lands after the reply it describes (Slack clears it when the app posts)."""
-        status = asyncio.ensure_future(self._set_status(sink, language))
+        status = asyncio.ensure_future(self._set_status(sink, language, conversation_id))
         return AssistantSink(sink, status)
 
-    async def _set_status(self, sink: SlackSink, language: str) -> None:
-        if not self.available or not sink.thread_ts:
-            return
+    async def _set_status(self, sink: SlackSink, language: str,
+                          conversation_id: int | None) -> bool:
+        """True if the thread now shows the status. Not while staff own the conversation or
+        are awaited: the bot will not answer there (the words go to staff)."""
+        if not self.available or not sink.thread_ts or conversation_id is None:
+            return False
+        try:
+            view = await self.engine.get_conversation(conversation_id)
+        except Exception as exc:  # the store failed: the answer is recovered later anyway
+            log.warning("no assistant status: the conversation could not be read (%s)",
+                        type(exc).__name__)
+            return False
+        if view is None or view.with_staff:
+            return False
         prompts = self.engine.prompts
         status = prompts.message("assistant_status", language)
         loading = prompts.message("assistant_loading", language)
-        await self._call("assistant.threads.setStatus", lambda: self.poster.client
-                         .assistant_threads_setStatus(channel_id=sink.channel,
-                                                      thread_ts=sink.thread_ts or "",
-                                                      status=status, loading_messages=[loading]))
+        return await self._call("assistant.threads.setStatus", lambda: self.poster.client
+                                .assistant_threads_setStatus(channel_id=sink.channel,
+                                                             thread_ts=sink.thread_ts or "",
+                                                             status=status,
+                                                             loading_messages=[loading]))
 
     async def title(self, channel: str, thread_ts: str, conversation_id: int | None,
                     question: str) -> None:
@@ -150,13 +162,13 @@ class AssistantThreads:
                                                          title=text))
 
     async def finished(self, sink: AssistantSink, answered: asyncio.Future[Reply]) -> None:
-        """After the engine is done: where nothing was posted (a human owns the thread, the
-        message went to staff, an error), clear the status Slack would have cleared."""
+        """After the engine is done: where the status shows but nothing was posted (staff took
+        the thread meanwhile, the reply could not be sent, an error), clear the status Slack
+        would have cleared."""
         with contextlib.suppress(Exception):  # logged by the engine
             await answered
-        if sink.sent or not self.available:
+        if sink.sent or not self.available or not await sink.status_shown():
             return
-        await sink.ready()
         await self._call("assistant.threads.setStatus", lambda: self.poster.client
                          .assistant_threads_setStatus(channel_id=sink.channel,
                                                       thread_ts=sink.thread_ts or "", status=""))
@@ -193,7 +205,7 @@ class AssistantThreads:
 class AssistantSink:
     """A :class:`SlackSink` whose first post waits for the thread's status to be set."""
 
-    def __init__(self, inner: SlackSink, status: asyncio.Future[None]) -> None:
+    def __init__(self, inner: SlackSink, status: asyncio.Future[bool]) -> None:
         self.inner = inner
         self._status = status
 
@@ -205,6 +217,13 @@ class AssistantSink:
             await asyncio.wait_for(asyncio.shield(self._status), STATUS_BUDGET)
         except Exception:  # late or failed: the reply goes out without waiting longer
             return
+
+    async def status_shown(self) -> bool:
+        """Whether the status was set (waits for a late one: it must not outlive the turn)."""
+        try:
+            return bool(await self._status)
+        except Exception:  # the engine's view failed: nothing was set
+            return False
 
     async def send(self, text: str, **kwargs: Any) -> str | None:
         await self.ready()

@@ -199,6 +199,31 @@ async def test_telegram_staff_photo_reaches_the_customer_and_customer_photo_reac
     assert view.status is Status.HUMAN and view.assignee == f"telegram:{STAFFER}"
 
 
+async def test_telegram_files_reach_staff_by_id_when_no_update_is_being_handled(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    """After a restart (recovery answers a stored message: no customer message to copy) the
+    files are sent into the topic again by their file ids; what Telegram cannot send by id is
+    named in a line of text."""
+    with FakeLLM(responder=see) as llm:
+        async with running(telegram_settings(tmp_path, fake, llm)) as (engine, adapter):
+            conv_id, topic = await start_handoff(fake, engine)
+            photo = fake.add_file(png())
+            document = fake.add_file(b"%PDF-1.4", file_id="doc1")
+            view = await engine.get_conversation(conv_id)
+            assert adapter.desk is not None and view is not None
+            await adapter.desk.relay_files(view, [
+                Attachment(photo, "image", "image/jpeg", caption="the error"),
+                Attachment(document, "file", "application/pdf", filename="log.pdf"),
+                Attachment("stk", "sticker"),
+            ])
+    sent = fake.sent(TG_STAFF, topic)[-3:]
+    assert sent[0]["sent_file"] == photo and sent[0]["caption"] == "the error"
+    assert sent[0].get("photo")
+    assert sent[1]["sent_file"] == "doc1" and sent[1].get("document")
+    assert "[sticker]" in sent[2]["text"]
+
+
 # --- Slack ---------------------------------------------------------------------------------
 
 @contextlib.asynccontextmanager

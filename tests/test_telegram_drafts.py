@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import pytest
 from telegram import Bot
@@ -184,3 +185,14 @@ async def test_a_takeover_mid_draft_stops_drafting(
     assert stored[-1].outcome == Outcome.INTERRUPTED
     assert stored[-1].platform_message_id == str(cut["message_id"])
     assert stored[-1].text == cut["text"]
+
+
+async def test_answers_recovery_streams_are_drafted_too(fake: FakeTelegram, bot) -> None:
+    """The engine's own sinks (answering after a crash) share the process's drafts."""
+    _, adapter = bot
+    fake.add_chat(ALICE, "private")
+    conv = SimpleNamespace(thread_key=str(ALICE))  # all sink_for reads of a conversation
+    await adapter.sink_for(conv).send_stream(chunks_of(TEXT, 9))
+    assert fake.calls("sendMessageDraft")
+    assert fake.texts(ALICE) == [TEXT.replace("**", "")]
+    assert not fake.calls("editMessageText")

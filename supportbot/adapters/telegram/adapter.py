@@ -70,9 +70,11 @@ class TelegramAdapter:
         return bool(self.settings.telegram_webhook_url)
 
     def sink_for(self, conversation: ConversationView) -> TelegramSink:
-        """How the engine reaches a customer unprompted (hand-back notices, recovery)."""
+        """How the engine reaches a customer unprompted (hand-back notices, recovery); an
+        answer recovery streams is drafted like any other."""
         chat_id, thread_id = parse_thread_key(conversation.thread_key)
-        return TelegramSink(self.bot, chat_id, thread_id=thread_id, throttle=self.throttle)
+        return TelegramSink(self.bot, chat_id, thread_id=thread_id, throttle=self.throttle,
+                            drafts=self.router.drafts)
 
     def routes(self) -> list[BaseRoute]:
         return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])]

@@ -23,10 +23,10 @@ DATA = Path(__file__).resolve().parent / "data" / "handoff_dev.jsonl"
 LANGS = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru")
 TARGET_RECALL = {lang: 0.97 if lang in ("en", "zh") else 0.90 for lang in LANGS}
 TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for these two only
-# The score split's blind figures (round 6, BENCHMARKS.md): recall, false positives.
+# The score split's blind figures (round 7, BENCHMARKS.md): recall, false positives.
 RECORDED = {
-    "en": (0.867, 1), "zh": (0.955, 0), "es": (0.917, 0), "fr": (0.833, 0),
-    "de": (0.833, 0), "ja": (0.818, 0), "pt": (0.636, 0), "ru": (0.545, 0),
+    "en": (0.840, 2), "zh": (0.737, 0), "es": (0.833, 0), "fr": (0.750, 0),
+    "de": (0.818, 1), "ja": (0.833, 0), "pt": (0.750, 1), "ru": (0.583, 0),
 }
 
 

@@ -97,7 +97,10 @@ async def _run(quick: bool) -> list[dict[str, Any]]:
             seeded = tmp / "seeded"
             seeded.mkdir()
             for f in empty.glob("knowledge-index.sqlite3*"):  # same FAQ: reuse its index
-                shutil.copy2(f, seeded / f.name)
+                if f.is_dir():  # the saved BM25 matrix (bm25s writes a folder)
+                    shutil.copytree(f, seeded / f.name)
+                else:
+                    shutil.copy2(f, seeded / f.name)
             with timer() as t:
                 await seed_history(settings(seeded).resolved_database_url, n["conversations"],
                                    n["messages"])

@@ -46,12 +46,49 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"database: SQLite (set {POSTGRES_ENV} for the PostgreSQL pass)"
 
 
+# pytest-xdist (four workers by default, see pyproject.toml). Modules whose tests fill the
+# machine with processes for tens of seconds (kill -9 under a burst, the storm) run one after
+# the other on one worker instead of side by side, where each would starve the other's
+# deadlines; test_crash_burst's two tests also share one module fixture (the five kill rounds),
+# which two workers would each run. Their files are owned elsewhere, so they are named here.
+MACHINE_FILLING = ("test_crash_burst", "test_storm")
+# Then the slow ones (subprocesses, servers; seconds each) go first, so they overlap the short
+# tests instead of being the tail the other workers wait for. Only the order changes.
+SLOW_FIRST = (
+    "test_crash_burst", "test_storm", "test_bench_smoke", "test_crash_recovery",
+    "test_multiprocess", "test_cli_chat", "test_doors_fuzz", "test_config_database",
+    "test_feedback", "test_init", "test_report", "test_server", "test_secrets",
+    "test_security_limits", "test_flaky_platform", "test_engine",
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` with our groups. xdist 3.8 reads ``xdist_group`` marks by suffixing
+    ``item._nodeid``, which pytest 9.2 no longer reads (items keep their plain ids, every test
+    is its own group), so the grouping is decided here, on the controller, from the node id."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class Scheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:  # LoadScopeScheduling's extension point
+            if Path(nodeid.split("::")[0]).stem in MACHINE_FILLING:
+                return "machine_filling"
+            return super()._split_scope(nodeid)
+
+    return Scheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if POSTGRES_URL and item.get_closest_marker("sqlite_only"):
             item.add_marker(pytest.mark.skip(reason="SQLite-specific; this is the PostgreSQL pass"))
         if not POSTGRES_URL and item.get_closest_marker("postgres_only"):
             item.add_marker(pytest.mark.skip(reason=ENABLE_HINT))
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    # a stable sort: the order within a module stays as written
+    items.sort(key=lambda item: rank.get(Path(item.path).stem, len(rank)))
 
 
 @pytest.fixture

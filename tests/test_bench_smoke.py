@@ -40,38 +40,72 @@ def test_unknown_benchmark_is_refused(capsys: pytest.CaptureFixture[str]) -> Non
     assert "unknown benchmark" in capsys.readouterr().err
 
 
+def _engine_overhead(rows: list[dict]) -> None:
+    for row in rows:
+        assert row["p50_ms"] <= row["p99_ms"] and row["msgs_per_s"] > 0
+        assert row["llm_answered_ratio"] == 1.0, row["outcomes"]  # no duplicates, no failures
+    assert {r["db"] for r in rows} == {"empty", "seeded"}
+
+
+def _concurrency(rows: list[dict]) -> None:
+    for row in rows:
+        assert row["all_delivered"] and row["order_held"], row
+
+
+def _platform_path(rows: list[dict]) -> None:
+    [row] = rows
+    assert row["all_delivered"] and row["delivered"] == row["burst"], row
+
+
+def _retrieval(rows: list[dict]) -> None:
+    for row in rows:
+        assert row["answered_ratio"] > 0.5 and row["index_build_s"] > 0
+
+
+def _memory(rows: list[dict]) -> None:
+    [memory] = rows
+    assert memory["peak_rss_mb"] >= memory["peak_rss_after_start_mb"] > 0
+    assert memory["customers_answered"] == memory["customers_sent"]
+
+
+def _startup(rows: list[dict]) -> None:
+    warm = next(r for r in rows if r["case"] == "warm")
+    assert warm["reply"].startswith("Ada:")  # the FAQ answered, offline
+
+
+# what each benchmark's rows must show; one process per benchmark, so that pytest-xdist runs
+# them side by side (they were one 70 s process) and a failure names the benchmark
+CHECKS = {
+    "engine_overhead": _engine_overhead,
+    "retrieval": _retrieval,
+    "concurrency": _concurrency,
+    "memory": _memory,
+    "startup": _startup,
+    "slack_path": _platform_path,
+    "telegram_path": _platform_path,
+}
+
+
+def test_every_benchmark_has_smoke_checks() -> None:
+    """A benchmark added to ``bench.run`` without checks here would silently go unsmoked."""
+    assert list(CHECKS) == list(BENCHMARKS)
+
+
 @pytest.mark.sqlite_only  # the benchmarks seed SQLite with PRAGMAs
-def test_every_benchmark_runs_quick() -> None:
-    """``python -m bench --quick``: one JSON line per figure row, then the table."""
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_benchmark_runs_quick(name: str) -> None:
+    """``python -m bench NAME --quick``: one JSON line per figure row, then the table."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "bench", name, "--quick"], cwd=ROOT, capture_output=True,
+        text=True,
         timeout=900,  # a guard against a hang only: the suite runs beside others on a busy CI box
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     rows = [json.loads(line) for line in lines]
     assert rows[0]["bench"] == "machine" and rows[0]["nproc"] >= 1
-    by_bench: dict[str, list[dict]] = {}
-    for row in rows[1:]:
-        by_bench.setdefault(row["bench"], []).append(row)
-    assert set(by_bench) == set(BENCHMARKS)
+    assert rows[1:] and {row["bench"] for row in rows[1:]} == {name}
     assert not [r for r in rows if "error" in r]
-
-    for row in by_bench["engine_overhead"]:
-        assert row["p50_ms"] <= row["p99_ms"] and row["msgs_per_s"] > 0
-        assert row["llm_answered_ratio"] == 1.0, row["outcomes"]  # no duplicates, no failures
-    assert {r["db"] for r in by_bench["engine_overhead"]} == {"empty", "seeded"}
-    for row in by_bench["concurrency"]:
-        assert row["all_delivered"] and row["order_held"], row
-    for name in ("slack_path", "telegram_path"):
-        [row] = by_bench[name]
-        assert row["all_delivered"] and row["delivered"] == row["burst"], row
-    for row in by_bench["retrieval"]:
-        assert row["answered_ratio"] > 0.5 and row["index_build_s"] > 0
-    [memory] = by_bench["memory"]
-    assert memory["peak_rss_mb"] >= memory["peak_rss_after_start_mb"] > 0
-    assert memory["customers_answered"] == memory["customers_sent"]
-    warm = next(r for r in by_bench["startup"] if r["case"] == "warm")
-    assert warm["reply"].startswith("Ada:")  # the FAQ answered, offline
+    CHECKS[name](rows[1:])
     assert "bench" in proc.stdout.splitlines()[-len(rows)]  # the table's header follows
     assert table(rows[1:]).count("\n") == len(rows) - 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -294,3 +295,44 @@ async def test_a_takeover_mid_native_stream_stops_it_at_once(env: Env) -> None:
     assert env.slack.messages(channel="C7")[-1].ts == final.ts  # nothing after it
     assert replies[-1].outcome == Outcome.INTERRUPTED and replies[-1].text in final.text
     assert replies[-1].platform_message_id == streaming.ts
+
+
+async def test_recovery_finishes_a_native_stream_a_crash_left_open(fake: FakeSlack) -> None:
+    poster = poster_for(fake)
+    opened = await poster.call("chat.startStream", channel="C1", thread_ts="100.1",
+                               recipient_team_id=TEAM, recipient_user_id=CUSTOMER)
+    await poster.call("chat.appendStream", channel="C1", ts=opened["ts"],
+                      markdown_text="Refunds take")  # then the process died
+    sink = thread_sink(poster_for(fake))
+    await sink.replace(opened["ts"], "Refunds take five days.", feedback_id=4)
+    [msg] = fake.messages(channel="C1")
+    assert not msg.streaming and msg.text == "Refunds take five days." and msg.blocks
+    assert [c.method for c in fake.calls()][-2:] == ["chat.stopStream", "chat.update"]
+
+
+async def test_a_native_stream_pings_nobody(fake: FakeSlack) -> None:
+    """The mrkdwn path escapes ``<``; the Markdown of a native stream defuses Slack's mentions."""
+    text = "Tell <!channel> and <!here> and <@U123ABC> in <#C42XYZ>; `a <b>` and <!-- x --> stay."
+    await thread_sink(poster_for(fake)).send_stream(chunks(text, size=3))
+    [msg] = fake.messages(channel="C1")
+    for ping in ("<!channel>", "<!here>", "<@U123ABC>", "<#C42XYZ>"):
+        assert ping not in msg.text and ping in msg.text.replace("\u2060", "")
+    assert "`a <b>` and <!-- x --> stay." in msg.text
+
+
+async def test_whatever_the_chunking_nothing_appended_needs_taking_back(fake: FakeSlack) -> None:
+    """Slack only appends: a re-flow that changed its mind would need an edit afterwards."""
+    text = HARD_WRAPPED + "\n\nSee <https://x.io> or ask <!here>\\\nthen  \n- a\n- b <@U1AB>"
+    rng = random.Random(20)
+    for run in range(12):
+        async def random_chunks() -> AsyncIterator[str]:
+            at = 0
+            while at < len(text):
+                step = rng.randint(1, 9)
+                yield text[at:at + step]
+                at += step
+
+        await thread_sink(poster_for(fake), f"C{run}").send_stream(random_chunks())
+        [msg] = fake.messages(channel=f"C{run}")
+        assert msg.text.replace("\u2060", "") == reflow(text)
+    assert not fake.calls("chat.update")

@@ -15,7 +15,9 @@ Answers stream with Slack's native streaming (``chat.startStream`` / ``appendStr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -267,7 +269,11 @@ class SlackSink:
 
     async def replace(self, ts: str, text: str, *, feedback_id: int | None = None) -> str:
         """Edit message ``ts`` (a reply a crash left half streamed) to the whole ``text``;
-        what does not fit follows in new messages."""
+        what does not fit follows in new messages. A native stream the crash left open is
+        stopped first (Slack answers an error for a message that is not one: ignored)."""
+        if self.thread_ts and self.poster.native_streaming:
+            with contextlib.suppress(SlackApiError):  # not a stream, or already stopped
+                await self.poster.call("chat.stopStream", channel=self.channel, ts=ts)
         pieces = split_text(to_mrkdwn(text), self.poster.limit) or [PLACEHOLDER]
         extra: dict[str, Any] = {}
         if feedback_id is not None and len(pieces) == 1:
@@ -447,7 +453,7 @@ class _NativeStream:
         self.open = True
 
     async def show(self, markdown: str, *, final: bool) -> None:
-        flowed = reflow(markdown)
+        flowed = _defuse(reflow(markdown))
         target = flowed.rstrip() if final else _settled(markdown)
         if not target.startswith(self.sent):
             if not final:
@@ -545,7 +551,23 @@ def _settled(markdown: str) -> str:
     head, newline, line = markdown.rpartition("\n")
     if len(line.strip()) < _SETTLED_LINE:
         markdown = head if newline else ""
-    return reflow(markdown).rstrip().rstrip("\\").rstrip()
+    settled = _defuse(reflow(markdown)).rstrip().rstrip("\\").rstrip()
+    opened = settled.rfind("<")  # "<!chan" may yet become a mention: wait until it is known
+    if opened >= 0 and ">" not in settled[opened:] and len(settled) - opened < _SETTLED_LINE:
+        settled = settled[:opened].rstrip()
+    return settled
+
+
+#: Slack's own control sequences: mentions that would ping (@channel, @here, a user, a group)
+_PINGS = re.compile(r"<(?=!(?:channel|here|everyone|subteam\^)|@[UWB][A-Z0-9]|#[CGD][A-Z0-9])",
+                    re.IGNORECASE)
+
+
+def _defuse(markdown: str) -> str:
+    """The mrkdwn path escapes ``<``; Markdown must keep it (code, comparisons), so only the
+    sequences Slack turns into pings get an invisible word joiner after the ``<``. The joiner
+    goes in after the ``<``, so a text appended up to a ``<`` stays a prefix of the result."""
+    return _PINGS.sub("<\u2060", markdown)
 
 
 def _cut(text: str, room: int) -> int:

@@ -4,6 +4,7 @@ Every unique message gets exactly one outcome, nothing is duplicated, per-thread
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -54,3 +55,34 @@ async def test_storm_every_message_gets_exactly_one_outcome(tmp_path: Path) -> N
     assert sum(report.outcomes.values()) == 600  # one stored outcome per message
     assert report.answered_on_platform + report.apologies_on_platform == 600
     assert report.answered_on_platform == report.outcomes["llm"]
+
+
+async def test_a_doors_store_goes_before_queued_answering_work_on_sqlite(tmp_path: Path) -> None:
+    """The storm's acks on SQLite: 50 turns' queries are waiting for the one connection when a
+    message arrives; its store (what the platform's "OK" waits for) is served next, not after
+    all of them."""
+    from supportbot.config import Settings
+    from supportbot.storage import Store
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    if not settings.resolved_database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL has a pool of connections, not one")
+    store = await Store.open(settings.resolved_database_url)
+    done: list[str] = []
+
+    async def answering(n: int) -> None:
+        await store.list_conversations(limit=10)
+        done.append(f"turn {n}")
+
+    async def door() -> None:
+        await store.accept(platform="telegram", event_id="u1", thread_key="1", customer_id="1",
+                           customer_name="", language="en", text="hello")
+        done.append("door")
+
+    try:
+        turns = [asyncio.create_task(answering(n)) for n in range(50)]
+        await asyncio.sleep(0)  # the turns are in line
+        await asyncio.gather(door(), *turns)
+    finally:
+        await store.close()
+    assert done.index("door") <= 2, done

@@ -8,10 +8,13 @@ held by another process (the staff CLI, a backup) is waited for there, never on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import heapq
 import inspect
+import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +35,9 @@ MIGRATION_LOCK = 0x5355_5050_4F52_5400  # "SUPPORT\0"
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # How long a task waits in line for the process's one SQLite connection.
 SQLITE_QUEUE_TIMEOUT_S = 300.0
+# Store methods a door awaits before the platform hears "OK" (Slack allows 3 s): on SQLite they
+# take the one connection before any other waiting work (see PriorityGate).
+URGENT = frozenset({"accept", "claim_event"})
 
 log = logging.getLogger("supportbot.storage")
 C = TypeVar("C", bound=type)
@@ -138,6 +144,54 @@ def is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.CannotConnectNowError | asyncpg.ConnectionDoesNotExistError)
 
 
+class PriorityGate:
+    """Who uses the process's one SQLite connection next: urgent work first, then the rest in
+    arrival order.
+
+    SQLAlchemy's pool serves waiters first come, first served. Under load hundreds of answering
+    turns queue there, each for a few milliseconds of queries, and a door's store (the one
+    thing a platform's acknowledgement waits for) queued behind them took seconds: past Slack's
+    ack budget, so the message was refused and delivered again. Every store method runs inside
+    this gate (:func:`retry_disconnects` wraps them), so the pool never has a queue and a store
+    for a door jumps the line. Re-entrant for the task that holds it (a method calling another).
+    """
+
+    def __init__(self) -> None:
+        self._owner: asyncio.Task[Any] | None = None
+        self._waiters: list[tuple[int, int, asyncio.Future[None], asyncio.Task[Any] | None]] = []
+        self._order = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *, urgent: bool) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if task is not None and self._owner is task:
+            yield  # already ours (a store method calling another)
+            return
+        if self._owner is not None or self._waiters:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiters, (0 if urgent else 1, next(self._order), turn, task))
+            try:
+                await turn
+            except BaseException:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # handed over just as we were cancelled: pass it on
+                raise
+        self._owner = task
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._owner = None
+        while self._waiters:
+            _, _, turn, task = heapq.heappop(self._waiters)
+            if not turn.done():  # a cancelled waiter's turn is done already: skip it
+                self._owner = task  # nobody may barge in before it wakes
+                turn.set_result(None)
+                return
+
+
 def retry_disconnects(cls: C) -> C:
     """Class decorator: every public coroutine method of a store runs again, on a new
     connection, when the server connection is lost (PostgreSQL only; SQLite has no server).
@@ -157,7 +211,11 @@ def _retrying(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]
     @functools.wraps(fn)
     async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         if self.engine.dialect.name == "sqlite":
-            return await fn(self, *args, **kwargs)
+            gate: PriorityGate | None = getattr(self, "gate", None)
+            if gate is None:
+                return await fn(self, *args, **kwargs)
+            async with gate.hold(urgent=fn.__name__ in URGENT):
+                return await fn(self, *args, **kwargs)
         for delay in RETRY_DELAYS:
             try:
                 return await fn(self, *args, **kwargs)

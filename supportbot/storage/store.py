@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from supportbot.storage.db import (
     RETRY_DELAYS,
+    PriorityGate,
     create_engine,
     is_disconnect,
     migrate,
@@ -113,6 +114,8 @@ class Store:
         # that let the holders finish. Waiting for one of these never times out.
         self.lock_engine: AsyncEngine | None = None
         self._singletons: set[SingletonLock] = set()
+        # SQLite: one connection, taken through a gate where a door's store goes first
+        self.gate = PriorityGate() if engine.dialect.name == "sqlite" else None
         if engine.dialect.name == "postgresql":
             self.lock_engine = create_engine(
                 engine.url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=None

@@ -336,3 +336,16 @@ async def test_whatever_the_chunking_nothing_appended_needs_taking_back(fake: Fa
         [msg] = fake.messages(channel=f"C{run}")
         assert msg.text.replace("\u2060", "") == reflow(text)
     assert not fake.calls("chat.update")
+
+
+@pytest.mark.parametrize("failing", ["chat.appendStream", "chat.stopStream"])
+async def test_a_stream_slack_stops_taking_is_finished_by_an_edit(fake: FakeSlack,
+                                                                   failing: str) -> None:
+    fake.fail(failing, "message_not_in_streaming_state")
+    sink = thread_sink(poster_for(fake))
+    text = "A first line that is long enough to go.\nAnd the rest of the answer, all of it."
+    ts = await sink.send_stream(chunks(text))
+    [msg] = fake.messages(channel="C1")
+    assert msg.ts == ts and msg.text == reflow(text)  # complete, by one chat.update
+    assert [c.params["ts"] for c in fake.calls("chat.update")] == [ts]
+    assert sink.last_text == msg.text

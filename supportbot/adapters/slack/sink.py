@@ -431,6 +431,8 @@ class _NativeStream:
     (:func:`supportbot.textflow.reflow`) from its whole raw Markdown each time, and only the part
     later text can no longer change is appended (the last line waits until its start is
     known). Past the message size the stream is stopped and the answer goes on in a new one.
+    If Slack stops taking the stream (an append or the stop fails), the answer is finished by
+    editing the message once it is complete, so the customer still gets all of it.
     """
 
     def __init__(self, sink: SlackSink) -> None:
@@ -439,6 +441,7 @@ class _NativeStream:
         self.sent = ""  # re-flowed Markdown appended so far, over all messages
         self.in_message = 0  # characters of ``sent`` in the current message
         self.open = False
+        self.broken = False  # Slack refused an append: the rest comes by an edit at the end
 
     async def start(self) -> None:
         sink = self.sink
@@ -455,24 +458,33 @@ class _NativeStream:
     async def show(self, markdown: str, *, final: bool) -> None:
         flowed = _defuse(reflow(markdown))
         target = flowed.rstrip() if final else _settled(markdown)
-        if not target.startswith(self.sent):
-            if not final:
-                return  # the re-flow changed its mind near the end: wait for more text
-            await self._stop()
-            await self._repair(flowed)
+        if self.broken or not target.startswith(self.sent):
+            # broken, or the re-flow changed its mind near the end: wait for the whole text
+            if final:
+                await self._close_quietly()
+                await self._repair(flowed)
             return
         rest = target[len(self.sent):]
         if not final:
             await self._append(rest)
             return
         room = min(self.sink.poster.limit - self.in_message, APPEND_LIMIT)
-        if len(rest) <= room:  # the last text goes with the stop: one call fewer
-            await self._stop(rest)
-            self.sent += rest
-            self.in_message += len(rest)
-        else:
-            await self._append(rest)
-            await self._stop()
+        try:
+            if len(rest) <= room:  # the last text goes with the stop: one call fewer
+                await self._stop(rest)
+                self.sent += rest
+                self.in_message += len(rest)
+            else:
+                await self._append(rest)
+                await self._stop()
+        except SlackApiError as exc:
+            log.warning("chat.stopStream failed (%s); finishing the answer by an edit",
+                        exc.response.get("error"))
+            self.broken = True
+        if self.broken:
+            await self._close_quietly()
+            await self._repair(flowed)
+            return
         self.sink.last_text = to_mrkdwn(self._current_message(flowed))
 
     async def discard(self) -> None:
@@ -491,7 +503,7 @@ class _NativeStream:
 
     async def _append(self, text: str) -> None:
         limit = self.sink.poster.limit
-        while text:
+        while text and not self.broken:
             room = limit - self.in_message
             if len(text) > room:
                 cut = _cut(text, room)
@@ -509,8 +521,14 @@ class _NativeStream:
         sink = self.sink
         for start in range(0, len(text), APPEND_LIMIT):
             piece = text[start:start + APPEND_LIMIT]
-            await sink.poster.call("chat.appendStream", channel=sink.channel,
-                                   ts=self.stamps[-1], markdown_text=piece)
+            try:
+                await sink.poster.call("chat.appendStream", channel=sink.channel,
+                                       ts=self.stamps[-1], markdown_text=piece)
+            except SlackApiError as exc:  # e.g. Slack ended the stream itself
+                log.warning("chat.appendStream failed (%s); the answer ends by an edit",
+                            exc.response.get("error"))
+                self.broken = True
+                return
             self.sent += piece
             self.in_message += len(piece)
 
@@ -522,6 +540,10 @@ class _NativeStream:
         extra = {"markdown_text": markdown} if markdown else {}
         await sink.poster.call("chat.stopStream", channel=sink.channel, ts=self.stamps[-1],
                                **extra)
+
+    async def _close_quietly(self) -> None:
+        with contextlib.suppress(SlackApiError):  # already ended: the edit below still works
+            await self._stop()
 
     def _current_message(self, flowed: str) -> str:
         return self.sent[len(self.sent) - self.in_message:] if self.in_message else flowed
@@ -535,8 +557,10 @@ class _NativeStream:
         pieces = split_text(text, sink.poster.limit) or [PLACEHOLDER]
         try:
             await sink.poster.update(sink.channel, self.stamps[-1], pieces[0])
-        except SlackApiError as exc:
+        except SlackApiError as exc:  # the message cannot be edited: the text comes anew
             log.warning("chat.update after a stream failed (%s)", exc.response.get("error"))
+            self.stamps.extend(await sink.poster.post(sink.channel, pieces[0],
+                                                      thread_ts=sink.thread_ts))
         for piece in pieces[1:]:
             self.stamps.extend(await sink.poster.post(sink.channel, piece,
                                                       thread_ts=sink.thread_ts))

@@ -1,19 +1,24 @@
-"""Shared CLI plumbing: settings, logging and running the engine."""
+"""Shared CLI plumbing: settings, logging and running the engine.
+
+The engine (and with it the storage layer, the knowledge index, the LLM client) is imported
+only by the commands that run it: ``supportbot serve`` binds its port before that import, so
+``/healthz`` answers within a moment of start whatever the engine costs to load."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from supportbot import logs
 from supportbot.config import Settings
-from supportbot.database_url import unreachable
-from supportbot.engine import Engine
+
+if TYPE_CHECKING:
+    from supportbot.engine import Engine
 
 T = TypeVar("T")
 log = logging.getLogger("supportbot.cli")
@@ -48,6 +53,8 @@ def load_settings(*, announce_files: bool = False, **overrides: object) -> Setti
 
 def require_database(settings: Settings) -> None:
     """Exit with one line (status 2) when the database cannot be opened."""
+    from supportbot.database_url import unreachable
+
     problem = asyncio.run(unreachable(settings.resolved_database_url, settings.database_setting))
     if problem is not None:
         click.echo(problem, err=True)
@@ -55,6 +62,9 @@ def require_database(settings: Settings) -> None:
 
 
 def with_engine(settings: Settings, work: Callable[[Engine], Awaitable[T]]) -> T:
+    from supportbot.database_url import unreachable
+    from supportbot.engine import Engine
+
     async def run() -> T:
         problem = await unreachable(settings.resolved_database_url, settings.database_setting)
         if problem is not None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from supportbot.cli.common import load_settings, with_engine
 from supportbot.cli.data import require_staff
-from supportbot.engine import Engine
+
+if TYPE_CHECKING:  # imported when a command runs (see supportbot.cli.common)
+    from supportbot.engine import Engine
 
 STATUSES = ("bot", "waiting", "human", "closed")
 

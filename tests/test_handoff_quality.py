@@ -23,10 +23,10 @@ DATA = Path(__file__).resolve().parent / "data" / "handoff_dev.jsonl"
 LANGS = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru")
 TARGET_RECALL = {lang: 0.97 if lang in ("en", "zh") else 0.90 for lang in LANGS}
 TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for these two only
-# The score split's blind figures (round 7, BENCHMARKS.md): recall, false positives.
+# The score split's blind figures (round 8, BENCHMARKS.md): recall, false positives.
 RECORDED = {
-    "en": (0.840, 2), "zh": (0.737, 0), "es": (0.833, 0), "fr": (0.750, 0),
-    "de": (0.818, 1), "ja": (0.833, 0), "pt": (0.750, 1), "ru": (0.583, 0),
+    "en": (0.800, 1), "zh": (0.733, 0), "es": (0.818, 1), "fr": (0.909, 0),
+    "de": (0.636, 1), "ja": (0.818, 0), "pt": (0.818, 1), "ru": (0.727, 0),
 }
 
 
@@ -52,7 +52,7 @@ def test_dev_set_shape() -> None:
     counts = Counter((e.lang, e.split, e.handoff) for e in examples)
     for lang in LANGS:
         assert counts[(lang, "tune", True)] >= 60 and counts[(lang, "tune", False)] >= 200
-        assert counts[(lang, "score", True)] >= 10 and counts[(lang, "score", False)] >= 20
+        assert counts[(lang, "score", True)] >= 10 and counts[(lang, "score", False)] >= 15
     assert len({e.text.casefold() for e in examples}) == len(examples)  # no duplicates
 
 

@@ -2,13 +2,13 @@
 the Chinese paraphrase set written for the example FAQ, lexical retrieval as shipped.
 
 The shared datasets live beside the repository (../shared/datasets); without them these tests
-skip locally but fail in CI (CI sets CI=true), so a missing copy cannot pass silently. Figures
-are on the odd-numbered queries (the half not used for tuning; BENCHMARKS.md has all of them).
+fail, saying where they looked, so a missing copy can never pass silently. Figures are on the
+odd-numbered queries (the half not used for tuning; BENCHMARKS.md has all of them); each floor
+is the held-out figure reached, rounded down, so a regression fails.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -29,10 +29,8 @@ EXAMPLE_FAQ = REPO / "supportbot" / "defaults" / "knowledge"
 
 def dataset(name: str) -> Path:
     path = DATASETS / name
-    if not (path / "faq.jsonl").is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"dataset {name} not found at {path}: CI must have ../shared")
-        pytest.skip(f"dataset {name} not found at {path} (../shared is absent)")
+    if not (path / "faq.jsonl").is_file() or not (path / "queries.jsonl").is_file():
+        pytest.fail(f"dataset {name} not found at {path}: the quality tests need ../shared")
     return path
 
 
@@ -52,15 +50,15 @@ async def scored_half(tmp_path: Path, name: str) -> tuple[dict, list[dict]]:
 async def test_stackfaq_lexical_quality(tmp_path: Path) -> None:
     summary, rows = await scored_half(tmp_path, "stackfaq")
     assert len(rows) > 600
-    assert summary["hit@1"] >= 0.74
-    assert summary["recall@5"] >= 0.92
+    assert summary["hit@1"] >= 0.74  # 0.740 (0.747 before BM25-only ranking)
+    assert summary["recall@5"] >= 0.92  # 0.922
 
 
 async def test_afqmc_lexical_quality(tmp_path: Path) -> None:
     summary, rows = await scored_half(tmp_path, "afqmc-train")
     assert len(rows) > 800
-    assert summary["hit@1"] >= 0.10  # 0.097 before word segmentation and normalisation
-    assert summary["recall@5"] >= 0.28
+    assert summary["hit@1"] >= 0.10  # 0.105; 0.097 before word segmentation, normalisation
+    assert summary["recall@5"] >= 0.29  # 0.293
 
 
 async def test_answers_from_the_faq_alone_are_rarely_wrong(tmp_path: Path) -> None:
@@ -83,5 +81,5 @@ async def test_chinese_paraphrases(tmp_path: Path) -> None:
     summary, _ = await evaluate(kb, queries)
     await kb.aclose()
     assert len(queries) >= 80
-    assert summary["hit@1"] >= 0.85
-    assert summary["recall@5"] >= 0.95
+    assert summary["hit@1"] >= 0.89  # 0.900
+    assert summary["recall@5"] >= 0.98  # 0.988

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from supportbot.knowledge import chinese
@@ -55,8 +58,8 @@ def test_colloquial_variants_are_normalised() -> None:
 
 
 def test_chinese_terms_are_characters_bigrams_and_words() -> None:
-    got = terms("蚂蚁借呗额度")
-    assert {"蚂", "借", "额", "蚂蚁", "借呗", "额度"} <= set(got)
+    got = terms("支付宝借呗额度")
+    assert {"支", "借", "额", "支付宝", "借呗", "额度"} <= set(got)
     assert "呗额" in got  # bigrams across word boundaries keep recall
     words = chinese.words("蚂蚁借呗额度提高了吗")
     assert "额度" in words and "提高" in words
@@ -67,3 +70,76 @@ def test_chinese_terms_are_characters_bigrams_and_words() -> None:
 def test_mixed_scripts() -> None:
     got = terms("acme云盘 password")
     assert "acm" in got and "password" in got and "云盘" in got
+
+
+@pytest.fixture
+def shipped_vocabulary():
+    """Tests that switch the (process-wide) vocabulary put the shipped one back."""
+    yield
+    chinese.use_vocabulary(None)
+
+
+def test_product_names_are_kept_whole_and_misspellings_folded() -> None:
+    # jieba alone cuts 花呗 after a particle (我 / 得花 / 呗); the vocabulary's words keep it
+    assert "花呗" in chinese.words("我想知道为什么我得花呗还是不能用")
+    assert set(terms("花被怎么还")) == set(terms("花呗怎么还"))
+    assert set(terms("蚂蚁借呗的利息")) == set(terms("借呗的利率"))
+
+
+def test_shipped_synonyms_map_paraphrases_to_one_form() -> None:
+    assert set(terms("借呗服务费")) == set(terms("借呗手续费"))
+    assert set(terms("花呗多久到账")) == set(terms("花呗什么时候到账"))
+    assert set(terms("花呗用不了")) == set(terms("花呗不能用"))
+
+
+def test_staff_vocabulary_extends_the_shipped_one(tmp_path: Path, shipped_vocabulary) -> None:
+    assert set(terms("网购退货")) != set(terms("网上购物退货"))
+    (tmp_path / chinese.STAFF_VOCABULARY).write_text(
+        "words: [云盘]\nsynonyms:\n  网上购物: [网购]\n  手续费: [佣金]\n", encoding="utf-8"
+    )
+    vocab = chinese.use_vocabulary(tmp_path)
+    assert set(terms("网购退货")) == set(terms("网上购物退货"))
+    assert set(terms("借呗佣金")) == set(terms("借呗手续费"))
+    assert "服务费" not in vocab.synonyms  # the staff's 手续费 entry replaced the shipped one
+    assert "云盘" in vocab.words and "花呗" in vocab.words
+    assert vocab.digest != chinese.Vocabulary.read(chinese.DEFAULT_VOCABULARY).digest
+
+
+def test_broken_staff_vocabulary_falls_back_to_the_shipped_one(
+    tmp_path: Path, shipped_vocabulary
+) -> None:
+    (tmp_path / chinese.STAFF_VOCABULARY).write_text("synonyms:\n  a: b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="must be a list"):
+        chinese.use_vocabulary(tmp_path)
+    assert chinese.vocabulary().digest == chinese.Vocabulary.read(chinese.DEFAULT_VOCABULARY).digest
+
+
+async def test_editing_the_staff_vocabulary_reindexes_the_faq(
+    tmp_path: Path, shipped_vocabulary
+) -> None:
+    from supportbot.knowledge import KnowledgeBase
+
+    kdir = tmp_path / "k"
+    kdir.mkdir()
+    (kdir / "faq.jsonl").write_text(
+        json.dumps({"id": "gift", "question": "礼品卡怎么兑换", "answer": "在账户页面兑换。"})
+        + "\n"
+        + json.dumps({"id": "card", "question": "银行卡怎么绑定", "answer": "在设置里绑定。"}),
+        encoding="utf-8",
+    )
+    kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3")
+    try:
+        await kb.refresh()
+        assert await kb.search("购物券") == []  # no character in common
+        (kdir / chinese.STAFF_VOCABULARY).write_text(
+            "synonyms:\n  礼品卡: [购物券]\n", encoding="utf-8"
+        )
+        await kb.refresh()
+        assert kb.last_reindexed == ["faq.jsonl"]
+        after = await kb.search("购物券")
+        assert after and after[0].entry.id == "gift"
+        (kdir / chinese.STAFF_VOCABULARY).write_text("synonyms: [broken", encoding="utf-8")
+        await kb.refresh()
+        assert any(chinese.STAFF_VOCABULARY in str(p.path) for p in kb.problems)
+    finally:
+        await kb.aclose()

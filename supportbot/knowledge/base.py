@@ -17,7 +17,9 @@ from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
-from supportbot.knowledge import scoring
+import yaml
+
+from supportbot.knowledge import chinese, scoring
 from supportbot.knowledge.embeddings import Embedder, EmbeddingsError
 from supportbot.knowledge.index import IndexStore
 from supportbot.knowledge.lexical import LexicalIndex, Row
@@ -53,7 +55,12 @@ class KnowledgeBase:
         self.knowledge_dir = Path(knowledge_dir)
         self.index_path = Path(index_path)
         self.embedder = embedder
-        self._store = IndexStore(self.index_path, self.knowledge_dir)
+        # the Chinese vocabulary (chinese.Vocabulary) shapes the stored terms: its digest is
+        # part of the index stamp, so an edited _synonyms.yaml re-indexes everything
+        self._vocab_problems: list[Problem] = []
+        self._vocab_stat = self._vocab_file_stat()
+        vocab = self._load_vocabulary()
+        self._store = IndexStore(self.index_path, self.knowledge_dir, vocab.digest)
         self._lock = asyncio.Lock()
         files = self._store.load_files()
         self._seen: dict[str, Stat] = {rel: (m, s) for rel, (m, s, _, _) in files.items()}
@@ -99,7 +106,28 @@ class KnowledgeBase:
 
     @property
     def problems(self) -> list[Problem]:
-        return [p for rel in sorted(self._file_problems) for p in self._file_problems[rel]]
+        files = [p for rel in sorted(self._file_problems) for p in self._file_problems[rel]]
+        return [*self._vocab_problems, *files]
+
+    def _vocab_file_stat(self) -> Stat | None:
+        try:
+            st = (self.knowledge_dir / chinese.STAFF_VOCABULARY).stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _load_vocabulary(self) -> chinese.Vocabulary:
+        """The shipped vocabulary plus the staff's; a broken staff file is a problem (the
+        shipped vocabulary serves meanwhile), like a broken FAQ file."""
+        try:
+            vocab = chinese.use_vocabulary(self.knowledge_dir)
+            self._vocab_problems = []
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            path = self.knowledge_dir / chinese.STAFF_VOCABULARY
+            self._vocab_problems = [Problem(path, 1, f"not used: {exc}")]
+            log.error("knowledge: %s", self._vocab_problems[0])
+            vocab = chinese.vocabulary()
+        return vocab
 
     # --- refresh -------------------------------------------------------------------------------
 
@@ -119,6 +147,15 @@ class KnowledgeBase:
             stats = await asyncio.to_thread(self._scan) if len(self._seen) > 200 else self._scan()
             changed = sorted(rel for rel, st in stats.items() if self._seen.get(rel) != st)
             deleted = sorted(rel for rel in self._seen if rel not in stats)
+            digest = self._store.vocab_digest
+            vocab_stat = self._vocab_file_stat()
+            if vocab_stat != self._vocab_stat:
+                self._vocab_stat = vocab_stat
+                digest = self._load_vocabulary().digest
+                if digest != self._store.vocab_digest:
+                    # every file's terms are stale: all of them out, then in again
+                    log.info("knowledge: %s changed, re-indexing", chinese.STAFF_VOCABULARY)
+                    deleted, changed = sorted(self._seen), sorted(stats)
             if changed or deleted:
                 # files with problems may be fixed by a change elsewhere (e.g. a duplicate id)
                 changed = sorted(set(changed) | (set(self._file_problems) & set(stats)))
@@ -128,6 +165,8 @@ class KnowledgeBase:
                     self._apply(stats, changed, deleted)
             else:
                 self.last_reindexed = []
+            if digest != self._store.vocab_digest:
+                self._store.set_stamp(digest)
         embedder = self.embedder
         if embedder is None or not self._embed_dirty:
             return
@@ -195,7 +234,7 @@ class KnowledgeBase:
         self._rebuild_maps()
         self._embed_dirty = self.embedder is not None
 
-        self.last_reindexed = reindexed
+        self.last_reindexed = list(dict.fromkeys(reindexed))  # out and in again: once
         if reindexed:
             log.info("knowledge: re-indexed %s (%d entries)", ", ".join(reindexed), len(by_rowid))
 

@@ -77,9 +77,10 @@ def entry_from_json(data: str, root: Path) -> FaqEntry:
 class IndexStore:
     """Owns the index file (WAL mode): one connection, used by refresh under ``write_lock``."""
 
-    def __init__(self, path: Path, root: Path) -> None:
+    def __init__(self, path: Path, root: Path, vocab_digest: str = "") -> None:
         self.path = Path(path)
         self.root = Path(root)
+        self.vocab_digest = vocab_digest  # chinese.Vocabulary.digest: it shapes the terms
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.write_lock = threading.Lock()
         self.writer = self._connect()
@@ -94,12 +95,26 @@ class IndexStore:
     def _ensure_schema(self) -> None:
         w = self.writer
         w.executescript(_SCHEMA)
-        stamp = f"{SCHEMA_VERSION}:{self.root.resolve()}"
         row = w.execute("SELECT value FROM meta WHERE key='stamp'").fetchone()
-        if row is None or row[0] != stamp:
-            # another tokenizer version or knowledge dir: this cache is useless, start over
-            w.executescript("BEGIN; DELETE FROM files; DELETE FROM entries; COMMIT;")
-            w.execute("INSERT OR REPLACE INTO meta VALUES ('stamp', ?)", (stamp,))
+        if row is None or row[0] != self._stamp():
+            # another tokenizer version, vocabulary or knowledge dir: this cache is useless,
+            # start over
+            self.restamp(self.vocab_digest)
+
+    def _stamp(self) -> str:
+        return f"{SCHEMA_VERSION}:{self.vocab_digest}:{self.root.resolve()}"
+
+    def restamp(self, vocab_digest: str) -> None:
+        """Forget every entry and file (their terms are stale) and record the new vocabulary."""
+        with self.write_lock:
+            self.writer.executescript("BEGIN; DELETE FROM files; DELETE FROM entries; COMMIT;")
+        self.set_stamp(vocab_digest)
+
+    def set_stamp(self, vocab_digest: str) -> None:
+        """Record the vocabulary the stored terms were made with."""
+        self.vocab_digest = vocab_digest
+        with self.write_lock:
+            self.writer.execute("INSERT OR REPLACE INTO meta VALUES ('stamp', ?)", (self._stamp(),))
 
     def close(self) -> None:
         self.writer.close()

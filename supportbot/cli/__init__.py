@@ -6,14 +6,21 @@ import click
 from pydantic import ValidationError
 
 from supportbot.cli.app import chat, check, serve
-from supportbot.cli.common import settings_error
-from supportbot.cli.conversations import conversations
-from supportbot.cli.data import export, purge
+from supportbot.cli.common import LazyGroup, settings_error
 from supportbot.cli.init import init
-from supportbot.cli.report import report
+
+# the staff tools are imported when run: serve binds its port without paying for them
+LAZY = {
+    "conversations": "supportbot.cli.conversations:conversations",
+    "report": "supportbot.cli.report:report",
+    "export": "supportbot.cli.data:export",
+    "purge": "supportbot.cli.data:purge",
+    "handoff": "supportbot.cli.handoff:handoff",
+    "knowledge": "supportbot.cli.knowledge:knowledge",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=LAZY, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="supportbot")
 def cli() -> None:
     """A customer-support bot for Slack and Telegram that answers from your FAQ."""
@@ -23,21 +30,6 @@ cli.add_command(init)
 cli.add_command(chat)
 cli.add_command(check)
 cli.add_command(serve)
-cli.add_command(conversations)
-cli.add_command(report)
-cli.add_command(export)
-cli.add_command(purge)
-
-
-def _optional_groups() -> None:
-    from supportbot.cli.handoff import handoff
-    from supportbot.cli.knowledge import knowledge
-
-    cli.add_command(handoff)
-    cli.add_command(knowledge)
-
-
-_optional_groups()
 
 
 def main() -> None:

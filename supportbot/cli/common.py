@@ -7,9 +7,10 @@ only by the commands that run it: ``supportbot serve`` binds its port before tha
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -22,6 +23,26 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("supportbot.cli")
+
+
+class LazyGroup(click.Group):
+    """A command group whose subcommands are imported only when one is run (or ``--help`` lists
+    them): ``supportbot serve`` then never pays for the staff tools' imports (the storage layer,
+    the knowledge index) before it binds its port. ``lazy`` maps a name to ``module:attribute``.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 def settings_error(exc: ValidationError) -> None:

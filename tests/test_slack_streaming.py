@@ -349,3 +349,17 @@ async def test_a_stream_slack_stops_taking_is_finished_by_an_edit(fake: FakeSlac
     assert msg.ts == ts and msg.text == reflow(text)  # complete, by one chat.update
     assert [c.params["ts"] for c in fake.calls("chat.update")] == [ts]
     assert sink.last_text == msg.text
+
+
+async def test_a_channel_error_on_start_is_not_held_against_the_workspace(
+    fake: FakeSlack,
+) -> None:
+    fake.fail("chat.startStream", "not_in_channel")
+    poster = poster_for(fake)
+    await thread_sink(poster, "C1").send_stream(chunks("By edits this once."))
+    await thread_sink(poster, "C2").send_stream(chunks("Natively again."))
+    assert not poster.stream_refused and len(fake.calls("chat.startStream")) == 2
+    [second] = fake.messages(channel="C2")
+    assert second.text == "Natively again." and second.edits[0] == ""  # a stream, no "…"
+    [first] = fake.messages(channel="C1")
+    assert first.text == "By edits this once." and first.edits[0] == "…"

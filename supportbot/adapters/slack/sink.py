@@ -344,9 +344,9 @@ class SlackSink:
             except SlackApiError as exc:
                 self.poster.give_back_turn(self.channel)
                 error = str(exc.response.get("error") or exc.response.status_code)
-                if exc.response.status_code < 500 and error != "ratelimited":
+                if exc.response.status_code < 500 and error not in _NOT_ABOUT_STREAMING:
                     self.poster.refuse_native_stream(team, error)
-                else:  # a passing failure: edits this time, native again next time
+                else:  # about this call or channel: edits this time, native again next time
                     log.warning("chat.startStream failed (%s); streaming by edits", error)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("chat.startStream failed (%s); streaming by edits",
@@ -610,6 +610,12 @@ def _cut(text: str, room: int) -> int:
 _PACED = frozenset({"chat.postMessage", "chat.postEphemeral", "chat.startStream"})
 #: edits of our own message: JSON bodies, no pacing (429s are still waited out)
 _EDITS = frozenset({"chat.update", "chat.appendStream", "chat.stopStream"})
+#: chat.startStream errors that say nothing about the workspace's streaming (the channel, a
+#: passing limit): not remembered, so the next answer tries native streaming again
+_NOT_ABOUT_STREAMING = frozenset(
+    {"ratelimited", "channel_not_found", "not_in_channel", "is_archived", "thread_not_found",
+     "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
 _BLOCK_ERRORS = frozenset(
     {"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "msg_too_long"}
 )

@@ -14,6 +14,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from supportbot.knowledge import chinese
 from supportbot.knowledge.lexical import Row
 from supportbot.knowledge.models import FaqEntry
 from supportbot.knowledge.text import language_of, terms
@@ -77,10 +78,11 @@ def entry_from_json(data: str, root: Path) -> FaqEntry:
 class IndexStore:
     """Owns the index file (WAL mode): one connection, used by refresh under ``write_lock``."""
 
-    def __init__(self, path: Path, root: Path, vocab_digest: str = "") -> None:
+    def __init__(self, path: Path, root: Path, vocab_digest: str | None = None) -> None:
         self.path = Path(path)
         self.root = Path(root)
-        self.vocab_digest = vocab_digest  # chinese.Vocabulary.digest: it shapes the terms
+        # chinese.Vocabulary.digest (the one in use by default): it shapes the stored terms
+        self.vocab_digest = chinese.vocabulary().digest if vocab_digest is None else vocab_digest
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.write_lock = threading.Lock()
         self.writer = self._connect()

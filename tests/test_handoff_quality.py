@@ -23,10 +23,10 @@ DATA = Path(__file__).resolve().parent / "data" / "handoff_dev.jsonl"
 LANGS = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru")
 TARGET_RECALL = {lang: 0.97 if lang in ("en", "zh") else 0.90 for lang in LANGS}
 TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for these two only
-# The score split's blind figures (round 8, BENCHMARKS.md): recall, false positives.
+# The score split's blind figures (round 9, BENCHMARKS.md): recall, false positives.
 RECORDED = {
-    "en": (0.800, 1), "zh": (0.733, 0), "es": (0.818, 1), "fr": (0.909, 0),
-    "de": (0.636, 1), "ja": (0.818, 0), "pt": (0.818, 1), "ru": (0.727, 0),
+    "en": (0.850, 1), "zh": (0.467, 0), "es": (0.800, 0), "fr": (1.000, 1),
+    "de": (0.800, 0), "ja": (0.900, 0), "pt": (0.600, 0), "ru": (0.400, 0),
 }
 
 

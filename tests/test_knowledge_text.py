@@ -111,6 +111,9 @@ def test_broken_staff_vocabulary_falls_back_to_the_shipped_one(
     (tmp_path / chinese.STAFF_VOCABULARY).write_text("synonyms:\n  a: b\n", encoding="utf-8")
     with pytest.raises(ValueError, match="must be a list"):
         chinese.use_vocabulary(tmp_path)
+    (tmp_path / chinese.STAFF_VOCABULARY).write_text("words: 花呗借呗\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="'words' must be a list"):
+        chinese.use_vocabulary(tmp_path)
     assert chinese.vocabulary().digest == chinese.Vocabulary.read(chinese.DEFAULT_VOCABULARY).digest
 
 

@@ -64,8 +64,14 @@ class Vocabulary:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             if not isinstance(data, dict):
                 raise ValueError(f"{path}: expected a mapping with 'words' and 'synonyms'")
-            words += [_norm(w) for w in data.get("words") or ()]
-            for form, variants in (data.get("synonyms") or {}).items():
+            listed = data.get("words") or []
+            if not isinstance(listed, list):
+                raise ValueError(f"{path}: 'words' must be a list")
+            words += [_norm(w) for w in listed]
+            mapping = data.get("synonyms") or {}
+            if not isinstance(mapping, dict):
+                raise ValueError(f"{path}: 'synonyms' must map a form to a list of variants")
+            for form, variants in mapping.items():
                 if not isinstance(variants, list):
                     raise ValueError(f"{path}: synonyms of {form!r} must be a list")
                 canon[_norm(form)] = [_norm(v) for v in variants]

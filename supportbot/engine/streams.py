@@ -41,7 +41,7 @@ class Streams:
 
     def open_journal(self, data_dir: Path) -> None:
         if self.journal is None:
-            self.journal = Journal(data_dir / "replies.journal")
+            self.journal = Journal(data_dir / "journal")
 
     def sent(self, message: Message, platform_id: str) -> None:
         """The reply to ``message`` is (being) written into ``platform_id``: journal it now."""

@@ -269,3 +269,38 @@ async def forget_streaming_rows(tmp: Path) -> None:
             await session.execute(delete(Message).where(Message.state == "streaming"))
     finally:
         await store.close()
+
+
+async def test_a_status_read_in_flight_is_let_finish_when_a_stream_ends() -> None:
+    """A stream re-reads its conversation's status while it runs (a takeover in another
+    process). When the stream ends during such a read, the read is let finish: cancelled
+    mid-query, SQLAlchemy closes the asyncpg connection under it and asyncpg leaves a "Future
+    exception was never retrieved ... connection_lost" behind (seen in the PostgreSQL pass of
+    the crash burst)."""
+    from supportbot.engine.streams import Streams
+
+    streams = Streams(poll=0.001)
+    reading, release = asyncio.Event(), asyncio.Event()
+    reads: list[str] = []
+
+    async def bot_owns() -> bool:
+        reading.set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            reads.append("cancelled")
+            raise
+        reads.append("finished")
+        return True
+
+    async def stream() -> None:
+        async with streams.watch(1, bot_owns):
+            await reading.wait()  # the stream ends while a status read is in flight
+
+    ending = asyncio.create_task(stream())
+    await reading.wait()
+    for _ in range(5):  # the stream reaches its end
+        await asyncio.sleep(0)
+    release.set()
+    await ending
+    assert reads == ["finished"]

@@ -29,6 +29,8 @@ log = logging.getLogger("supportbot.engine")
 
 #: how often a stream re-reads its conversation's status (a takeover in another process)
 POLL_SECONDS = 0.5
+#: how long a stream's end waits for a status read in flight before cancelling it
+STOP_GRACE = 5.0
 #: a process's own reply journal is emptied once all its replies are finished and it is this big
 COMPACT_BYTES = 64 * 1024
 
@@ -74,11 +76,16 @@ class Streams:
         """An event set when this conversation's answer must stop: an in-process interrupt, or
         the status seen changed (``bot_owns`` false) by the poll."""
         stop = asyncio.Event()
+        ended = asyncio.Event()
         self._live.setdefault(conversation_id, set()).add(stop)
 
         async def poll() -> None:
             while not stop.is_set():
-                await asyncio.sleep(self.poll)
+                try:
+                    await asyncio.wait_for(ended.wait(), self.poll)
+                    return  # the stream is over
+                except TimeoutError:
+                    pass
                 try:
                     if not await bot_owns():
                         stop.set()
@@ -89,9 +96,16 @@ class Streams:
         try:
             yield stop
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            # Let a status read in flight finish rather than cancel it: a query cancelled
+            # mid-flight makes SQLAlchemy close its asyncpg connection under it, and asyncpg
+            # then leaves a "Future exception was never retrieved ... connection_lost" behind.
+            ended.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(poller), STOP_GRACE)
+            except TimeoutError:  # a read stuck (database gone): cancel it after all
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
             live = self._live.get(conversation_id)
             if live is not None:
                 live.discard(stop)

@@ -47,11 +47,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 # pytest-xdist (four workers by default, see pyproject.toml). Modules whose tests fill the
-# machine with processes for tens of seconds (kill -9 under a burst, the storm) run one after
-# the other on one worker instead of side by side, where each would starve the other's
-# deadlines; test_crash_burst's two tests also share one module fixture (the five kill rounds),
-# which two workers would each run. Their files are owned elsewhere, so they are named here.
-MACHINE_FILLING = ("test_crash_burst", "test_storm")
+# machine with processes for tens of seconds (kill -9 under a burst, the storm, the benchmarks)
+# run one after the other on one worker instead of side by side, where each would starve the
+# other's deadlines (they overlap the light tests instead); test_crash_burst's two tests also
+# share one module fixture (the five kill rounds), which two workers would each run.
+MACHINE_FILLING = ("test_crash_burst", "test_storm", "test_bench_smoke")
 # Then the slow ones (subprocesses, servers; seconds each) go first, so they overlap the short
 # tests instead of being the tail the other workers wait for. Only the order changes.
 SLOW_FIRST = (

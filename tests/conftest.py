@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import itertools
 import os
 import threading
@@ -46,11 +47,12 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"database: SQLite (set {POSTGRES_ENV} for the PostgreSQL pass)"
 
 
-# pytest-xdist (four workers by default, see pyproject.toml). Modules whose tests fill the
-# machine with processes for tens of seconds (kill -9 under a burst, the storm, the benchmarks)
-# run one after the other on one worker instead of side by side, where each would starve the
-# other's deadlines (they overlap the light tests instead); test_crash_burst's two tests also
-# share one module fixture (the five kill rounds), which two workers would each run.
+# pytest-xdist (four workers, ``--dist loadfile``, see pyproject.toml: a module's tests share
+# one worker, so a module fixture such as test_crash_burst's five kill rounds runs once).
+# Modules whose tests fill the machine with processes for tens of seconds (kill -9 under a
+# burst, the storm, the benchmarks) take turns through a lock file shared by the workers
+# instead of running side by side, where each would starve the other's deadlines; they overlap
+# the light tests instead.
 MACHINE_FILLING = ("test_crash_burst", "test_storm", "test_bench_smoke")
 # Then the slow ones (subprocesses, servers; seconds each) go first, so they overlap the short
 # tests instead of being the tail the other workers wait for. Only the order changes.
@@ -62,22 +64,20 @@ SLOW_FIRST = (
 )
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadgroup`` with our groups. xdist 3.8 reads ``xdist_group`` marks by suffixing
-    ``item._nodeid``, which pytest 9.2 no longer reads (items keep their plain ids, every test
-    is its own group), so the grouping is decided here, on the controller, from the node id."""
-    if config.getvalue("dist") != "loadgroup":
-        return None
-    from xdist.scheduler import LoadGroupScheduling
-
-    class Scheduling(LoadGroupScheduling):
-        def _split_scope(self, nodeid: str) -> str:  # LoadScopeScheduling's extension point
-            if Path(nodeid.split("::")[0]).stem in MACHINE_FILLING:
-                return "machine_filling"
-            return super()._split_scope(nodeid)
-
-    return Scheduling(config, log)
+@pytest.fixture(scope="module", autouse=True)
+def _one_machine_filling_module_at_a_time(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Hold an exclusive lock on a file all workers see (the parent of each worker's basetemp)
+    while a machine-filling module runs; autouse, so it is taken before the module's own
+    fixtures start their processes."""
+    if Path(str(request.path)).stem not in MACHINE_FILLING:
+        yield
+        return
+    lock_path = tmp_path_factory.getbasetemp().parent / "machine-filling.lock"
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -97,7 +97,7 @@ def fake_llm() -> Iterator[FakeLLM]:
         yield fake
 
 
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+SHARED_DATASETS = Path(os.environ.get("SUPPORTBOT_DATASETS", REPO.parent / "shared" / "datasets"))
 
 
 def shared_dataset(name: str) -> Path:
@@ -116,6 +116,12 @@ def shared_dataset(name: str) -> Path:
 def stackfaq() -> Path:
     """StackFAQ (``faq.jsonl``, ``queries.jsonl``); see ``shared_dataset``."""
     return shared_dataset("stackfaq")
+
+
+@pytest.fixture
+def afqmc() -> Path:
+    """AFQMC's Chinese customer-service questions (``faq.jsonl``, ``queries.jsonl``)."""
+    return shared_dataset("afqmc-train")
 
 
 class PostgresAdmin:

@@ -1,18 +1,16 @@
 """Retrieval quality regressions: stackfaq (English), afqmc (Chinese customer questions) and
 the Chinese paraphrase set written for the example FAQ, lexical retrieval as shipped.
 
-The shared datasets live beside the repository (../shared/datasets); without them these tests
-fail, saying where they looked, so a missing copy can never pass silently. Figures are on the
-odd-numbered queries (the half not used for tuning; BENCHMARKS.md has all of them); each floor
-is the held-out figure reached, rounded down, so a regression fails.
+The shared datasets live beside the repository (../shared/datasets, see ``shared_dataset`` in
+conftest.py): without them these tests are skipped on a workstation, and fail in CI. Figures
+are on the odd-numbered queries (the half not used for tuning; BENCHMARKS.md has all of them);
+each floor is the held-out figure reached, rounded down, so a regression fails.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-
-import pytest
 
 from supportbot.knowledge import KnowledgeBase
 from supportbot.knowledge.evaluation import (
@@ -23,19 +21,10 @@ from supportbot.knowledge.evaluation import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = REPO.parent / "shared" / "datasets"
 EXAMPLE_FAQ = REPO / "supportbot" / "defaults" / "knowledge"
 
 
-def dataset(name: str) -> Path:
-    path = DATASETS / name
-    if not (path / "faq.jsonl").is_file() or not (path / "queries.jsonl").is_file():
-        pytest.fail(f"dataset {name} not found at {path}: the quality tests need ../shared")
-    return path
-
-
-async def scored_half(tmp_path: Path, name: str) -> tuple[dict, list[dict]]:
-    src = dataset(name)
+async def scored_half(tmp_path: Path, src: Path) -> tuple[dict, list[dict]]:
     kdir = tmp_path / "kb"
     kdir.mkdir(parents=True)
     shutil.copy(src / "faq.jsonl", kdir / "faq.jsonl")
@@ -47,29 +36,31 @@ async def scored_half(tmp_path: Path, name: str) -> tuple[dict, list[dict]]:
         await kb.aclose()
 
 
-async def test_stackfaq_lexical_quality(tmp_path: Path) -> None:
-    summary, rows = await scored_half(tmp_path, "stackfaq")
+async def test_stackfaq_lexical_quality(tmp_path: Path, stackfaq: Path) -> None:
+    summary, rows = await scored_half(tmp_path, stackfaq)
     assert len(rows) > 600
     assert summary["hit@1"] >= 0.74  # 0.740 (0.747 before BM25-only ranking)
     assert summary["recall@5"] >= 0.92  # 0.922
 
 
-async def test_afqmc_lexical_quality(tmp_path: Path) -> None:
-    summary, rows = await scored_half(tmp_path, "afqmc-train")
+async def test_afqmc_lexical_quality(tmp_path: Path, afqmc: Path) -> None:
+    summary, rows = await scored_half(tmp_path, afqmc)
     assert len(rows) > 800
     assert summary["hit@1"] >= 0.10  # 0.105; 0.097 before word segmentation, normalisation
     assert summary["recall@5"] >= 0.29  # 0.293
 
 
-async def test_answers_from_the_faq_alone_are_rarely_wrong(tmp_path: Path) -> None:
+async def test_answers_from_the_faq_alone_are_rarely_wrong(
+    tmp_path: Path, stackfaq: Path, afqmc: Path
+) -> None:
     """At the default threshold the bot answering without an LLM cites a wrong entry in under
     5% of the answers it gives on stackfaq; on afqmc, whose FAQ is full of near-duplicate
     questions, it (rightly) almost never answers alone: the confidence is a margin over the
     best other entry."""
-    _, rows = await scored_half(tmp_path / "s", "stackfaq")
+    _, rows = await scored_half(tmp_path / "s", stackfaq)
     report = confidence_report(rows, 0.5)
     assert report["wrong_share"] < 0.05 and report["answered"] >= 20, report
-    _, rows = await scored_half(tmp_path / "a", "afqmc-train")
+    _, rows = await scored_half(tmp_path / "a", afqmc)
     report = confidence_report(rows, 0.5)
     assert report["answered_share"] < 0.01, report
 

@@ -19,6 +19,7 @@ import yaml
 
 from supportbot import defaults as package
 from supportbot.problems import Problem
+from supportbot.prompts.library import YAML_LOADER
 
 log = logging.getLogger("supportbot.prompts")
 
@@ -43,7 +44,7 @@ class SuggestedPrompt:
 def load_suggested_prompts(path: Path) -> tuple[dict[str, list[SuggestedPrompt]], list[Problem]]:
     """Every valid language list in ``path``, and a problem (file, line) for everything else."""
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"))
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
     except (OSError, UnicodeDecodeError) as exc:
         return {}, [Problem(path, 0, f"cannot read: {exc}")]
     except yaml.YAMLError as exc:

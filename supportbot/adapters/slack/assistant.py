@@ -57,6 +57,10 @@ class AssistantThreads:
         self.poster = poster
         self.suggested = SuggestedPrompts(engine.settings.prompts_dir)
         self.available = True  # False once Slack said this workspace has no AI-app features
+        # until one call has come back, calls go one at a time: a turn's status and title
+        # would otherwise both be refused (and logged) by a workspace without the features
+        self._probed = False
+        self._probe = asyncio.Lock()
         self._reported: set[tuple[str, str]] = set()
         self._languages: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self.contexts: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
@@ -176,6 +180,14 @@ class AssistantThreads:
     # -- calls that must never break answering ---------------------------------------------
 
     async def _call(self, method: str, call: Callable[[], Awaitable[Any]]) -> bool:
+        if self._probed:
+            return await self._try(method, call)
+        async with self._probe:
+            ok = await self._try(method, call)
+            self._probed = True
+            return ok
+
+    async def _try(self, method: str, call: Callable[[], Awaitable[Any]]) -> bool:
         if not self.available:
             return False
         try:

@@ -11,7 +11,10 @@ in their language with the message kept.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import io
+import random
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -23,6 +26,7 @@ import pytest
 import uvicorn
 from alembic import command
 from alembic.config import Config
+from PIL import Image
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import inspect, text
 from test_slack_adapter import HUMAN_PLEASE, STAFF, STAFF_CHANNEL, Env, texts
@@ -35,6 +39,7 @@ from test_telegram_adapter import make_settings as telegram_settings
 from supportbot.adapters.slack import SlackAdapter
 from supportbot.adapters.slack.files import SlackFiles
 from supportbot.engine import Engine, Status
+from supportbot.engine import attachments as attachments
 from supportbot.engine.attachments import sniff_image
 from supportbot.engine.types import Attachment, FileUnavailable
 from supportbot.server import create_app
@@ -58,6 +63,35 @@ def png(width: int = 64, height: int = 48, words: str = ERROR_TEXT) -> bytes:
             + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
             + chunk(b"tEXt", b"Comment\x00" + words.encode("latin-1"))
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def screenshot(width: int = 4000, height: int = 3000) -> bytes:
+    """A PNG screenshot made with Pillow: a light page with lines of dark "text"."""
+    picture = Image.new("RGB", (width, height), (246, 246, 246))
+    for top in range(40, height - 40, 60):
+        picture.paste((30, 30, 30), (40, top, width - 40 - top % 400, top + 24))
+    out = io.BytesIO()
+    picture.save(out, "PNG")
+    return out.getvalue()
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels over a few bytes of data: what a
+    decompression bomb looks like before it is decoded."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 4096)) + chunk(b"IEND", b""))
+
+
+def picture_in(url: str) -> tuple[str, tuple[int, int], int]:
+    """The type, size in pixels and length in bytes of the picture in a data URL."""
+    header, _, encoded = url.partition(",")
+    data = base64.b64decode(encoded)
+    with Image.open(io.BytesIO(data)) as picture:
+        return header.removeprefix("data:").removesuffix(";base64"), picture.size, len(data)
 
 
 async def stored_attachments(engine: Engine, conversation_id: int) -> list[Any]:
@@ -132,8 +166,11 @@ async def test_telegram_screenshot_is_answered_by_a_vision_model(
 
 
 async def test_telegram_oversize_and_failing_downloads_are_told_and_kept(
-    tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(attachments, "_pillow", lambda: None)  # no resizing: as without Pillow
+    attachments._say_no_pillow.cache_clear()
     async with telegram(tmp_path, fake, llm_vision=True, max_file_bytes=1_000_000,
                         vision_max_pixels=64 * 48 - 1) as (engine, llm):
         fake.push(fake.photo_message(png(), file_size=30_000_000))  # over max_file_bytes
@@ -162,7 +199,59 @@ async def test_telegram_oversize_and_failing_downloads_are_told_and_kept(
     # the model saw no picture at all: one call, for the caption
     assert [r.image_urls for r in llm.chat_requests()] == [[]]
     assert "could not fetch a customer's file" in caplog.text
+    assert caplog.text.count("pip install 'supportbot[vision]'") == 1
     assert fake.token not in caplog.text and fake.token.split(":")[1] not in caplog.text
+
+
+async def test_telegram_oversize_screenshot_is_downscaled_for_the_model(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    shot = screenshot(4000, 3000)
+    assert len(shot) < 5_000_000  # over the pixel cap only
+    async with telegram(tmp_path, fake, llm_vision=True, vision_max_pixels=4_000_000,
+                        vision_max_bytes=5_000_000) as (engine, llm):
+        fake.push(fake.photo_message(shot, caption="what does this error mean?"))
+        [reply] = await fake.wait_for(lambda: fake.texts(ALICE))
+        [asked] = llm.chat_requests()
+        conv = await engine.find_conversation("telegram", str(ALICE))
+        [row] = await stored_attachments(engine, conv.id)
+    [url] = asked.image_urls
+    mime, (width, height), size = picture_in(url)
+    assert mime == "image/jpeg" and size <= 5_000_000
+    assert 3_900_000 < width * height <= 4_000_000 and abs(width / height - 4 / 3) < 0.01
+    assert reply.startswith("In your screenshot I can see: a picture of")
+    assert asked.messages[-1]["content"][0] == {"type": "text",
+                                                "text": "[picture] what does this error mean?"}
+    assert row.status == "fetched" and row.size == len(shot)
+
+
+async def test_telegram_unreadable_pictures_are_told_and_the_next_one_is_still_resized(
+    tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    shot = screenshot(3000, 2000)
+    async with telegram(tmp_path, fake, llm_vision=True, vision_max_pixels=1_000_000) as (
+            engine, llm):
+        fake.push(fake.photo_message(header_only_png(100_000, 100_000)))  # a bomb
+        await fake.wait_for(lambda: len(fake.texts(ALICE)) == 1)
+        fake.push(fake.photo_message(shot[:len(shot) // 2]))  # cut off halfway
+        await fake.wait_for(lambda: len(fake.texts(ALICE)) == 2)
+        fake.push(fake.photo_message(shot, caption="and this one?"))
+        await fake.wait_for(lambda: len(fake.texts(ALICE)) == 3)
+        conv = await engine.find_conversation("telegram", str(ALICE))
+        rows = await stored_attachments(engine, conv.id)
+        messages = await engine.store.messages(conv.id)
+    bomb, cut, fine = fake.texts(ALICE)[:3]
+    assert "too big" in bomb and "too big" in cut
+    assert fine.startswith("In your screenshot I can see: a picture of")
+    [asked] = llm.chat_requests()  # only the last picture reached the model
+    [url] = asked.image_urls
+    _, (width, height), _ = picture_in(url)
+    assert width * height <= 1_000_000 and width > height
+    assert [r.status for r in rows] == ["fetched"] * 3
+    assert [m.text for m in messages if m.role == "user"] == [
+        "[picture]", "[picture]", "[picture] and this one?"]
+    assert all(m.state == "answered" for m in messages if m.role == "user")
+    assert caplog.text.count("could not resize a customer's picture") == 2
 
 
 async def test_telegram_document_bytes_are_kept_when_configured(
@@ -263,6 +352,33 @@ async def test_slack_screenshot_in_a_dm_is_answered_by_a_vision_model(tmp_path: 
         shot["id"], "image", "image/png", "error.png", len(png()))
 
 
+async def test_slack_photo_over_the_byte_cap_is_shrunk_and_turned_upright(
+    tmp_path: Path
+) -> None:
+    """A camera photo (noise: it compresses badly) stored sideways with an EXIF orientation:
+    it reaches the model within the byte cap, upright, and without its EXIF."""
+    noise = random.Random(20).randbytes(1600 * 1200 * 3)
+    photo = Image.frombytes("RGB", (1600, 1200), noise)
+    exif = photo.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise to show
+    out = io.BytesIO()
+    photo.save(out, "JPEG", quality=95, exif=exif)
+    data = out.getvalue()
+    assert len(data) > 1_000_000
+    async with slack_env(tmp_path, llm_vision=True, vision_max_bytes=250_000) as env:
+        shot = env.slack.add_file(data, name="photo.jpg", mimetype="image/jpeg")
+        await env.post_event(env.slack.file_share_event("why is it red?", [shot], channel="D5"))
+        await env.wait(lambda: [t for t in texts(env.slack, "D5") if "a picture of" in t])
+        await env.settle()
+        [asked] = env.llm.chat_requests()
+    [url] = asked.image_urls
+    mime, (width, height), size = picture_in(url)
+    assert mime == "image/jpeg" and size <= 250_000
+    assert height > width and abs(height / width - 4 / 3) < 0.01  # upright
+    with Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2]))) as sent:
+        assert not sent.getexif()
+
+
 async def test_slack_without_vision_the_bot_cannot_see_and_offers_a_person(
     tmp_path: Path
 ) -> None:
@@ -340,6 +456,27 @@ def test_picture_sizes_are_read_from_headers() -> None:
     assert sniff_image(jpeg) == ("image/jpeg", (800, 600))
     assert sniff_image(b"GIF89a\x10\x00\x20\x00") == ("image/gif", (16, 32))
     assert sniff_image(b"%PDF-1.4") is None
+
+
+def test_a_decoder_error_or_a_bomb_is_an_unreadable_picture(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever Pillow raises on a customer's bytes becomes ``PictureUnreadable``: its own
+    DecompressionBombError (past 2 * ``Image.MAX_IMAGE_PIXELS``, here with our lower cap
+    lifted), the hard cap on declared pixels, a file that is not a picture, one that cannot be
+    brought under the byte cap."""
+    unreadable = attachments.PictureUnreadable
+    with pytest.raises(unreadable, match="declares 100000x100000"):
+        attachments.shrink(header_only_png(100_000, 100_000), 1_000_000, 1_000_000)
+    with pytest.raises(unreadable, match="declares 8000x7000"):  # under Pillow's own limit
+        attachments.shrink(header_only_png(8000, 7000), 1_000_000, 1_000_000)
+    with pytest.raises(unreadable):
+        attachments.shrink(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, 1_000_000, 1_000_000)
+    with pytest.raises(unreadable, match="still over 10 bytes"):
+        attachments.shrink(screenshot(400, 300), 10_000, 10)
+    monkeypatch.setattr(attachments, "DECODE_MAX_PIXELS", 10**12)
+    with pytest.raises(unreadable, match="DecompressionBombError"):
+        attachments.shrink(header_only_png(100_000, 100_000), 1_000_000, 1_000_000)
 
 
 # --- migration 0005 on both databases --------------------------------------------------------

@@ -12,14 +12,22 @@ history, staff views and search see. When the message's turn comes, :class:`File
 - a file too big, of a kind the bot cannot open, or one the platform would not hand over:
   the customer is told so in their language, and the message stays stored.
 
-Without a resizing library the pictures are capped, not resized: one over
-``vision_max_pixels`` (read from the image header) or ``vision_max_bytes`` is not sent.
+A picture over ``vision_max_pixels`` (read from the image header) or ``vision_max_bytes`` is
+downscaled to fit both with Pillow (the ``vision`` extra: ``pip install 'supportbot[vision]'``),
+in a worker thread, and sent as JPEG (PNG when it has transparency). Without Pillow it is not
+sent and the customer is asked for a smaller one. A picture Pillow cannot read (corrupt,
+truncated, or a decompression bomb: more than ``DECODE_MAX_PIXELS`` declared) is treated the
+same way: told, never a crash.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
+import io
 import logging
+import math
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +48,13 @@ SUPPORTED_KINDS = frozenset({"image", "file"})
 # what vision models accept (OpenAI: PNG, JPEG, WEBP, non-animated GIF)
 VISION_MIMES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 _NOTE_NAME_CHARS = 80
+# the most pixels a picture may declare to be decoded for resizing (about 200 MB as RGBA; a
+# JPEG decodes at a reduced scale, far less): beyond it, it is refused before any decoding
+DECODE_MAX_PIXELS = 50_000_000
+_DECODES_AT_ONCE = 2  # pictures decoded at the same time (memory), per engine
+_ENCODE_TRIES = 6  # re-encodes, each smaller, before a picture that stays over the byte cap
+_JPEG_QUALITY = 85
+_PILLOW_FORMATS = ("PNG", "JPEG", "GIF", "WEBP")  # the VISION_MIMES; no other decoder runs
 
 
 def note(attachment: Attachment) -> str:
@@ -122,6 +137,102 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+class PictureUnreadable(Exception):
+    """Pillow could not (or must not) decode a picture: corrupt, truncated, a decompression
+    bomb."""
+
+
+@functools.cache
+def _pillow() -> tuple[Any, Any] | None:
+    """Pillow's ``Image`` and ``ImageOps`` modules, or ``None`` when it is not installed;
+    imported on first use, not at start-up."""
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        return None
+    return Image, ImageOps
+
+
+@functools.cache
+def _say_no_pillow() -> None:
+    log.warning("a picture over SUPPORTBOT_VISION_MAX_PIXELS / SUPPORTBOT_VISION_MAX_BYTES was "
+                "not sent to the model: pip install 'supportbot[vision]' (Pillow) to resize such "
+                "pictures")
+
+
+def shrink(data: bytes, max_pixels: int, max_bytes: int) -> tuple[bytes, str] | None:
+    """``(encoded, mime)``: the picture downscaled to at most ``max_pixels`` pixels and
+    ``max_bytes`` bytes, upright (EXIF orientation applied, metadata dropped), as JPEG or, with
+    transparency, PNG. ``None`` when Pillow is not installed. Blocking CPU work: run it in a
+    thread. Raises :class:`PictureUnreadable` for a picture that cannot be read or resized
+    within the caps, whatever the decoder raised (the bytes are the customer's: any of them)."""
+    pillow = _pillow()
+    if pillow is None:
+        return None
+    try:
+        return _shrink(pillow, data, max_pixels, max_bytes)
+    except PictureUnreadable:
+        raise
+    except Exception as exc:  # DecompressionBombError, OSError, SyntaxError, MemoryError, ...
+        raise PictureUnreadable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _shrink(pillow: tuple[Any, Any], data: bytes, max_pixels: int,
+            max_bytes: int) -> tuple[bytes, str]:
+    Image, ImageOps = pillow
+    sniffed = sniff_image(data)
+    declared = sniffed[1] if sniffed else None
+    if declared is not None and declared[0] * declared[1] > DECODE_MAX_PIXELS:
+        raise PictureUnreadable(f"declares {declared[0]}x{declared[1]} pixels")
+    # reads the header only; Pillow raises DecompressionBombError past 2 * MAX_IMAGE_PIXELS
+    with Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS) as opened:
+        width, height = opened.size
+        if width < 1 or height < 1 or width * height > DECODE_MAX_PIXELS:
+            raise PictureUnreadable(f"declares {width}x{height} pixels")
+        picture: Any = opened
+        # palette pictures resize only by nearest pixel; a transparent colour becomes alpha
+        if opened.mode in ("1", "P", "PA") or "transparency" in opened.info:
+            alpha = opened.mode in ("PA", "LA") or "transparency" in opened.info
+            picture = opened.convert("RGBA" if alpha else "RGB")
+        box = _fit(width, height, max_pixels)
+        transparent: bool | None = None
+        for _ in range(_ENCODE_TRIES):
+            # a JPEG is decoded at the smallest scale at least twice the box (reducing_gap)
+            picture.thumbnail(box, Image.Resampling.LANCZOS)
+            if transparent is None:  # a screenshot's alpha is often all opaque: a photo then
+                transparent = ("A" in picture.getbands()
+                               and picture.getchannel("A").getextrema()[0] < 255)
+            encoded, mime = _encode(ImageOps, picture, transparent)
+            if len(encoded) <= max_bytes:
+                return encoded, mime
+            w, h = picture.size
+            scale = min(0.9, 0.95 * math.sqrt(max_bytes / len(encoded)))
+            box = (max(1, int(w * scale)), max(1, int(h * scale)))
+    raise PictureUnreadable(f"still over {max_bytes} bytes after {_ENCODE_TRIES} re-encodes")
+
+
+def _fit(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The box ``thumbnail`` shrinks a ``width`` x ``height`` picture into so that it has at
+    most ``max_pixels`` pixels (its own size when it has no more)."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+
+
+def _encode(ImageOps: Any, picture: Any, transparent: bool) -> tuple[bytes, str]:
+    """The picture upright (its EXIF orientation applied, on a copy), without its metadata."""
+    upright = ImageOps.exif_transpose(picture)
+    out = io.BytesIO()
+    if transparent:
+        upright.save(out, "PNG", optimize=False)
+        return out.getvalue(), "image/png"
+    if upright.mode not in ("RGB", "L"):
+        upright = upright.convert("RGB")
+    upright.save(out, "JPEG", quality=_JPEG_QUALITY)
+    return out.getvalue(), "image/jpeg"
+
+
 def image_part(data: bytes, mime: str) -> dict[str, Any]:
     """An OpenAI chat content part carrying a picture inline (a data URL)."""
     encoded = base64.b64encode(data).decode("ascii")
@@ -150,6 +261,7 @@ class Files:
         self.core, self.delivery, self.next = core, delivery, respond
         self.vision = vision
         self.fetchers: dict[str, FileFetcher] = {}
+        self.decoding = asyncio.Semaphore(_DECODES_AT_ONCE)
 
     def register(self, platform: str, fetcher: FileFetcher) -> None:
         self.fetchers[platform] = fetcher
@@ -230,26 +342,39 @@ class Files:
             keep = settings.store_file_bytes
             await self._status(row, "stored" if keep else "fetched", data=data if keep else None)
             if look:
-                part = self._picture(data)
+                part = await self._picture(data, platform, row.id)
                 if part is None:
                     found.problems.append(("file_too_large", named))
                 else:
                     found.images.append(part)
         return found
 
-    def _picture(self, data: bytes) -> dict[str, Any] | None:
-        """The image part for the model, or ``None`` when the picture is over the caps (or not
-        a picture a model reads)."""
+    async def _picture(self, data: bytes, platform: str,
+                       attachment: int) -> dict[str, Any] | None:
+        """The image part for the model, downscaled when over the caps; ``None`` when it is
+        over them and cannot be downscaled (no Pillow, or a picture it cannot read), or not a
+        picture a model reads."""
         settings = self.core.settings
         sniffed = sniff_image(data)
         if sniffed is None or sniffed[0] not in VISION_MIMES:
             return None
         mime, size = sniffed
-        if len(data) > settings.vision_max_bytes:
+        if len(data) <= settings.vision_max_bytes and (
+                size is None or size[0] * size[1] <= settings.vision_max_pixels):
+            return image_part(data, mime)
+        try:
+            async with self.decoding:
+                shrunk = await asyncio.to_thread(shrink, data, settings.vision_max_pixels,
+                                                 settings.vision_max_bytes)
+        except PictureUnreadable as exc:
+            log.warning("could not resize a customer's picture",
+                        extra={"platform": platform, "attachment": attachment,
+                               "error": str(exc)[:200]})
             return None
-        if size is not None and size[0] * size[1] > settings.vision_max_pixels:
+        if shrunk is None:
+            _say_no_pillow()
             return None
-        return image_part(data, mime)
+        return image_part(*shrunk)
 
     async def _status(self, row: models.Attachment, status: str, **values: Any) -> None:
         await self.core.store.update_attachment(row.id, status=status, **values)

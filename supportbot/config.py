@@ -70,8 +70,8 @@ class Settings(BaseSettings):
     # pictures customers send go to the model as image parts (the model must accept images);
     # off: the bot says it cannot see pictures and offers a person
     llm_vision: bool = False
-    vision_max_pixels: int = 4_000_000  # larger pictures are not sent (no resizing library)
-    vision_max_bytes: int = 5_000_000  # nor larger files (base64 makes them a third bigger)
+    vision_max_pixels: int = 4_000_000  # larger pictures are shrunk (Pillow, the vision extra)
+    vision_max_bytes: int = 5_000_000  # and re-encoded below this (base64 adds a third)
 
     # files customers send: always stored as a record (id, type, size, name, caption); their
     # bytes too when store_file_bytes is on; files over max_file_bytes are never fetched

@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     staff_language: str = "en"
     max_concurrent_turns: int = 256  # customer messages answered at once; the rest queue
     sweep_after_seconds: int = 60  # unanswered this long while running: answered again
+    shutdown_grace_seconds: float = 10.0  # on SIGTERM, answers in progress may finish
 
     # HTTP server
     host: str = "0.0.0.0"

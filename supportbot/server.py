@@ -138,6 +138,9 @@ class Serving:
                 opening.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await opening
+            if self._owns_engine and self.engine is not None:
+                # the adapters still send while the answers in progress finish
+                await self.engine.drain(self.engine.settings.shutdown_grace_seconds)
             for adapter in reversed(self.adapters):
                 try:
                     await adapter.stop()

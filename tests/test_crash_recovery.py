@@ -135,6 +135,35 @@ def test_kill_9_mid_llm_call_then_restart_answers_each_message_exactly_once(
     assert '"recovered unanswered messages"' in serve.logs()
 
 
+@pytest.mark.parametrize("grace", ["10", "0"])
+def test_sigterm_lets_a_recovered_answer_in_progress_finish(
+    tmp_path: Path, slack: FakeSlack, llm: FakeLLM, grace: str
+) -> None:
+    """A deploy's SIGTERM while the model is answering a message recovered after a crash (the
+    engine's own queue, no platform request waiting on it): with the grace period the answer
+    still goes out and is stored as answered; with none, it is left for the next start."""
+    env = {**slack_env(slack, llm), "SUPPORTBOT_SHUTDOWN_GRACE_SECONDS": grace}
+    serve = ServeProcess(tmp_path, env).start(within=90)
+    try:
+        event = slack.message_event("where is my invoice?", channel="D1")
+        assert post_slack(serve, slack, event, "Ev1") == 200
+        wait_for(lambda: llm.chat_requests())
+        serve.kill()
+        llm.delay = 4.0
+        serve.start(within=90)  # recovery asks the model again
+        wait_for(lambda: len(llm.chat_requests()) == 2)
+        serve.stop()  # SIGTERM, mid-call
+    finally:
+        serve.stop()
+    _, messages = asyncio.run(stored(tmp_path))
+    [question] = [m for m in messages if m.role == "user"]
+    if grace == "0":
+        assert bot_replies(slack, "D1") == [] and question.state == "received"
+        return
+    assert bot_replies(slack, "D1") == ["Thanks for reaching out! You asked: where is my invoice?"]
+    assert question.state == "answered"
+
+
 def test_message_older_than_the_limit_goes_to_staff_not_answered_late(
     tmp_path: Path, slack: FakeSlack, llm: FakeLLM
 ) -> None:

@@ -108,6 +108,10 @@ class Engine:
         llm = LLMClient.from_settings(settings) if settings.llm_configured else None
         return cls(settings, store, knowledge, prompts, detector, llm)
 
+    async def drain(self, grace: float) -> None:
+        """Before the adapters stop: answers being produced may finish (see ThreadQueues)."""
+        await self.queues.drain(grace)
+
     async def aclose(self) -> None:
         await self.queues.aclose()
         for task in list(self._background):

@@ -46,6 +46,8 @@ class ThreadQueues:
         self._open = asyncio.Event()
         self._open.set()
         self._running = 0
+        self._closing = False  # draining: no job starts any more
+        self._in_flight: set[asyncio.Task[Any]] = set()
 
     def submit(self, key: Hashable, run: Callable[[], Awaitable[Any]], *,
                front: bool = False) -> Job:
@@ -81,7 +83,19 @@ class ThreadQueues:
         """Jobs queued or running."""
         return sum(len(q) for q in self._queues.values()) + self._running
 
+    async def drain(self, grace: float) -> None:
+        """Start no more jobs and give the running ones up to ``grace`` seconds to finish.
+
+        Why: a SIGTERM (every deploy, every scale-down) would otherwise cut answers that are
+        one write from done, and the next start would redo them (recovery finishes a sent reply
+        in place, but the model is asked again for one cut mid-generation). Jobs still queued
+        stay stored as ``received``: the next start answers them."""
+        self._closing = True
+        if grace > 0 and self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=grace)
+
     async def aclose(self) -> None:
+        self._closing = True
         for task in list(self._drains):
             task.cancel()
         await asyncio.gather(*self._drains, return_exceptions=True)
@@ -93,10 +107,10 @@ class ThreadQueues:
 
     async def _drain(self, key: Hashable, queue: deque[Job]) -> None:
         try:
-            while queue:
+            while queue and not self._closing:
                 await self._open.wait()
                 async with self._slots:
-                    if not queue:
+                    if not queue or self._closing:
                         break
                     job = queue.popleft()
                     metrics.LOCK_WAITERS.dec()
@@ -104,7 +118,10 @@ class ThreadQueues:
                     self._running += 1
                     try:
                         # in the submitter's context, as a task of its own
-                        result = await asyncio.create_task(_call(job.run), context=job.context)
+                        running = asyncio.create_task(_call(job.run), context=job.context)
+                        self._in_flight.add(running)
+                        running.add_done_callback(self._in_flight.discard)
+                        result = await running
                     except asyncio.CancelledError:
                         job.future.cancel()
                         raise

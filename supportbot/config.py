@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     telegram_staff_chat_id: int | None = None
     # stream answers in private chats as drafts (sendMessageDraft, Bot API 9.3+); off or
     # refused: edits of one message, as in groups
-    telegram_drafts: bool = True
+    telegram_drafts: bool = False  # opt-in: see README "Streaming and typing" (crash window)
 
     # abuse limits per customer (0 = unlimited) and the price of tokens for reports
     rate_limit_per_minute: int = 10

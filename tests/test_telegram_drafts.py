@@ -7,12 +7,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from telegram import Bot
-from test_telegram_adapter import ALICE, GROUP, STAFFER, start_handoff
+from test_telegram_adapter import ALICE, GROUP, STAFFER, make_settings, running, start_handoff
 from test_telegram_adapter import STAFF as TG_STAFF
-from test_telegram_adapter import bot as bot
 from test_telegram_adapter import fake as fake
 from test_telegram_adapter import llm as llm
 
@@ -23,6 +23,13 @@ from supportbot.testing.fake_telegram import FakeTelegram
 
 CHAT = ALICE
 TEXT = "Open **Settings**, then Security, then tap Reset password and follow the link we email."
+
+
+@pytest.fixture
+async def bot(tmp_path, fake, llm) -> AsyncIterator[tuple[Any, Any]]:
+    """The whole bot with drafts turned on (``SUPPORTBOT_TELEGRAM_DRAFTS``, off by default)."""
+    async with running(make_settings(tmp_path, fake, llm, telegram_drafts=True)) as pair:
+        yield pair
 
 
 @pytest.fixture

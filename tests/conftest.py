@@ -47,7 +47,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"database: SQLite (set {POSTGRES_ENV} for the PostgreSQL pass)"
 
 
-# pytest-xdist (four workers, ``--dist loadfile``, see pyproject.toml: a module's tests share
+# pytest-xdist (three workers, ``--dist loadfile``, see pyproject.toml: a module's tests share
 # one worker, so a module fixture such as test_crash_burst's five kill rounds runs once).
 # Modules whose tests fill the machine with processes for tens of seconds (kill -9 under a
 # burst, the storm, the benchmarks) take turns through a lock file shared by the workers

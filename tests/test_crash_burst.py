@@ -261,7 +261,7 @@ def burst(tmp_path_factory: pytest.TempPathFactory, postgres_admin: Any) -> Outc
                 asyncio.run(deliver(serve, customers, customers.due(ROUNDS)))
                 if all(m.acked for m in customers.messages):
                     break
-            # a liveness bound, not a speed check: four xdist workers share two cores here
+            # a liveness bound, not a speed check: xdist workers share two cores here
             settled = wait(lambda: all_answered(customers), 120)
             # late redeliveries change nothing: each is judged a duplicate before its 200
             asyncio.run(deliver(serve, customers, {

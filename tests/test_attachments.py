@@ -10,7 +10,6 @@ in their language with the message kept.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import io
@@ -21,28 +20,24 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from alembic import command
 from alembic.config import Config
 from PIL import Image
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import inspect, text
-from test_slack_adapter import HUMAN_PLEASE, STAFF, STAFF_CHANNEL, Env, texts
+from test_slack_adapter import HUMAN_PLEASE, STAFF, STAFF_CHANNEL, Env, serving, texts
 from test_slack_adapter import make_settings as slack_settings
 from test_telegram_adapter import ALICE, STAFFER, running, start_handoff
 from test_telegram_adapter import STAFF as TG_STAFF
 from test_telegram_adapter import fake as fake
 from test_telegram_adapter import make_settings as telegram_settings
 
-from supportbot.adapters.slack import SlackAdapter
 from supportbot.adapters.slack.files import SlackFiles
 from supportbot.engine import Engine, Status
 from supportbot.engine import attachments as attachments
 from supportbot.engine.attachments import sniff_image
 from supportbot.engine.types import Attachment, FileUnavailable
-from supportbot.server import create_app
 from supportbot.storage import Store
 from supportbot.storage.db import MIGRATIONS, create_engine
 from supportbot.testing.fake_llm import FakeLLM, vision_responder
@@ -318,20 +313,8 @@ async def test_telegram_files_reach_staff_by_id_when_no_update_is_being_handled(
 @contextlib.asynccontextmanager
 async def slack_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
     with FakeSlack() as slack, FakeLLM(responder=vision_responder) as llm:
-        engine = await Engine.open(slack_settings(slack, llm, tmp_path, **settings))
-        adapter = SlackAdapter(engine, engine.settings, min_interval=0.0, stream_interval=0.05)
-        server = uvicorn.Server(uvicorn.Config(create_app(engine, [adapter]), host="127.0.0.1",
-                                               port=0, log_config=None, lifespan="on"))
-        task = asyncio.create_task(server.serve())
-        try:
-            await FakeSlack.async_wait_for(lambda: server.started, within=10)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                yield Env(slack, llm, engine, adapter, http)
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
-            await engine.aclose()
+        async with serving(slack, llm, slack_settings(slack, llm, tmp_path, **settings)) as env:
+            yield env
 
 
 async def test_slack_screenshot_in_a_dm_is_answered_by_a_vision_model(tmp_path: Path) -> None:

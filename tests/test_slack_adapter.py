@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -77,26 +78,31 @@ def make_settings(slack: FakeSlack, llm: FakeLLM | None, tmp_path: Path, **kw: o
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
 
+@contextlib.asynccontextmanager
+async def serving(slack: FakeSlack, llm: FakeLLM, settings: Settings) -> AsyncIterator[Env]:
+    """The engine and the Slack adapter behind a real uvicorn server on a loopback port (the
+    other Slack test modules start theirs through this too)."""
+    engine = await Engine.open(settings)
+    adapter = SlackAdapter(engine, settings, min_interval=0.0, stream_interval=0.05)
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, [adapter]), host="127.0.0.1",
+                                           port=0, log_config=None, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await FakeSlack.async_wait_for(lambda: server.started, within=10)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            yield Env(slack, llm, engine, adapter, http)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        await engine.aclose()
+
+
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     with FakeSlack() as slack, FakeLLM() as llm:
-        settings = make_settings(slack, llm, tmp_path)
-        engine = await Engine.open(settings)
-        adapter = SlackAdapter(engine, settings, min_interval=0.0, stream_interval=0.05)
-        app = create_app(engine, [adapter])
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
-        )
-        task = asyncio.create_task(server.serve())
-        try:
-            await FakeSlack.async_wait_for(lambda: server.started, within=10)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                yield Env(slack, llm, engine, adapter, http)
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
-            await engine.aclose()
+        async with serving(slack, llm, make_settings(slack, llm, tmp_path)) as e:
+            yield e
 
 
 def texts(slack: FakeSlack, channel: str, thread_ts: str | None = None) -> list[str]:

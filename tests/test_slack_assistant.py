@@ -8,28 +8,23 @@ AI-app features, where DMs work exactly as before.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
-from test_slack_adapter import CUSTOMER, STAFF, STAFF_CHANNEL, Env, make_settings
+from test_slack_adapter import CUSTOMER, STAFF, STAFF_CHANNEL, Env, make_settings, serving
 
-from supportbot.adapters.slack import SlackAdapter
 from supportbot.checks import run_checks
 from supportbot.config import Settings
-from supportbot.engine import Engine, Status
+from supportbot.engine import Status
 from supportbot.prompts import PromptLibrary
 from supportbot.prompts.suggested import (
     FILENAME,
     SuggestedPrompts,
     check_suggested_prompts,
 )
-from supportbot.server import create_app
 from supportbot.testing.fake_llm import FakeLLM
 from supportbot.testing.fake_slack import FakeSlack
 
@@ -44,21 +39,8 @@ WORDS = PromptLibrary()
 @asynccontextmanager
 async def running(tmp_path: Path, **settings: object) -> AsyncIterator[Env]:
     with FakeSlack() as slack, FakeLLM() as llm:
-        config = make_settings(slack, llm, tmp_path, **settings)
-        engine = await Engine.open(config)
-        adapter = SlackAdapter(engine, config, min_interval=0.0, stream_interval=0.05)
-        server = uvicorn.Server(uvicorn.Config(create_app(engine, [adapter]), host="127.0.0.1",
-                                               port=0, log_config=None, lifespan="on"))
-        task = asyncio.create_task(server.serve())
-        try:
-            await FakeSlack.async_wait_for(lambda: server.started, within=10)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                yield Env(slack, llm, engine, adapter, http)
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
-            await engine.aclose()
+        async with serving(slack, llm, make_settings(slack, llm, tmp_path, **settings)) as env:
+            yield env
 
 
 @pytest.fixture

@@ -14,17 +14,14 @@ import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 from slack_sdk.web.async_client import AsyncWebClient
 from test_slack_adapter import HUMAN_PLEASE, STAFF, STAFF_CHANNEL, Env, make_settings
+from test_slack_adapter import serving as serve_slack
 
-from supportbot.adapters.slack import SlackAdapter
 from supportbot.adapters.slack.buttons import BLOCK_ID
 from supportbot.adapters.slack.sink import SlackPoster, SlackSink
-from supportbot.engine import Engine, Outcome, Status
-from supportbot.server import create_app
+from supportbot.engine import Outcome, Status
 from supportbot.testing.fake_llm import FakeLLM
 from supportbot.testing.fake_slack import FakeSlack
 from supportbot.textflow import reflow
@@ -185,20 +182,8 @@ async def test_new_messages_in_one_channel_are_still_paced(fake: FakeSlack) -> N
 @contextlib.asynccontextmanager
 async def serving(tmp_path: Path, **settings: object) -> AsyncIterator[Env]:
     with FakeSlack() as slack, FakeLLM() as llm:
-        engine = await Engine.open(make_settings(slack, llm, tmp_path, **settings))
-        adapter = SlackAdapter(engine, engine.settings, min_interval=0.0, stream_interval=0.05)
-        server = uvicorn.Server(uvicorn.Config(create_app(engine, [adapter]), host="127.0.0.1",
-                                               port=0, log_config=None, lifespan="on"))
-        task = asyncio.create_task(server.serve())
-        try:
-            await FakeSlack.async_wait_for(lambda: server.started, within=10)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                yield Env(slack, llm, engine, adapter, http)
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
-            await engine.aclose()
+        async with serve_slack(slack, llm, make_settings(slack, llm, tmp_path, **settings)) as env:
+            yield env
 
 
 @pytest.fixture

@@ -74,6 +74,19 @@ def slack_env(slack: FakeSlack, llm: FakeLLM) -> dict[str, str]:
     }
 
 
+def telegram_env(tg: FakeTelegram, llm: FakeLLM, **extra: str) -> dict[str, str]:
+    return {
+        "SUPPORTBOT_TELEGRAM_BOT_TOKEN": tg.token,
+        "SUPPORTBOT_TELEGRAM_API_URL": tg.url,
+        "SUPPORTBOT_TELEGRAM_WEBHOOK_URL": "https://bot.example.com/telegram/webhook",
+        "SUPPORTBOT_TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "SUPPORTBOT_LLM_BASE_URL": llm.url,
+        "SUPPORTBOT_LLM_API_KEY": "sk-crash-test",
+        "SUPPORTBOT_LLM_MAX_RETRIES": "0",
+        **extra,
+    }
+
+
 def post_slack(serve: ServeProcess, slack: FakeSlack, event: dict[str, Any], event_id: str,
                retry: int | None = None) -> int:
     headers, body = slack.signed_event(event, event_id=event_id, retry_num=retry)
@@ -192,17 +205,7 @@ def test_message_older_than_the_limit_goes_to_staff_not_answered_late(
 
 def test_telegram_webhook_kill_9_then_restart_answers_once(tmp_path: Path, llm: FakeLLM) -> None:
     with FakeTelegram() as tg:
-        env = {
-            "SUPPORTBOT_TELEGRAM_BOT_TOKEN": tg.token,
-            "SUPPORTBOT_TELEGRAM_API_URL": tg.url,
-            "SUPPORTBOT_TELEGRAM_WEBHOOK_URL": "https://bot.example.com/telegram/webhook",
-            "SUPPORTBOT_TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "SUPPORTBOT_LLM_BASE_URL": llm.url,
-            "SUPPORTBOT_LLM_API_KEY": "sk-crash-test",
-            "SUPPORTBOT_LLM_TIMEOUT": "120",
-            "SUPPORTBOT_LLM_DEADLINE": "120",
-            "SUPPORTBOT_LLM_MAX_RETRIES": "0",
-        }
+        env = telegram_env(tg, llm, SUPPORTBOT_LLM_TIMEOUT="120", SUPPORTBOT_LLM_DEADLINE="120")
         serve = ServeProcess(tmp_path, env).start(within=90)
         headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
         updates = [
@@ -244,17 +247,9 @@ def test_a_reply_the_platform_took_but_the_database_never_heard_of_is_finished_i
     platform answered) lets recovery edit that message to the whole answer: one message, not a
     frozen "Thanks" followed by a second copy."""
     with FakeTelegram() as tg:
-        env = {
-            "SUPPORTBOT_TELEGRAM_BOT_TOKEN": tg.token,
-            "SUPPORTBOT_TELEGRAM_API_URL": tg.url,
-            "SUPPORTBOT_TELEGRAM_WEBHOOK_URL": "https://bot.example.com/telegram/webhook",
-            "SUPPORTBOT_TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "SUPPORTBOT_LLM_BASE_URL": llm.url,
-            "SUPPORTBOT_LLM_API_KEY": "sk-crash-test",
-            "SUPPORTBOT_LLM_STREAM": "true",
-            "SUPPORTBOT_TELEGRAM_DRAFTS": "false",  # streamed by edits: the first words stay
-            "SUPPORTBOT_LLM_MAX_RETRIES": "0",
-        }
+        # streamed by edits (not drafts): the first words stay in the chat
+        env = telegram_env(tg, llm, SUPPORTBOT_LLM_STREAM="true",
+                           SUPPORTBOT_TELEGRAM_DRAFTS="false")
         llm.delay, llm.delta_delay = 0.0, 60.0  # the first words, then "still writing"
         serve = ServeProcess(tmp_path, env).start(within=90)
         update = tg.private_message("question one", user_id=601)

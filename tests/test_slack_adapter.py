@@ -98,11 +98,18 @@ async def serving(slack: FakeSlack, llm: FakeLLM, settings: Settings) -> AsyncIt
         await engine.aclose()
 
 
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, **settings: object) -> AsyncIterator[Env]:
+    """Fresh fakes and a served bot with ``make_settings`` plus ``settings``."""
+    with FakeSlack() as slack, FakeLLM() as llm:
+        async with serving(slack, llm, make_settings(slack, llm, tmp_path, **settings)) as e:
+            yield e
+
+
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    with FakeSlack() as slack, FakeLLM() as llm:
-        async with serving(slack, llm, make_settings(slack, llm, tmp_path)) as e:
-            yield e
+    async with running(tmp_path) as e:
+        yield e
 
 
 def texts(slack: FakeSlack, channel: str, thread_ts: str | None = None) -> list[str]:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from test_slack_adapter import CUSTOMER, STAFF, STAFF_CHANNEL, Env, make_settings, serving
+from test_slack_adapter import CUSTOMER, STAFF, STAFF_CHANNEL, Env, running
 
 from supportbot.checks import run_checks
 from supportbot.config import Settings
@@ -25,8 +24,6 @@ from supportbot.prompts.suggested import (
     SuggestedPrompts,
     check_suggested_prompts,
 )
-from supportbot.testing.fake_llm import FakeLLM
-from supportbot.testing.fake_slack import FakeSlack
 
 ROOT = Path(__file__).resolve().parents[1]
 DM = "D0001"
@@ -34,13 +31,6 @@ SET_STATUS, SET_TITLE = "assistant.threads.setStatus", "assistant.threads.setTit
 SET_PROMPTS = "assistant.threads.setSuggestedPrompts"
 ANSWERS = {"chat.postMessage", "chat.startStream"}  # an answer is posted or streamed
 WORDS = PromptLibrary()
-
-
-@asynccontextmanager
-async def running(tmp_path: Path, **settings: object) -> AsyncIterator[Env]:
-    with FakeSlack() as slack, FakeLLM() as llm:
-        async with serving(slack, llm, make_settings(slack, llm, tmp_path, **settings)) as env:
-            yield env
 
 
 @pytest.fixture

@@ -9,20 +9,18 @@ engine, with FakeLLM streaming the answers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
-from test_slack_adapter import HUMAN_PLEASE, STAFF, STAFF_CHANNEL, Env, make_settings
-from test_slack_adapter import serving as serve_slack
+from test_slack_adapter import HUMAN_PLEASE, STAFF, STAFF_CHANNEL, Env
+from test_slack_adapter import running as serving
 
 from supportbot.adapters.slack.buttons import BLOCK_ID
 from supportbot.adapters.slack.sink import SlackPoster, SlackSink
 from supportbot.engine import Outcome, Status
-from supportbot.testing.fake_llm import FakeLLM
 from supportbot.testing.fake_slack import FakeSlack
 from supportbot.textflow import reflow
 
@@ -177,13 +175,6 @@ async def test_new_messages_in_one_channel_are_still_paced(fake: FakeSlack) -> N
 
 
 # -- end to end: the Slack adapter, the engine, FakeLLM -------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def serving(tmp_path: Path, **settings: object) -> AsyncIterator[Env]:
-    with FakeSlack() as slack, FakeLLM() as llm:
-        async with serve_slack(slack, llm, make_settings(slack, llm, tmp_path, **settings)) as env:
-            yield env
 
 
 @pytest.fixture

@@ -23,10 +23,11 @@ DATA = Path(__file__).resolve().parent / "data" / "handoff_dev.jsonl"
 LANGS = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru")
 TARGET_RECALL = {lang: 0.97 if lang in ("en", "zh") else 0.90 for lang in LANGS}
 TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for these two only
-# The score split's blind figures (round 9, BENCHMARKS.md): recall, false positives.
+# The score split's blind figures (round 10, BENCHMARKS.md), scored before any rule was changed
+# for it: recall, false positives.
 RECORDED = {
-    "en": (0.850, 1), "zh": (0.467, 0), "es": (0.800, 0), "fr": (1.000, 1),
-    "de": (0.800, 0), "ja": (0.900, 0), "pt": (0.600, 0), "ru": (0.400, 0),
+    "en": (0.885, 4), "zh": (0.904, 2), "es": (0.938, 2), "fr": (0.767, 0),
+    "de": (0.600, 2), "ja": (0.897, 2), "pt": (0.862, 0), "ru": (0.897, 1),
 }
 
 

@@ -5,6 +5,9 @@ reply can exist until the test lets go; a message that cannot be stored gets 503
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from test_slack_adapter import make_settings, serving
 
 from supportbot.adapters.slack import SlackAdapter
 from supportbot.config import Settings
@@ -170,3 +174,77 @@ async def test_a_store_slower_than_the_ack_budget_gets_503_and_is_answered_once(
     await env.adapter.drain(within=5)
     assert env.replies("D9") == [f"Answer: {QUESTION}"]
     assert len(env.llm.chat_requests()) == 1
+
+
+# --- auth.test: fetched once at start, through Bolt's public ``authorize=`` hook ----------------
+
+
+@contextlib.asynccontextmanager
+async def served(slack: FakeSlack, tmp_path: Path) -> AsyncIterator[Env]:
+    """The bot behind uvicorn with faults already set on ``slack`` (the ``env`` fixture starts
+    before a test could set any)."""
+    gate = Gate()
+    gate.opened.set()  # these tests are about the ack, not the answer's timing
+    with FakeLLM(responder=gate) as llm:
+        settings = make_settings(slack, llm, tmp_path, llm_stream=False)
+        async with serving(slack, llm, settings) as e:
+            yield Env(slack, llm, gate, e.adapter, e.http)
+
+
+async def test_concurrent_first_events_share_one_auth_test_after_a_failed_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with FakeSlack() as slack:
+        slack.fail("auth.test", "internal_error")  # the call at start fails ...
+        async with served(slack, tmp_path) as env:
+            assert len(slack.calls("auth.test")) == 1
+            slack.slow("auth.test", 0.3)  # ... and the retry is slow enough to overlap
+            acks = await asyncio.gather(*(env.post_event(env.event(f"D{i}"), event_id=f"Ev{i}")
+                                          for i in range(4)))
+            assert [a.status_code for a in acks] == [200] * 4
+            assert len(slack.calls("auth.test")) == 2  # one retry, shared by the four events
+            await env.wait(lambda: all(env.replies(f"D{i}") for i in range(4)))
+            more = await env.post_event(env.event("D9"), event_id="Ev9")
+            assert more.status_code == 200
+            assert len(slack.calls("auth.test")) == 2  # cached from then on
+    logged = [r.getMessage() for r in caplog.records]
+    assert sum("auth.test failed: internal_error" in m for m in logged) == 1
+    assert not [m for m in logged if "ignored" in m]  # Bolt's "token will be ignored" is ours
+
+
+async def test_an_event_that_cannot_be_authorized_gets_503_and_its_retry_is_answered(
+    tmp_path: Path,
+) -> None:
+    with FakeSlack() as slack:
+        slack.fail("auth.test", "internal_error", times=2)  # at start and on the first event
+        async with served(slack, tmp_path) as env:
+            event = env.event("D3")
+            refused = await env.post_event(event, event_id="EvAuth")
+            # not Bolt's "200 + apology" for a failed auth.test: that would lose the message
+            assert refused.status_code == 503
+            assert await env.adapter.engine.find_conversation(
+                "slack", f"{slack.team_id}:D3") is None
+            retried = await env.post_event(event, event_id="EvAuth", retry_num=1)
+            assert retried.status_code == 200
+            await env.wait(lambda: env.replies("D3"))
+            assert env.replies("D3") == [f"Answer: {QUESTION}"]
+            assert len(slack.calls("auth.test")) == 3
+
+
+async def test_an_auth_test_slower_than_the_ack_budget_gets_503_not_a_late_ack(
+    tmp_path: Path,
+) -> None:
+    with FakeSlack() as slack:
+        slack.fail("auth.test", "internal_error")
+        async with served(slack, tmp_path) as env:
+            slack.slow("auth.test", 1.5)
+            started = time.monotonic()
+            refused = await env.post_event(env.event("D4"), event_id="EvSlowAuth")
+            assert refused.status_code == 503
+            assert time.monotonic() - started < 1.4  # Slack waits 3 s: leave room for the store
+            # the call in flight is not abandoned: once it answers, events are authorized
+            await asyncio.sleep(1.0)
+            ok = await env.post_event(env.event("D4"), event_id="EvSlowAuth", retry_num=1)
+            assert ok.status_code == 200
+            assert len(slack.calls("auth.test")) == 2

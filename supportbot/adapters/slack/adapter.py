@@ -3,9 +3,9 @@
 Socket Mode when ``Settings.slack_app_token`` is set (no public URL needed); otherwise Slack
 posts events to ``/slack/events`` and Bolt verifies every request's signature.
 
-Before the ack only Bolt's checks run (signature, the cached ``auth.test``, listener matching)
-and our listeners store the customer's message (one short transaction): the answer is written
-in the background, so the ack never waits for Slack's Web API or the LLM.
+Before the ack only Bolt's checks run (signature, our cached ``auth.test`` from ``auth.py``,
+listener matching) and our listeners store the customer's message (one short transaction): the
+answer is written in the background, so the ack never waits for Slack's Web API or the LLM.
 """
 
 from __future__ import annotations
@@ -16,10 +16,6 @@ from typing import TYPE_CHECKING
 import aiohttp
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
-from slack_bolt.middleware.authorization.async_single_team_authorization import (
-    AsyncSingleTeamAuthorization,
-)
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from supportbot.config import Settings
 
 from .app import PLATFORM, SlackListeners, build_app
+from .auth import BotAuth
 from .desk import SlackDesk
 from .files import SlackFiles
 from .sink import SlackPoster
@@ -85,7 +82,8 @@ class SlackAdapter:
             support_channels=settings.slack_support_channels,
             stream_interval=stream_interval,
         )
-        self.app = build_app(self.client, secret, self.listeners)
+        self.auth = BotAuth(self.client)
+        self.app = build_app(self.client, secret, self.listeners, self.auth)
         self._http = AsyncSlackRequestHandler(self.app)
         self._socket: AsyncSocketModeHandler | None = None
         engine.register_desk(PLATFORM, self.desk)
@@ -120,7 +118,7 @@ class SlackAdapter:
             # one pooled HTTP session: slack_sdk otherwise opens a new one (and a new TCP/TLS
             # connection) for every Web API call
             self.client.session = aiohttp.ClientSession()
-        await self._warm_auth()
+        await self.auth.warm()  # so no ack waits for auth.test
         if not self.socket_mode or self._socket is not None:
             return
         assert self.settings.slack_app_token is not None
@@ -142,17 +140,3 @@ class SlackAdapter:
     async def drain(self, within: float = 10.0) -> None:
         """Wait for answers and button work in progress (tests, graceful shutdown)."""
         await self.listeners.drain(within)
-
-    async def _warm_auth(self) -> None:
-        """Call ``auth.test`` once now, so no ack waits for it (Bolt would call it on the first
-        events, once per concurrent request until one answer is cached)."""
-        for middleware in getattr(self.app, "_async_middleware_list", []):
-            if not isinstance(middleware, AsyncSingleTeamAuthorization):
-                continue
-            if middleware.auth_test_result is None:
-                try:
-                    middleware.auth_test_result = await self.client.auth_test()
-                except SlackApiError as exc:  # Bolt tries again on the first event
-                    log.warning("slack auth.test failed: %s", exc.response.get("error"))
-                except Exception as exc:  # unreachable API: the same
-                    log.warning("slack auth.test failed: %s", type(exc).__name__)

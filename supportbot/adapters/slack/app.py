@@ -18,7 +18,9 @@ from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp, AsyncAssistant
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.error import BoltUnhandledRequestError
+from slack_bolt.logger.messages import warning_token_skipped
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -26,6 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from supportbot.engine.types import Accepted, ConversationView, IncomingMessage, Reply
 
 from .assistant import AssistantThreads
+from .auth import AuthUnavailable, BotAuth
 from .desk import ACTION_PREFIX, SlackDesk
 from .events import SlackText, parse_action, parse_text_event, strip_mention
 from .feedback import FEEDBACK_PREFIX, handle_feedback, offer_feedback
@@ -45,17 +48,38 @@ _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _SHAPE_ERRORS = (TypeError, KeyError, AttributeError, ValueError, IndexError, RecursionError)
 
 
+class _NotIgnored(logging.Filter):
+    """Drops Bolt's startup warning that the token "will be ignored" when ``authorize`` is
+    given: our ``authorize`` answers for that very token, so the warning would only mislead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_token_skipped()
+
+
+_BOLT_LOG = logging.getLogger("supportbot.slack.bolt")
+_BOLT_LOG.addFilter(_NotIgnored())
+
+
 class StoreUnavailable(Exception):
     """The message could not be stored: Slack must not hear "OK" (503, no envelope ack)."""
 
 
-def build_app(client: AsyncWebClient, signing_secret: str, listeners: SlackListeners) -> AsyncApp:
-    """A Bolt app with request verification on (Bolt skips it only for Socket Mode frames)."""
+def build_app(client: AsyncWebClient, signing_secret: str, listeners: SlackListeners,
+              auth: BotAuth) -> AsyncApp:
+    """A Bolt app with request verification on (Bolt skips it only for Socket Mode frames),
+    authorized from ``auth``'s cached ``auth.test`` (the ack never waits for Slack's API)."""
+
+    async def authorize() -> AuthorizeResult:
+        # a plain function: Bolt passes the arguments a function names, and would take a bound
+        # method's ``self`` for one
+        return await auth.authorize()
+
     app = AsyncApp(
-        client=client,
+        client=client,  # its token is the one ``auth`` answers for
         signing_secret=signing_secret,
         process_before_response=True,
-        logger=logging.getLogger("supportbot.slack.bolt"),
+        authorize=authorize,
+        logger=_BOLT_LOG,
     )
 
     # Listeners run before the response. They raise only StoreUnavailable (anything else is
@@ -112,6 +136,9 @@ def build_app(client: AsyncWebClient, signing_secret: str, listeners: SlackListe
     async def on_error(error: Exception) -> BoltResponse | None:
         if isinstance(error, StoreUnavailable):
             log.warning("could not store a slack event; asking Slack to retry: %s", error)
+            return BoltResponse(status=503, body="", headers={"Retry-After": "5"})
+        if isinstance(error, AuthUnavailable):
+            log.warning("could not authorize a slack event; asking Slack to retry: %s", error)
             return BoltResponse(status=503, body="", headers={"Retry-After": "5"})
         if isinstance(error, BoltUnhandledRequestError):
             return None

@@ -4,7 +4,9 @@ Two checks, both run by the plain test command:
 
 - an ``ast`` walk over ``supportbot/**/*.py`` that fails on what breaks with a dependency's next
   release or behind its back: importing a private name (``from lib import _x``) or a private
-  module (``lib._x``) of another distribution, assigning ``__class__``, writing ``sys.modules``;
+  module (``lib._x``) of another distribution, reading or writing a private attribute the
+  package never defines itself (``app._middleware``, ``getattr(app, "_middleware")``: so it is
+  a library's), assigning ``__class__``, writing ``sys.modules``;
 - the import-linter contracts in ``pyproject.toml`` (``[tool.importlinter]``): the core layers
   never import the platform adapters or their SDKs, nothing imports the CLI, adapters see the
   engine only through its package and its public types (``supportbot.engine.types``).
@@ -40,14 +42,42 @@ def _writes_sys_modules(node: ast.expr) -> bool:
 
 
 _MUTATORS = {"update", "setdefault", "pop", "popitem", "clear", "__setitem__", "__delitem__"}
+_ATTRIBUTE_CALLS = {"getattr", "setattr", "hasattr", "delattr"}
+# public API spelled with a leading underscore so it cannot clash with a field's name:
+# SQLAlchemy's ``Row._mapping``, namedtuple's methods
+PUBLIC_UNDERSCORED = {"_mapping", "_asdict", "_replace", "_fields", "_make"}
 
 
-def violations(source: str, filename: str = "<source>") -> list[str]:
-    """What this module does that the package must not, one line per finding."""
+def defined_names(source: str) -> set[str]:
+    """Every name this module defines: a private attribute read elsewhere is ours if one of
+    the package's modules defines it (``self._x = ...``, ``def _x``, a field ``_x: int``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return names
+
+
+def _foreign(name: str, ours: set[str]) -> bool:
+    return _private(name) and name not in ours and name not in PUBLIC_UNDERSCORED
+
+
+def violations(source: str, filename: str = "<source>", ours: set[str] | None = None) -> list[str]:
+    """What this module does that the package must not, one line per finding. ``ours``: the
+    names the whole package defines (this module's own when not given)."""
     found: list[str] = []
     tree = ast.parse(source, filename)
+    ours = defined_names(source) if ours is None else ours
     for node in ast.walk(tree):
         where = f"{filename}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Attribute) and _foreign(node.attr, ours):
+            found.append(f"{where}: uses the private attribute {node.attr} of a library")
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             parts = node.module.split(".")
             if parts[0] != OURS:
@@ -76,6 +106,12 @@ def violations(source: str, filename: str = "<source>") -> list[str]:
             if (isinstance(func, ast.Attribute) and func.attr in _MUTATORS
                     and _writes_sys_modules(func.value)):
                 found.append(f"{where}: writes sys.modules")
+            if (isinstance(func, ast.Name) and func.id in _ATTRIBUTE_CALLS
+                    and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+                    and isinstance(node.args[1].value, str)
+                    and _foreign(node.args[1].value, ours)):
+                found.append(f"{where}: uses the private attribute {node.args[1].value} "
+                             "of a library")
     return found
 
 
@@ -84,9 +120,10 @@ def _modules() -> Iterator[Path]:
 
 
 def test_the_package_uses_only_public_apis_of_its_dependencies() -> None:
-    found = [line for path in _modules()
-             for line in violations(path.read_text(encoding="utf-8"),
-                                    str(path.relative_to(ROOT)))]
+    sources = {path: path.read_text(encoding="utf-8") for path in _modules()}
+    ours = set().union(*(defined_names(source) for source in sources.values()))
+    found = [line for path, source in sources.items()
+             for line in violations(source, str(path.relative_to(ROOT)), ours)]
     assert found == []
 
 
@@ -99,6 +136,12 @@ def test_the_package_uses_only_public_apis_of_its_dependencies() -> None:
     ("import sys\nsys.modules['sniffio'] = None", "writes sys.modules"),
     ("import sys\ndel sys.modules['sniffio']", "writes sys.modules"),
     ("import sys\nsys.modules.update(sniffio=None)", "writes sys.modules"),
+    # the Slack adapter's old auth.test warm-up, reading and writing Bolt's internals
+    ("for m in getattr(self.app, '_async_middleware_list', []): pass",
+     "private attribute _async_middleware_list"),
+    ("for m in self.app._async_middleware_list: pass", "private attribute _async_middleware_list"),
+    ("port = site._server.sockets[0].getsockname()[1]", "private attribute _server"),
+    ("setattr(client, '_session', None)", "private attribute _session"),
 ])
 def test_the_check_catches(source: str, finding: str) -> None:
     [line] = violations(source)
@@ -111,6 +154,10 @@ def test_the_check_catches(source: str, finding: str) -> None:
     "from telegram.request import HTTPXRequest",
     "import sys\nmodule = sys.modules[__name__]",  # reading is fine
     "self.__class__.__name__",
+    "class Pool:\n    def __init__(self):\n        self._free = []\n"
+    "def drain(pool):\n    return pool._free",  # our own class's private attribute
+    "value = getattr(self, '_deadline', None)\nself._deadline = 1",
+    "row._mapping['id']",  # SQLAlchemy's public API
 ])
 def test_the_check_allows(source: str) -> None:
     assert violations(source) == []

@@ -187,9 +187,7 @@ class FakeSlack:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]  # the port the OS chose
 
     async def _shutdown(self) -> None:
         for ws in list(self._sockets):

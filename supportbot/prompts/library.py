@@ -52,6 +52,7 @@ MESSAGE_NAMES = (
     "text_only",
     "picture_unseen",
     "file_too_large",
+    "picture_unreadable",
     "file_unsupported",
     "file_download_failed",
     "file_received",

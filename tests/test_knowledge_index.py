@@ -9,11 +9,13 @@ import os
 import random
 from pathlib import Path
 
+import bm25s
+import numpy as np
 import pytest
 
 from supportbot.knowledge import KnowledgeBase, scoring
 from supportbot.knowledge.index import IndexStore
-from supportbot.knowledge.lexical import LexicalIndex
+from supportbot.knowledge.lexical import K1, B, Bm25, LexicalIndex
 from supportbot.knowledge.models import FaqEntry
 
 VOCAB = [
@@ -222,3 +224,92 @@ async def test_live_reloads_search_like_a_fresh_start(tmp_path: Path) -> None:
     assert kb.problems and len(kb.last_reindexed) == 9
     await same_as_fresh()
     await kb.aclose()
+
+
+def _matrix(index) -> dict[tuple[str, int], float]:
+    """A bm25s index's (term, document) -> score, whatever its column order."""
+    s = index.scores
+    out = {}
+    for term, col in index.vocab_dict.items():
+        if col + 1 >= len(s["indptr"]):
+            continue  # bm25s's own empty token, past the columns
+        lo, hi = int(s["indptr"][col]), int(s["indptr"][col + 1])
+        for doc, score in zip(s["indices"][lo:hi].tolist(), s["data"][lo:hi].tolist(), strict=True):
+            out[term, doc] = score
+    return out
+
+
+def test_vectorised_build_is_bit_for_bit_bm25s() -> None:
+    """``lexical.Bm25`` replaces bm25s's per-document loop: the matrix must be the very one
+    stock bm25s builds (same float32 values), including empty documents and documents whose
+    terms come in any order."""
+    rng = random.Random(4)
+    words = [f"w{i}" for i in range(200)] + VOCAB
+    corpus = [[rng.choice(words) for _ in range(rng.choice([0, 1, 3, 12, 60]))] for _ in range(700)]
+    stock = bm25s.BM25(k1=K1, b=B)
+    stock.index(corpus, show_progress=False)
+    ours = Bm25(k1=K1, b=B)
+    ours.index(corpus, show_progress=False)  # token strings: bm25s's own path to the hook
+    assert ours.scores["data"].dtype == stock.scores["data"].dtype
+    assert ours.scores["indices"].dtype == stock.scores["indices"].dtype
+    want = _matrix(stock)
+    assert _matrix(ours) == want and len(want) > 5000
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(t for d in corpus for t in d))}
+    by_ids = Bm25(k1=K1, b=B)  # ids in document order, not sorted: the sorting path
+    by_ids.index(([[vocab[t] for t in d] for d in corpus], dict(vocab)), show_progress=False)
+    assert _matrix(by_ids) == want
+    in_order = Bm25(k1=K1, b=B)  # ids sorted in each document: the path LexicalIndex takes
+    in_order.index(
+        ([sorted(vocab[t] for t in d) for d in corpus], dict(vocab)), show_progress=False
+    )
+    assert _matrix(in_order) == want
+    query = ["w1", "w7", "refund", "w150"]
+    assert np.array_equal(
+        ours.get_scores_from_ids(ours.get_tokens_ids(query)),
+        stock.get_scores_from_ids(stock.get_tokens_ids(query)),
+    )
+
+
+def _same_search(a: LexicalIndex, b: LexicalIndex, queries: list[list[str]]) -> None:
+    assert a.rows == b.rows and a.df == b.df
+    for q in queries:
+        assert a.top(q, 50) == b.top(q, 50), q
+
+
+def test_chains_of_updates_equal_a_fresh_build(tmp_path: Path) -> None:
+    """Issue 19's reload: an update counts only the added rows and carries the others' counts
+    over, so it must stay exact through many edits: rowids reused below others, rows replaced
+    in place, the vocabulary compacted once unused ids pile up, and counts read back from the
+    saved cache after a restart. Each step is checked against a build from the rows alone
+    (no cache, no carried counts)."""
+    rng = random.Random(21)
+
+    def row_text(vocab: list[str]) -> tuple[str, str]:
+        q = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 5)))
+        return q, " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 20)))
+
+    rare = [f"rare{i}" for i in range(2500)]  # gone after the first edits: compaction
+    rows = {rid: row_text(rare if rid % 2 else VOCAB) for rid in range(1, 401)}
+    queries = [rng.sample(VOCAB, rng.randint(1, 4)) for _ in range(40)] + [["rare7", "refund"]]
+    cache = tmp_path / "bm25"
+    index = LexicalIndex(rows, cache)
+    for step in range(8):
+        removed = rng.sample(sorted(rows), 60)
+        if step < 2:
+            removed += [r for r in rows if r % 2 and r not in removed]  # every rare row
+        for rid in removed:
+            del rows[rid]
+        free = sorted(set(range(1, 600)) - set(rows))
+        new_ids = rng.sample(free, 50) + rng.sample(sorted(rows), 5)  # reuse, and replace
+        added = [(rid, *row_text(VOCAB)) for rid in new_ids]
+        rows.update({rid: (q, a) for rid, q, a in added})
+        index = index.updated(removed, added)
+        assert not index.loaded
+        _same_search(index, LexicalIndex(dict(rows)), queries)
+    assert "rare7" not in index.df
+    reopened = LexicalIndex(dict(rows), cache)  # matrix and counts from the cache
+    assert reopened.loaded
+    _same_search(reopened, LexicalIndex(dict(rows)), queries)
+    rid = sorted(rows)[3]
+    del rows[rid]
+    _same_search(reopened.updated([rid], []), LexicalIndex(dict(rows)), queries)

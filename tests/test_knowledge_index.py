@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import random
+import sqlite3
 from pathlib import Path
 
 import bm25s
@@ -199,13 +200,23 @@ async def test_live_reloads_search_like_a_fresh_start(tmp_path: Path) -> None:
     await kb.refresh()
     queries = [" ".join(rng.sample(VOCAB, rng.randint(1, 4))) for _ in range(60)]
 
+    copies: list[Path] = []
+
     async def same_as_fresh() -> None:
-        fresh = KnowledgeBase(kdir, tmp_path / "idx.sqlite3")
-        for q in queries:
-            got = [(h.entry.id, h.score, h.details) for h in await kb.search(q, k=10)]
-            want = [(h.entry.id, h.score, h.details) for h in await fresh.search(q, k=10)]
-            assert got == want, q
-        await fresh.aclose()
+        # the same index file, and a copy of it without the saved BM25 matrix: built afresh
+        copies.append(tmp_path / f"copy-{len(copies)}.sqlite3")
+        src, dst = sqlite3.connect(tmp_path / "idx.sqlite3"), sqlite3.connect(copies[-1])
+        src.backup(dst)
+        src.close()
+        dst.close()
+        for path in [tmp_path / "idx.sqlite3", copies[-1]]:
+            fresh = KnowledgeBase(kdir, path)
+            for q in queries:
+                got = [(h.entry.id, h.score, h.details) for h in await kb.search(q, k=10)]
+                want = [(h.entry.id, h.score, h.details) for h in await fresh.search(q, k=10)]
+                assert got == want, q
+            await fresh.aclose()
+        assert not fresh.lexical_index.loaded
 
     await same_as_fresh()
     write_faq(kdir / names[3], random_entries(rng, 33, "f03"), 5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
 import random
 import struct
@@ -224,29 +225,40 @@ async def test_telegram_unreadable_pictures_are_told_and_the_next_one_is_still_r
     tmp_path: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
 ) -> None:
     shot = screenshot(3000, 2000)
+    small = png(64, 48)
     async with telegram(tmp_path, fake, llm_vision=True, vision_max_pixels=1_000_000) as (
             engine, llm):
         fake.push(fake.photo_message(header_only_png(100_000, 100_000)))  # a bomb
         await fake.wait_for(lambda: len(fake.texts(ALICE)) == 1)
-        fake.push(fake.photo_message(shot[:len(shot) // 2]))  # cut off halfway
+        fake.push(fake.photo_message(shot[:len(shot) // 2]))  # cut off halfway, over the cap
         await fake.wait_for(lambda: len(fake.texts(ALICE)) == 2)
-        fake.push(fake.photo_message(shot, caption="and this one?"))
+        fake.push(fake.photo_message(small[:len(small) - 30]))  # cut off, under the caps
         await fake.wait_for(lambda: len(fake.texts(ALICE)) == 3)
+        fake.push(fake.photo_message(b"<html>not a picture</html>" * 4, caption="see?"))
+        await fake.wait_for(lambda: len(fake.texts(ALICE)) == 4)
+        fake.push(fake.photo_message(shot, caption="and this one?"))
+        await fake.wait_for(lambda: len(fake.texts(ALICE)) == 5)
         conv = await engine.find_conversation("telegram", str(ALICE))
         rows = await stored_attachments(engine, conv.id)
         messages = await engine.store.messages(conv.id)
-    bomb, cut, fine = fake.texts(ALICE)[:3]
-    assert "too big" in bomb and "too big" in cut
+    bomb, cut, cut_small, html, fine = fake.texts(ALICE)[:5]
+    assert "too big" in bomb
+    # a picture that cannot be opened says so (not "too big"), is kept and offers a person
+    for told in (cut, cut_small, html):
+        assert told.startswith("Sorry, I couldn't open this picture"), told
+        assert "too big" not in told and "saved for our team" in told and "/human" in told
+    assert html.endswith("Answer: [picture] see?")  # the caption is still answered
     assert fine.startswith("In your screenshot I can see: a picture of")
-    [asked] = llm.chat_requests()  # only the last picture reached the model
-    [url] = asked.image_urls
-    _, (width, height), _ = picture_in(url)
+    asked = llm.chat_requests()  # only the last picture reached the model
+    assert [len(r.image_urls) for r in asked] == [0, 1]
+    _, (width, height), _ = picture_in(asked[-1].image_urls[0])
     assert width * height <= 1_000_000 and width > height
-    assert [r.status for r in rows] == ["fetched"] * 3
+    assert [r.status for r in rows] == ["fetched"] * 5
     assert [m.text for m in messages if m.role == "user"] == [
-        "[picture]", "[picture]", "[picture] and this one?"]
+        "[picture]", "[picture]", "[picture]", "[picture] see?", "[picture] and this one?"]
     assert all(m.state == "answered" for m in messages if m.role == "user")
     assert caplog.text.count("could not resize a customer's picture") == 2
+    assert caplog.text.count("could not open a customer's picture") == 2
 
 
 async def test_telegram_document_bytes_are_kept_when_configured(
@@ -373,6 +385,20 @@ async def test_slack_without_vision_the_bot_cannot_see_and_offers_a_person(
     assert not env.llm.chat_requests() and not env.slack.calls("files.download")
 
 
+async def test_slack_corrupt_picture_is_told_kept_and_offered_a_person(tmp_path: Path) -> None:
+    shot = screenshot(1200, 900)
+    async with slack_env(tmp_path, llm_vision=True, store_file_bytes=True) as env:
+        file = env.slack.add_file(shot[: len(shot) // 3], name="error.png", mimetype="image/png")
+        await env.post_event(env.slack.file_share_event("", [file], channel="D1"))
+        [told] = await env.wait(lambda: texts(env.slack, "D1"))
+        conv = await env.engine.find_conversation("slack", "T0001:D1")
+        [row] = await stored_attachments(env.engine, conv.id)
+    assert told.startswith("Sorry, I couldn't open this picture (\"error.png\")")
+    assert "/human" in told
+    assert not env.llm.chat_requests()
+    assert row.status == "stored" and row.data == shot[: len(shot) // 3]  # kept for staff
+
+
 async def test_slack_files_cross_between_a_dm_customer_and_the_staff_thread(
     tmp_path: Path
 ) -> None:
@@ -460,6 +486,29 @@ def test_a_decoder_error_or_a_bomb_is_an_unreadable_picture(
     monkeypatch.setattr(attachments, "DECODE_MAX_PIXELS", 10**12)
     with pytest.raises(unreadable, match="DecompressionBombError"):
         attachments.shrink(header_only_png(100_000, 100_000), 1_000_000, 1_000_000)
+
+
+def test_a_broken_picture_is_told_apart_from_one_too_big() -> None:
+    """Bombs and pictures that stay over the byte cap are "too big" (send a smaller one); a
+    corrupt or truncated one is not, whether it is resized or only checked."""
+    too_large, unreadable = attachments.PictureTooLarge, attachments.PictureUnreadable
+    shot = screenshot(400, 300)
+    for bad in (shot[: len(shot) // 2], b"\x89PNG\r\n\x1a\n" + b"\x00" * 64):
+        for work in (functools.partial(attachments.shrink, bad, 10_000, 1_000_000),
+                     functools.partial(attachments.check_readable, bad)):
+            with pytest.raises(unreadable) as caught:
+                work()
+            assert not isinstance(caught.value, too_large)
+    with pytest.raises(too_large):
+        attachments.check_readable(header_only_png(100_000, 100_000))
+    with pytest.raises(too_large):
+        attachments.shrink(shot, 10_000, 10)
+    assert attachments.check_readable(shot) is True
+    jpeg = io.BytesIO()
+    Image.open(io.BytesIO(shot)).save(jpeg, "JPEG")
+    assert attachments.check_readable(jpeg.getvalue()) is True
+    with pytest.raises(unreadable):
+        attachments.check_readable(jpeg.getvalue()[:-400])
 
 
 # --- migration 0005 on both databases --------------------------------------------------------

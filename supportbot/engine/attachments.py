@@ -15,23 +15,27 @@ history, staff views and search see. When the message's turn comes, :class:`File
 A picture over ``vision_max_pixels`` (read from the image header) or ``vision_max_bytes`` is
 downscaled to fit both with Pillow (the ``vision`` extra: ``pip install 'supportbot[vision]'``),
 in a worker thread, and sent as JPEG (PNG when it has transparency). Without Pillow it is not
-sent and the customer is asked for a smaller one. A picture Pillow cannot read (corrupt,
-truncated, or a decompression bomb: more than ``DECODE_MAX_PIXELS`` declared) is treated the
-same way: told, never a crash.
+sent and the customer is asked for a smaller one, as for a decompression bomb (more than
+``DECODE_MAX_PIXELS`` declared) or a picture that stays over the byte cap. A picture within the
+caps is decoded once too (when Pillow is installed), so that a broken one never reaches the
+model, which would refuse the whole turn. A picture that cannot be opened (corrupt, truncated,
+not PNG/JPEG/GIF/WebP bytes) gets its own message (``picture_unreadable``: send it again, or
+ask for a person); all are kept with their message, and none is a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import io
 import logging
 import math
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from supportbot.engine.core import Core
 from supportbot.engine.delivery import Delivery
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from supportbot.engine.turn import Turn
 
 log = logging.getLogger("supportbot.engine")
+T = TypeVar("T")
 
 SUPPORTED_KINDS = frozenset({"image", "file"})
 # what vision models accept (OpenAI: PNG, JPEG, WEBP, non-animated GIF)
@@ -139,7 +144,12 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 class PictureUnreadable(Exception):
     """Pillow could not (or must not) decode a picture: corrupt, truncated, a decompression
-    bomb."""
+    bomb (the :class:`PictureTooLarge` kind)."""
+
+
+class PictureTooLarge(PictureUnreadable):
+    """A picture that must not be decoded (too many pixels declared) or that stays over the
+    byte cap: the customer is asked for a smaller one, not told it is broken."""
 
 
 @functools.cache
@@ -169,26 +179,67 @@ def shrink(data: bytes, max_pixels: int, max_bytes: int) -> tuple[bytes, str] | 
     pillow = _pillow()
     if pillow is None:
         return None
+    return _guarded(pillow, lambda: _shrink(pillow, data, max_pixels, max_bytes))
+
+
+def check_readable(data: bytes) -> bool:
+    """Decode the picture once (a JPEG at 1/8 scale: the whole file is still read), so that a
+    corrupt or truncated one is caught here and not by the model. ``False`` when Pillow is not
+    installed (not checked); raises :class:`PictureUnreadable` like :func:`shrink`. Blocking
+    CPU work (up to about 60 ms for 4 MP): run it in a thread."""
+    pillow = _pillow()
+    if pillow is None:
+        return False
+    return _guarded(pillow, lambda: _decode(pillow[0], data))
+
+
+def _decode(Image: Any, data: bytes) -> bool:
+    with _opened(Image, data) as opened:
+        if opened.format == "JPEG":
+            width, height = opened.size
+            opened.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+        opened.load()
+    return True
+
+
+def _guarded(pillow: tuple[Any, Any], work: Callable[[], T]) -> T:
+    """``work()``, with whatever the decoder raises on a customer's bytes turned into
+    :class:`PictureUnreadable` (the bytes are the customer's: any exception may come), and a
+    decompression bomb into :class:`PictureTooLarge`."""
+    Image = pillow[0]
     try:
-        return _shrink(pillow, data, max_pixels, max_bytes)
+        return work()
     except PictureUnreadable:
         raise
-    except Exception as exc:  # DecompressionBombError, OSError, SyntaxError, MemoryError, ...
+    except Image.DecompressionBombError as exc:
+        raise PictureTooLarge(f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # OSError, SyntaxError, MemoryError, ValueError, ...
         raise PictureUnreadable(f"{type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _opened(Image: Any, data: bytes) -> Iterator[Any]:
+    """The picture opened (its header read, nothing decoded yet), refused first if it declares
+    more than ``DECODE_MAX_PIXELS`` pixels (the bytes' own header, then Pillow's reading);
+    Pillow raises DecompressionBombError past 2 * ``MAX_IMAGE_PIXELS``."""
+    sniffed = sniff_image(data)
+    declared = sniffed[1] if sniffed else None
+    if declared is not None and declared[0] * declared[1] > DECODE_MAX_PIXELS:
+        raise PictureTooLarge(f"declares {declared[0]}x{declared[1]} pixels")
+    with Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS) as opened:
+        width, height = opened.size
+        if width * height > DECODE_MAX_PIXELS:
+            raise PictureTooLarge(f"declares {width}x{height} pixels")
+        if width < 1 or height < 1:
+            raise PictureUnreadable(f"declares {width}x{height} pixels")
+        yield opened
 
 
 def _shrink(pillow: tuple[Any, Any], data: bytes, max_pixels: int,
             max_bytes: int) -> tuple[bytes, str]:
     Image, ImageOps = pillow
-    sniffed = sniff_image(data)
-    declared = sniffed[1] if sniffed else None
-    if declared is not None and declared[0] * declared[1] > DECODE_MAX_PIXELS:
-        raise PictureUnreadable(f"declares {declared[0]}x{declared[1]} pixels")
-    # reads the header only; Pillow raises DecompressionBombError past 2 * MAX_IMAGE_PIXELS
-    with Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS) as opened:
+    with _opened(Image, data) as opened:
         width, height = opened.size
-        if width < 1 or height < 1 or width * height > DECODE_MAX_PIXELS:
-            raise PictureUnreadable(f"declares {width}x{height} pixels")
         picture: Any = opened
         # palette pictures resize only by nearest pixel; a transparent colour becomes alpha
         if opened.mode in ("1", "P", "PA") or "transparency" in opened.info:
@@ -208,7 +259,7 @@ def _shrink(pillow: tuple[Any, Any], data: bytes, max_pixels: int,
             w, h = picture.size
             scale = min(0.9, 0.95 * math.sqrt(max_bytes / len(encoded)))
             box = (max(1, int(w * scale)), max(1, int(h * scale)))
-    raise PictureUnreadable(f"still over {max_bytes} bytes after {_ENCODE_TRIES} re-encodes")
+    raise PictureTooLarge(f"still over {max_bytes} bytes after {_ENCODE_TRIES} re-encodes")
 
 
 def _fit(width: int, height: int, max_pixels: int) -> tuple[int, int]:
@@ -343,37 +394,44 @@ class Files:
             await self._status(row, "stored" if keep else "fetched", data=data if keep else None)
             if look:
                 part = await self._picture(data, platform, row.id)
-                if part is None:
-                    found.problems.append(("file_too_large", named))
+                if isinstance(part, str):
+                    found.problems.append((part, named))
                 else:
                     found.images.append(part)
         return found
 
     async def _picture(self, data: bytes, platform: str,
-                       attachment: int) -> dict[str, Any] | None:
-        """The image part for the model, downscaled when over the caps; ``None`` when it is
-        over them and cannot be downscaled (no Pillow, or a picture it cannot read), or not a
-        picture a model reads."""
+                       attachment: int) -> dict[str, Any] | str:
+        """The image part for the model, downscaled when over the caps; else the name of the
+        message that says why not: ``file_too_large`` when it is over them and cannot be
+        downscaled (no Pillow, a bomb), ``picture_unreadable`` when it cannot be opened
+        (corrupt, truncated, not a picture a model reads)."""
         settings = self.core.settings
         sniffed = sniff_image(data)
         if sniffed is None or sniffed[0] not in VISION_MIMES:
-            return None
+            log.warning("could not open a customer's picture",
+                        extra={"platform": platform, "attachment": attachment,
+                               "error": "not PNG, JPEG, GIF or WebP bytes"})
+            return "picture_unreadable"
         mime, size = sniffed
-        if len(data) <= settings.vision_max_bytes and (
-                size is None or size[0] * size[1] <= settings.vision_max_pixels):
-            return image_part(data, mime)
+        within = len(data) <= settings.vision_max_bytes and (
+            size is None or size[0] * size[1] <= settings.vision_max_pixels)
         try:
             async with self.decoding:
+                if within:
+                    await asyncio.to_thread(check_readable, data)
+                    return image_part(data, mime)
                 shrunk = await asyncio.to_thread(shrink, data, settings.vision_max_pixels,
                                                  settings.vision_max_bytes)
         except PictureUnreadable as exc:
-            log.warning("could not resize a customer's picture",
+            log.warning("could not open a customer's picture" if within
+                        else "could not resize a customer's picture",
                         extra={"platform": platform, "attachment": attachment,
                                "error": str(exc)[:200]})
-            return None
+            return "file_too_large" if isinstance(exc, PictureTooLarge) else "picture_unreadable"
         if shrunk is None:
             _say_no_pillow()
-            return None
+            return "file_too_large"
         return image_part(*shrunk)
 
     async def _status(self, row: models.Attachment, status: str, **values: Any) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import update
 from supportbot.cli import cli
 from supportbot.config import Settings
 from supportbot.engine import Engine, IncomingMessage, Outcome
+from supportbot.engine.types import Attachment
 from supportbot.storage import Store
 from supportbot.storage.models import Conversation, HandledEvent, Message, Transition
 from supportbot.testing.fake_llm import FakeLLM
@@ -104,6 +105,50 @@ async def test_export_gives_one_customers_data_as_json(tmp_path: Path) -> None:
     assert data["messages_in_other_threads"] == []
     code, out = await asyncio.to_thread(run, tmp_path, "export", "--customer", "nobody")
     assert code == 0 and json.loads(out)["conversations"] == []
+
+
+async def test_export_lists_each_messages_attachments_without_their_bytes(
+    tmp_path: Path,
+) -> None:
+    screenshot = b"\x89PNG\r\n\x1a\n" + b"secret pixels " * 100
+    engine = await Engine.open(settings(tmp_path))
+    try:
+        await engine.handle(IncomingMessage(
+            "slack", "T:D7", "carol", "", "c1", customer_name="carol", attachments=(
+                Attachment("F0001", "image", "image/png", len(screenshot), "error.png",
+                           url="https://files.slack.com/files-pri/T-F0001/error.png"),
+                Attachment("F0002", "file", "application/pdf", 2048, "invoice.pdf"),
+            )))
+        await engine.handle(IncomingMessage("slack", "T:C1:9.1", "bob", "bob's thread", "b1",
+                                            customer_name="bob"))
+        await engine.handle(IncomingMessage(
+            "slack", "T:C1:9.1", "carol", "me too", "c2", customer_name="carol",
+            attachments=(Attachment("F0003", "image", "image/jpeg", 999, caption="me too"),)))
+        conv = await engine.find_conversation("slack", "T:D7")
+        assert conv is not None
+        [first] = [m for m in await engine.store.messages(conv.id) if m.role == "user"]
+        png = (await engine.store.attachments(first.id))[0]
+        await engine.store.update_attachment(png.id, status="stored", data=screenshot)
+    finally:
+        await engine.aclose()
+    code, out = await asyncio.to_thread(run, tmp_path, "export", "--customer", "carol")
+    assert code == 0, out
+    data = json.loads(out)
+    [conversation] = data["conversations"]
+    [asked, *answers] = conversation["messages"]
+    assert [(a["file_id"], a["name"], a["kind"], a["mime"], a["size"], a["bytes_stored"])
+            for a in asked["attachments"]] == [
+        ("F0001", "error.png", "image", "image/png", len(screenshot), True),
+        ("F0002", "invoice.pdf", "file", "application/pdf", 2048, False)]
+    assert asked["attachments"][0]["platform"] == "slack"
+    assert asked["attachments"][0]["status"] == "stored"
+    assert asked["attachments"][0]["url"].endswith("/error.png")
+    assert all(m["attachments"] == [] for m in answers)
+    [elsewhere] = data["messages_in_other_threads"]
+    assert [(a["file_id"], a["caption"]) for a in elsewhere["attachments"]] == [
+        ("F0003", "me too")]
+    assert "secret pixels" not in out and "c2VjcmV0" not in out  # bytes never inlined
+    assert "bob's thread" not in out
 
 
 async def test_purge_older_than_deletes_only_old_conversations(tmp_path: Path) -> None:

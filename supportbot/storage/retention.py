@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from supportbot.storage.models import Conversation, HandledEvent, Message, Transition
+from supportbot.storage.models import Attachment, Conversation, HandledEvent, Message, Transition
 from supportbot.storage.store import Store
 
 log = logging.getLogger("supportbot.storage")
@@ -62,12 +62,37 @@ def _authored_filter(customer_id: str, platform: str | None) -> ColumnElement[bo
     return clause
 
 
-def _message_json(m: Message) -> dict[str, Any]:
+def _message_json(m: Message, files: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
     return {
         "id": m.id, "conversation_id": m.conversation_id, "role": m.role, "text": m.text,
         "state": m.state, "author": m.author, "outcome": m.outcome, "sources": m.sources,
-        "created_at": m.created_at.isoformat(),
+        "created_at": m.created_at.isoformat(), "attachments": files.get(m.id, []),
     }
+
+
+async def _attachments(session: AsyncSession,
+                       message_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The files that came with these messages, by message id: what the platform said about
+    each and whether its bytes are kept (``bytes_stored``), never the bytes themselves (an
+    export is read by people; the file id fetches it from the platform)."""
+    files: dict[int, list[dict[str, Any]]] = {}
+    for start in range(0, len(message_ids), 500):  # bounded IN lists
+        rows = await session.execute(
+            select(Attachment.message_id, Attachment.platform, Attachment.file_id,
+                   Attachment.kind, Attachment.mime, Attachment.size, Attachment.filename,
+                   Attachment.caption, Attachment.url, Attachment.status,
+                   Attachment.data.is_not(None), Attachment.created_at)
+            .where(Attachment.message_id.in_(message_ids[start:start + 500]))
+            .order_by(Attachment.id)
+        )
+        for (message_id, platform, file_id, kind, mime, size, name, caption, url, status,
+             stored, created_at) in rows:
+            files.setdefault(message_id, []).append({
+                "platform": platform, "file_id": file_id, "kind": kind, "mime": mime,
+                "size": size, "name": name, "caption": caption, "url": url, "status": status,
+                "bytes_stored": bool(stored), "created_at": created_at.isoformat(),
+            })  # fmt: skip
+    return files
 
 
 async def export_customer(
@@ -103,6 +128,7 @@ async def export_customer(
                 .order_by(Message.id)
             )
         ).all()
+        files = await _attachments(session, [m.id for m in (*messages, *elsewhere)])
     out = []
     for conv in convs:
         out.append({
@@ -111,7 +137,8 @@ async def export_customer(
             "status": conv.status, "assignee": conv.assignee, "language": conv.language,
             "handoff_reason": conv.handoff_reason, "bot_failed": conv.bot_failed,
             "created_at": conv.created_at.isoformat(), "updated_at": conv.updated_at.isoformat(),
-            "messages": [_message_json(m) for m in messages if m.conversation_id == conv.id],
+            "messages": [_message_json(m, files) for m in messages
+                         if m.conversation_id == conv.id],
             "transitions": [
                 {"from": t.from_status, "to": t.to_status, "actor": t.actor, "reason": t.reason,
                  "at": t.created_at.isoformat()}
@@ -123,7 +150,7 @@ async def export_customer(
         "platform": platform,
         "exported_at": datetime.now(UTC).isoformat(),
         "conversations": out,
-        "messages_in_other_threads": [_message_json(m) for m in elsewhere],
+        "messages_in_other_threads": [_message_json(m, files) for m in elsewhere],
     }
 
 

@@ -3,75 +3,39 @@ payloads posted to the real ``/slack/events`` endpoint (uvicorn on loopback) sto
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from test_slack_adapter import Env, running
 
-from supportbot.adapters.slack import SlackAdapter
 from supportbot.adapters.slack.feedback import BLOCK_ID, HELPFUL, UNHELPFUL
-from supportbot.config import Settings
-from supportbot.engine import Engine
-from supportbot.server import create_app
 from supportbot.storage.reports import feedback_for
-from supportbot.testing.fake_llm import FakeLLM
-from supportbot.testing.fake_slack import FakeSlack
 
-ROOT = Path(__file__).resolve().parents[1]
 CUSTOMER, OTHER, DM = "UCUSTOMER", "UOTHER", "D1"
 
 
-class Env:
-    def __init__(self, slack: FakeSlack, engine: Engine, adapter: SlackAdapter,
-                 http: httpx.AsyncClient) -> None:
-        self.slack, self.engine, self.adapter, self.http = slack, engine, adapter, http
-
-    async def settle(self) -> None:
-        for _ in range(3):
-            await asyncio.sleep(0.05)
-            await self.adapter.drain(within=5)
-
-    async def press(self, action_id: str, value: str, *, user: str, message_ts: str,
-                    secret: str | None = None) -> httpx.Response:
-        payload = self.slack.block_action(action_id, value, user=user, channel=DM,
-                                          message_ts=message_ts)
-        headers, body = self.slack.signed_interaction(payload, secret=secret)
-        response = await self.http.post("/slack/events", headers=headers, content=body)
-        await self.settle()
-        return response
-
-    def ephemerals(self, user: str) -> list[str]:
-        return [m.text for m in self.slack.messages(channel=DM, ephemeral=True)
-                if m.ephemeral_to == user]
-
-
 @pytest.fixture(params=[True, False], ids=["streaming", "whole"])
-async def env(request, tmp_path: Path) -> AsyncIterator[Env]:
-    with FakeSlack() as slack, FakeLLM() as llm:
-        settings = Settings(
-            _env_file=None, data_dir=tmp_path, prompts_dir=ROOT / "supportbot/defaults/prompts",
-            knowledge_dir=ROOT / "supportbot/defaults/knowledge", slack_bot_token=slack.bot_token,
-            slack_signing_secret=slack.signing_secret, slack_api_url=slack.api_url,
-            llm_base_url=llm.url, llm_api_key="sk-test", llm_max_retries=0,
-            llm_stream=request.param,
-        )
-        engine = await Engine.open(settings)
-        adapter = SlackAdapter(engine, settings, min_interval=0.0, stream_interval=0.05)
-        server = uvicorn.Server(uvicorn.Config(create_app(engine, [adapter]), host="127.0.0.1",
-                                               port=0, log_config=None, lifespan="on"))
-        task = asyncio.create_task(server.serve())
-        try:
-            await FakeSlack.async_wait_for(lambda: server.started, within=10)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                yield Env(slack, engine, adapter, http)
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
-            await engine.aclose()
+async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
+    async with running(tmp_path, llm_stream=request.param) as e:
+        yield e
+
+
+async def press(env: Env, action_id: str, value: str, *, user: str, message_ts: str,
+                secret: str | None = None) -> httpx.Response:
+    """A customer's button press in the DM, signed with ``secret`` (the app's by default)."""
+    payload = env.slack.block_action(action_id, value, user=user, channel=DM,
+                                     message_ts=message_ts)
+    headers, body = env.slack.signed_interaction(payload, secret=secret)
+    response = await env.http.post("/slack/events", headers=headers, content=body)
+    await env.settle()
+    return response
+
+
+def ephemerals(env: Env, user: str) -> list[str]:
+    return [m.text for m in env.slack.messages(channel=DM, ephemeral=True)
+            if m.ephemeral_to == user]
 
 
 def buttons_of(message) -> dict[str, str]:
@@ -100,13 +64,13 @@ async def test_answer_gets_buttons_and_votes_are_stored(env: Env) -> None:
     assert set(buttons) == {HELPFUL, UNHELPFUL}
     message_id = int(buttons[HELPFUL])
 
-    r = await env.press(HELPFUL, str(message_id), user=CUSTOMER, message_ts=answer.ts)
+    r = await press(env, HELPFUL, str(message_id), user=CUSTOMER, message_ts=answer.ts)
     assert r.status_code == 200
     vote = await feedback_for(env.engine.store, message_id)
     assert vote is not None and vote.helpful is True and vote.actor == f"slack:{CUSTOMER}"
-    assert env.ephemerals(CUSTOMER) == ["Thanks for the feedback!"]
+    assert ephemerals(env, CUSTOMER) == ["Thanks for the feedback!"]
 
-    await env.press(UNHELPFUL, str(message_id), user=CUSTOMER, message_ts=answer.ts)
+    await press(env, UNHELPFUL, str(message_id), user=CUSTOMER, message_ts=answer.ts)
     vote = await feedback_for(env.engine.store, message_id)
     assert vote.helpful is False  # the later vote replaced the first
 
@@ -115,17 +79,17 @@ async def test_only_the_customer_can_vote_and_signatures_are_checked(env: Env) -
     answer = await ask(env, "How long do refunds take?")
     message_id = buttons_of(answer)[HELPFUL]
 
-    await env.press(UNHELPFUL, message_id, user=OTHER, message_ts=answer.ts)
+    await press(env, UNHELPFUL, message_id, user=OTHER, message_ts=answer.ts)
     assert await feedback_for(env.engine.store, int(message_id)) is None
-    assert env.ephemerals(OTHER) == ["Only the person who asked can rate this answer."]
+    assert ephemerals(env, OTHER) == ["Only the person who asked can rate this answer."]
 
-    r = await env.press(HELPFUL, message_id, user=CUSTOMER, message_ts=answer.ts,
+    r = await press(env, HELPFUL, message_id, user=CUSTOMER, message_ts=answer.ts,
                         secret="not-the-secret")
     assert r.status_code == 401
     assert await feedback_for(env.engine.store, int(message_id)) is None
 
-    await env.press(HELPFUL, "not-a-number", user=CUSTOMER, message_ts=answer.ts)
-    await env.press(HELPFUL, message_id, user=CUSTOMER, message_ts=answer.ts)
+    await press(env, HELPFUL, "not-a-number", user=CUSTOMER, message_ts=answer.ts)
+    await press(env, HELPFUL, message_id, user=CUSTOMER, message_ts=answer.ts)
     assert (await feedback_for(env.engine.store, int(message_id))).helpful is True
 
 

@@ -213,3 +213,32 @@ async def test_example_faq(tmp_path: Path) -> None:
         assert all(h.score < 0.5 for h in mars)
     finally:
         await kb.aclose()
+
+
+async def test_no_confidence_in_an_entry_about_another_product(tmp_path: Path) -> None:
+    """A product name (a word of the Chinese vocabulary) is in most of a product's FAQ, so its
+    idf is small: an entry about 借呗 covers "花呗能二次分期吗" almost whole and used to be
+    answered from the FAQ alone (afqmc, issue 19). A hit lacking a name of the question has no
+    confidence; the entry that names it keeps its own."""
+    entries = [
+        ("jb-instalments", "蚂蚁借呗能二次分期吗"),
+        ("hb-instalments", "花呗进行一次分期后，还能分期吗"),
+        ("hb-repay", "花呗怎么还款"),
+        ("jb-repay", "借呗怎么还款"),
+        ("hb-limit", "花呗额度怎么提高"),
+        ("jb-limit", "借呗额度怎么提高"),
+        ("yeb", "余额宝怎么转出"),
+    ]
+    kdir = tmp_path / "k"
+    for id_, question in entries:
+        write(kdir / f"{id_}.yaml", f"- id: {id_}\n  question: {question}\n  answer: 见帮助中心\n")
+    kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3")
+    await kb.refresh()
+    try:
+        wrong = (await kb.search("花呗能二次分期吗"))[0]
+        assert wrong.entry.id == "jb-instalments"
+        assert wrong.details["match"] >= 0.8 and wrong.score == 0.0  # covered, not confident
+        right = (await kb.search("借呗能二次分期吗"))[0]
+        assert right.entry.id == "jb-instalments" and right.score >= 0.5
+    finally:
+        await kb.aclose()

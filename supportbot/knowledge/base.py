@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -375,6 +376,8 @@ class KnowledgeBase:
             return []
         confidence = scoring.lexical_confidence(scoring.term_weights(uniq, dfs, n))
         docs = lexical.docs
+        names = _names(chinese.vocabulary())
+        named = [t for t in uniq if t in names]
         top_bm25 = max(bm25.values(), default=0.0) or 1.0
         floor, ceil = self.embedder.cosine_range if self.embedder is not None else (0.0, 1.0)
         # (-rank, rowid, score, details): ties by rowid
@@ -402,6 +405,8 @@ class KnowledgeBase:
             details["match"] = score  # how well the entry matches, before the margin
             rival = second if score == best else best
             confidence = scoring.margin(score, rival, hybrid=qvec is not None)
+            if named and not scoring.names_match(named, docs.get(rid, {})):
+                confidence = 0.0
             hits.append(Hit(by_rowid[rid][0], round(confidence, 4), details))
         return hits
 
@@ -414,6 +419,14 @@ class KnowledgeBase:
         if self.embedder is not None:
             await self.embedder.aclose()
         self._store.close()
+
+
+@functools.lru_cache(maxsize=4)
+def _names(vocab: chinese.Vocabulary) -> frozenset[str]:
+    """The vocabulary's words as index terms: the names a confident hit must share with the
+    question (``scoring.names_match``). One set per vocabulary in use (it changes only when
+    staff edit ``_synonyms.yaml``)."""
+    return frozenset(w for w in vocab.words if len(w) > 1 and w in terms(w))
 
 
 def _forget(item: tuple[FaqEntry, str] | None, taken: dict[str, FaqEntry]) -> None:

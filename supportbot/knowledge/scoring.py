@@ -25,6 +25,13 @@ Ranking uses the same blend without the clipping, plus a share of BM25 relative 
 candidate; the confidence a hit reports is its match score minus ``AMBIGUITY_PENALTY`` times the
 best other candidate's (``margin``): two entries that fit equally well are no confident answer.
 
+Names are the exception to "share of the information": the domain words of the Chinese
+vocabulary (its ``words``: product names like 花呗 / 借呗, key terms like 手续费) are so common
+in a product's FAQ that their idf is small, so an entry about 借呗 covers "花呗能二次分期吗"
+at 0.99 and won by a wide margin. A hit that lacks a name the question uses has no confidence
+(``names_match``): on afqmc's tuning half every answer-alone that this removed was about the
+wrong product (BENCHMARKS.md, "Answering from the FAQ alone").
+
 The weights were chosen on the even-numbered queries of the shared stackfaq and afqmc sets and
 are reported on the odd-numbered ones (``bench/retrieval_quality.py``; figures in BENCHMARKS.md,
 "Retrieval quality"). Reciprocal-rank and z-score fusions were tried before and did worse: the
@@ -134,3 +141,11 @@ def margin(score: float, rival: float, hybrid: bool = False) -> float:
     answers from the FAQ alone right (BENCHMARKS.md, "Retrieval quality")."""
     penalty = AMBIGUITY_PENALTY_HYBRID if hybrid else AMBIGUITY_PENALTY
     return max(0.0, score - penalty * rival)
+
+
+def names_match(named: list[str], doc: Mapping[str, int]) -> bool:
+    """Whether an entry's terms (``LexicalIndex.docs``: question side or answer) hold every
+    name of the question (``named``: its terms that are vocabulary words). An entry about
+    another product than the one asked about is no confident answer however much of the
+    question it covers."""
+    return all(t in doc for t in named)

@@ -244,7 +244,7 @@ async def test_an_auth_test_slower_than_the_ack_budget_gets_503_not_a_late_ack(
             assert refused.status_code == 503
             assert time.monotonic() - started < 1.4  # Slack waits 3 s: leave room for the store
             # the call in flight is not abandoned: once it answers, events are authorized
-            await asyncio.sleep(1.0)
+            await env.wait(lambda: env.adapter.auth.response is not None)
             ok = await env.post_event(env.event("D4"), event_id="EvSlowAuth", retry_num=1)
             assert ok.status_code == 200
             assert len(slack.calls("auth.test")) == 2

@@ -17,10 +17,10 @@ exact, not patched: BM25's idf and length normalisation depend on the whole FAQ,
 (term, entry) share is worked out again. What makes that cheap is that each entry's terms are
 kept counted, as term ids (``_Counts``), so an edit re-counts only the entries it touched, and
 the matrix is computed from those counts on whole arrays (``Bm25``): a one-file edit at 10,000
-entries costs ~60 ms of CPU instead of ~0.5 s (BENCHMARKS.md, "Retrieval quality").
+entries costs ~70 ms of CPU instead of ~0.45 s (BENCHMARKS.md, "Retrieval quality").
 
-Building the BM25 matrix costs about half a second of CPU at 10,000 entries, and every start
-would pay it. With a ``cache_dir`` the matrix is saved through ``bm25s``'s own ``save`` /
+Counting 10,000 entries' terms and building their matrix still costs ~0.2 s of CPU, and every
+start would pay it. With a ``cache_dir`` the matrix is saved through ``bm25s``'s own ``save`` /
 ``load`` under a key that hashes everything it depends on (the rows' terms in rowid order, the
 BM25 parameters, the ``bm25s`` version), so a restart over an unchanged FAQ loads it instead,
 and a stale one can never be used: a changed FAQ has another key. The entries' term counts are
@@ -139,8 +139,8 @@ class Bm25(bm25s.BM25):
         lengths = np.fromiter(map(len, corpus_token_ids), dtype=np.int64, count=n_docs)
         avg_doc_len = lengths.mean()
         flat = np.concatenate(corpus_token_ids)
-        if flat.dtype.kind not in "iu":
-            flat = flat.astype(np.int64)  # empty lists alone concatenate to floats
+        if flat.dtype.kind != "i":  # empty lists alone make floats; unsigned would wrap below
+            flat = flat.astype(np.int64)
         size = len(flat)
         ends = np.cumsum(lengths)
         first = np.zeros(size, dtype=bool)  # where each (non-empty) document starts

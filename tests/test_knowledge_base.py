@@ -242,3 +242,30 @@ async def test_no_confidence_in_an_entry_about_another_product(tmp_path: Path) -
         assert right.entry.id == "jb-instalments" and right.score >= 0.5
     finally:
         await kb.aclose()
+
+
+async def test_no_confidence_in_an_entry_that_asks_something_more_specific(
+    tmp_path: Path,
+) -> None:
+    """An entry whose question is a long story can hold every word of a short question and
+    still be about another matter ("花呗怎么买飞机票" answered with a story about refunding a
+    plane ticket, afqmc): in lexical search it is no confident answer when even its shortest
+    phrasing has more than ``SPECIFIC_RATIO`` times the question's terms. An entry that asks the
+    question keeps its confidence."""
+    story = (
+        "I paid the annual pro plan with my card, the bank then refunded the charge by mistake "
+        "and now billing shows the subscription as cancelled although the plan still works"
+    )
+    kdir = tmp_path / "k"
+    write(kdir / "story.md", md("story", story, "Write to billing with the bank's letter."))
+    write(kdir / "reset.md", md("reset", "How do I reset my password?", "Use the link."))
+    write(kdir / "export.md", md("export", "Can I export my data?", "Settings, Export."))
+    kb = KnowledgeBase(kdir, tmp_path / "idx.sqlite3")
+    await kb.refresh()
+    try:
+        hit = (await kb.search("annual plan card"))[0]
+        assert hit.entry.id == "story" and hit.details["match"] >= 0.9 and hit.score == 0.0
+        plain = (await kb.search("export my data"))[0]
+        assert plain.entry.id == "export" and plain.score >= 0.5
+    finally:
+        await kb.aclose()

@@ -26,7 +26,7 @@ from supportbot.knowledge.index import IndexStore
 from supportbot.knowledge.lexical import LexicalIndex, Row
 from supportbot.knowledge.loader import drop_duplicates, iter_knowledge_files, parse_file
 from supportbot.knowledge.models import FaqEntry, Hit
-from supportbot.knowledge.text import terms
+from supportbot.knowledge.text import language_of, terms
 from supportbot.knowledge.vectors import DenseIndex, Vector
 from supportbot.problems import Problem
 
@@ -376,7 +376,8 @@ class KnowledgeBase:
             return []
         confidence = scoring.lexical_confidence(scoring.term_weights(uniq, dfs, n))
         docs = lexical.docs
-        names = _names(chinese.vocabulary())
+        vocab = chinese.vocabulary()
+        names = _names(vocab)
         named = [t for t in uniq if t in names]
         top_bm25 = max(bm25.values(), default=0.0) or 1.0
         floor, ceil = self.embedder.cosine_range if self.embedder is not None else (0.0, 1.0)
@@ -407,7 +408,11 @@ class KnowledgeBase:
             confidence = scoring.margin(score, rival, hybrid=qvec is not None)
             if named and not scoring.names_match(named, docs.get(rid, {})):
                 confidence = 0.0
-            hits.append(Hit(by_rowid[rid][0], round(confidence, 4), details))
+            entry = by_rowid[rid][0]
+            specific = confidence > 0 and qvec is None
+            if specific and scoring.asks_more(_sizes(entry, vocab), len(uniq)):
+                confidence = 0.0
+            hits.append(Hit(entry, round(confidence, 4), details))
         return hits
 
     async def aclose(self) -> None:
@@ -427,6 +432,14 @@ def _names(vocab: chinese.Vocabulary) -> frozenset[str]:
     question (``scoring.names_match``). One set per vocabulary in use (it changes only when
     staff edit ``_synonyms.yaml``)."""
     return frozenset(w for w in vocab.words if len(w) > 1 and w in terms(w))
+
+
+@functools.lru_cache(maxsize=1024)
+def _sizes(entry: FaqEntry, vocab: chinese.Vocabulary) -> tuple[int, ...]:
+    """Distinct index terms of each phrasing of ``entry`` (``scoring.asks_more``) with the
+    vocabulary in use; worked out for the few hits that could be answered alone, and kept."""
+    lang = language_of(f"{entry.question}\n{entry.answer}", entry.lang)
+    return tuple(len(set(terms(p, lang))) for p in entry.phrasings)
 
 
 def _forget(item: tuple[FaqEntry, str] | None, taken: dict[str, FaqEntry]) -> None:

@@ -56,13 +56,15 @@ async def test_answers_from_the_faq_alone_are_rarely_wrong(
     """At the default threshold the bot answering without an LLM cites a wrong entry in under
     5% of the answers it gives on stackfaq; on afqmc, whose FAQ is full of near-duplicate
     questions, it (rightly) almost never answers alone: the confidence is a margin over the
-    best other entry."""
+    best other entry, and nothing for an entry about another product (花呗 / 借呗) or one
+    asking something more specific. The one answer left on the odd half is a label twin
+    ("花呗紧急开通" -> "紧急开通花贝"; BENCHMARKS.md); it was 3, all wrong, before those rules."""
     _, rows = await scored_half(tmp_path / "s", stackfaq)
     report = confidence_report(rows, 0.5)
     assert report["wrong_share"] < 0.05 and report["answered"] >= 20, report
     _, rows = await scored_half(tmp_path / "a", afqmc)
     report = confidence_report(rows, 0.5)
-    assert report["answered_share"] < 0.01, report
+    assert report["answered_share"] < 0.01 and report["answered"] <= 1, report
 
 
 async def test_chinese_paraphrases(tmp_path: Path) -> None:

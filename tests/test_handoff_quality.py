@@ -1,12 +1,13 @@
 """The built-in handoff rules against the labelled dev set (tests/data/handoff_dev.jsonl).
 
-The set has a ``tune`` split, which the rules were written against, and a ``score`` split, written
-before the last round of rule changes and never tuned on (BENCHMARKS.md, "Handoff detection", has
-the protocol and every round's figures; bench/handoff_quality.py reproduces them). The issue's
-targets are asserted on the score split per language: recall >= 0.97 at FPR <= 0.5% for English and
-Chinese, recall >= 0.90 for the others. Languages whose blind figures are below target are strict
-expected failures, so the day a rule change meets a target the test says so; separately, every
-language is held to its recorded blind figures so that no rule edit can quietly lose ground.
+The set has a ``tune`` split, which the rules were written against, and a ``score`` split (round
+10), written before the last round of rule changes, scored blind before them and never tuned on
+(BENCHMARKS.md, "Handoff detection", has the protocol and every round's figures;
+bench/handoff_quality.py reproduces them). The issue's targets are asserted on the score split per
+language: recall >= 0.97 at FPR <= 0.5% for English and Chinese, recall >= 0.90 for the others.
+Languages below target are strict expected failures, so the day a rule change meets a target the
+test says so; separately, every language is held to its recorded round-10 figures so that no rule
+edit can quietly lose ground.
 """
 
 from __future__ import annotations
@@ -23,11 +24,17 @@ DATA = Path(__file__).resolve().parent / "data" / "handoff_dev.jsonl"
 LANGS = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru")
 TARGET_RECALL = {lang: 0.97 if lang in ("en", "zh") else 0.90 for lang in LANGS}
 TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for these two only
-# The score split's blind figures (round 10, BENCHMARKS.md), scored before any rule was changed
-# for it: recall, false positives.
-RECORDED = {
+# The score split is round 10 (BENCHMARKS.md). BLIND: scored once with the rules as round 9 left
+# them, before any rule was changed for round 10. RECORDED: scored once after the rules were tuned
+# on the tune split only (nobody looked at the score split's misses); recall, false positives.
+# Chinese gained recall (0.904 -> 0.942) but one false alarm (2 -> 3) on this unseen wording.
+BLIND = {
     "en": (0.885, 4), "zh": (0.904, 2), "es": (0.938, 2), "fr": (0.767, 0),
     "de": (0.600, 2), "ja": (0.897, 2), "pt": (0.862, 0), "ru": (0.897, 1),
+}
+RECORDED = {
+    "en": (0.904, 4), "zh": (0.942, 3), "es": (0.969, 2), "fr": (0.833, 0),
+    "de": (0.633, 2), "ja": (0.931, 2), "pt": (0.931, 0), "ru": (0.966, 1),
 }
 
 
@@ -70,8 +77,8 @@ def test_targets_per_language_on_the_tune_split(detector: HandoffDetector) -> No
     [
         lang if _meets(lang) else pytest.param(lang, marks=pytest.mark.xfail(
             strict=True,
-            reason=f"blind recall {RECORDED[lang][0]} / {RECORDED[lang][1]} false alarms on "
-            "the score split: rules alone stay below the issue's target on unseen wording "
+            reason=f"recall {RECORDED[lang][0]} / {RECORDED[lang][1]} false alarms on the "
+            "score split: rules alone stay below the issue's target on unseen wording "
             "(BENCHMARKS.md, 'Handoff detection')"))
         for lang in LANGS
     ],
@@ -85,7 +92,7 @@ def test_issue_targets_on_the_score_split(blind: dict[str, LangScore], lang: str
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_score_split_does_not_regress(blind: dict[str, LangScore], lang: str) -> None:
-    """No rule edit may lose what the blind figures recorded, in any language."""
+    """No rule edit may lose what the recorded round-10 figures hold, in any language."""
     s = blind[lang]
     recall, false_alarms = RECORDED[lang]
     assert s.recall is not None and s.recall >= recall - 1e-3, (s.recall, s.misses)

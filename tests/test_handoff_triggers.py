@@ -270,10 +270,43 @@ MORE_NEGATIVE = {
         "бронировал через турагента",
     ],
 }
-for _lang, _texts in MORE_POSITIVE.items():
-    POSITIVE[_lang] = POSITIVE[_lang] + _texts
-for _lang, _texts in MORE_NEGATIVE.items():
-    NEGATIVE[_lang] = NEGATIVE[_lang] + _texts
+# Round 10 (tune split): the largest gap was asking to be called back, in every language; its
+# vetoes keep refusals, call-me-when notices and reports of what staff said from handing off.
+ROUND10_POSITIVE = {
+    "en": [
+        "please call me back",
+        "callback please",
+        "can we hop on a call",
+        "I'd like someone from billing to contact me",
+        "Is there a way for a member of staff to help us over the phone?",
+        "I would need to speak with customer service agent",
+    ],
+    "zh": ["给我回个电话", "请客服介入", "找个有权限的人批一下退款吗", "等人工等了半小时了",
+           "有木有人工", "人工入口在哪"],
+    "es": ["llámenme por favor", "quiero que me llamen", "¿con quién hablo para esto?"],
+    "fr": ["rappelez-moi svp", "je veux être rappelé", "j'attends un conseiller depuis 20 minutes"],
+    "de": ["rufen Sie mich bitte zurück", "bitte um Rückruf", "ist hier überhaupt jemand?"],
+    "ja": ["電話ください", "折り返しお願いします", "すみません、どなたかいらっしゃいますか"],
+    "pt": ["me liga por favor", "quero que me liguem", "quero falar com um ser humano"],
+    "ru": ["перезвоните мне пожалуйста", "свяжитесь со мной", "к кому мне обратиться?"],
+}
+ROUND10_NEGATIVE = {
+    "en": ["please don't call me, text only", "call me when my parcel is out for delivery",
+           "the courier said he would call me back but never did",
+           "do I need an agent to buy a policy?", "the human agents are always friendly"],
+    "zh": ["不要给我打电话，发短信就行", "人工客服说退款三到五天，现在第六天了",
+           "人工服务时间是几点到几点", "我想找个人帮我代收快递", "客服已经帮我处理好了"],
+    "es": ["no me llamen, prefiero correo", "contáctenme solo por correo"],
+    "fr": ["ne m'appelez pas svp", "appelez-moi quand le colis arrive"],
+    "de": ["rufen Sie mich bitte nicht an", "rufen Sie mich an, wenn das Paket da ist"],
+    "ja": ["電話はしないでください", "到着したら電話ください", "住所確認の電話をもらえますか"],
+    "pt": ["não me liguem, prefiro e-mail", "me liga quando o entregador estiver chegando"],
+    "ru": ["не звоните мне, пишите в чат", "позвоните мне когда курьер будет рядом"],
+}
+for _table, _more in ((POSITIVE, MORE_POSITIVE), (NEGATIVE, MORE_NEGATIVE),
+                      (POSITIVE, ROUND10_POSITIVE), (NEGATIVE, ROUND10_NEGATIVE)):
+    for _lang, _texts in _more.items():
+        _table[_lang] = _table[_lang] + _texts
 
 
 @pytest.fixture(scope="module")

@@ -255,6 +255,7 @@ class PromptLibrary:
         problems: list[Problem] = []
         files = sorted({p.name for layer in self.layers
                         for p in (layer / "messages").glob("*.yaml")})
+        english = self._english_names()
         for filename in files:
             lang = filename.removesuffix(".yaml")
             available: set[str] = set()
@@ -269,7 +270,7 @@ class PromptLibrary:
                 available.update(templates)
             # keys missing from every layer of this language: customers get English instead
             # (or, for English, the raw key's fallback), so say which file lacks which key
-            reference = MESSAGE_NAMES if lang == "en" else self._english_names()
+            reference = MESSAGE_NAMES if lang == "en" else english
             for key in reference:
                 if key not in available:
                     problems.append(Problem(in_use[0], 0, f"missing message {key!r}"
@@ -320,10 +321,28 @@ def _language_chain(language: str) -> list[str]:
 
 def _message_keys(path: Path) -> list[str]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     return [str(k) for k in data] if isinstance(data, dict) else []
+
+
+# (the loader's folders, message source) -> compiled template, shared by every library over
+# the same folders. Eight languages of ~60 messages are compiled by every engine start, reload
+# and ``supportbot check``, and Jinja's own cache covers only templates read through its loader.
+# The folders are part of the key because a message may ``{% include %}`` a partial.
+_COMPILED: dict[tuple[tuple[str, ...], str], Template] = {}
+_COMPILED_MAX = 4096
+
+
+def _message_template(env: ImmutableSandboxedEnvironment, source: str) -> Template:
+    key = (tuple(getattr(env.loader, "searchpath", ())), source)
+    template = _COMPILED.get(key)
+    if template is None:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        template = _COMPILED[key] = env.from_string(source)
+    return template
 
 
 def _load_messages(env: ImmutableSandboxedEnvironment,
@@ -354,7 +373,7 @@ def _load_messages(env: ImmutableSandboxedEnvironment,
             problems.append(Problem(path, line, f"message {name!r} must be text"))
             continue
         try:
-            template = env.from_string(value_node.value)
+            template = _message_template(env, value_node.value)
             template.render({**sample_context()})
         except TemplateSyntaxError as exc:
             problems.append(Problem(path, line + (exc.lineno or 1) - 1, exc.message or ""))

@@ -1,12 +1,12 @@
 """The built-in handoff rules against the labelled dev set (tests/data/handoff_dev.jsonl).
 
 The set has a ``tune`` split, which the rules were written against, and a ``score`` split (round
-10), written before the last round of rule changes, scored blind before them and never tuned on
+11), written before the last round of rule changes, scored blind before them and never tuned on
 (BENCHMARKS.md, "Handoff detection", has the protocol and every round's figures;
 bench/handoff_quality.py reproduces them). The issue's targets are asserted on the score split per
 language: recall >= 0.97 at FPR <= 0.5% for English and Chinese, recall >= 0.90 for the others.
 Languages below target are strict expected failures, so the day a rule change meets a target the
-test says so; separately, every language is held to its recorded round-10 figures so that no rule
+test says so; separately, every language is held to its recorded round-11 figures so that no rule
 edit can quietly lose ground.
 """
 
@@ -24,17 +24,19 @@ DATA = Path(__file__).resolve().parent / "data" / "handoff_dev.jsonl"
 LANGS = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru")
 TARGET_RECALL = {lang: 0.97 if lang in ("en", "zh") else 0.90 for lang in LANGS}
 TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for these two only
-# The score split is round 10 (BENCHMARKS.md). BLIND: scored once with the rules as round 9 left
-# them, before any rule was changed for round 10. RECORDED: scored once after the rules were tuned
-# on the tune split only (nobody looked at the score split's misses); recall, false positives.
-# Chinese gained recall (0.904 -> 0.942) but one false alarm (2 -> 3) on this unseen wording.
+# The score split is round 11 (BENCHMARKS.md). BLIND: scored once with the 809 rules as round 10
+# left them, before any rule was changed for round 11. RECORDED: scored once after the rules were
+# tuned on the tune split only (917 rules; nobody looked at the score split's misses); recall,
+# false positives. Tuning moved German (0.667 -> 0.733), French (0.774 -> 0.806), Japanese
+# (0.818 -> 0.909) and Portuguese (0.905 -> 0.952); English, Chinese, Spanish and Russian did not
+# move, and no false alarm came or went.
 BLIND = {
-    "en": (0.885, 4), "zh": (0.904, 2), "es": (0.938, 2), "fr": (0.767, 0),
-    "de": (0.600, 2), "ja": (0.897, 2), "pt": (0.862, 0), "ru": (0.897, 1),
+    "en": (0.878, 1), "zh": (0.850, 1), "es": (0.952, 0), "fr": (0.774, 0),
+    "de": (0.667, 1), "ja": (0.818, 1), "pt": (0.905, 1), "ru": (0.762, 0),
 }
 RECORDED = {
-    "en": (0.904, 4), "zh": (0.942, 3), "es": (0.969, 2), "fr": (0.833, 0),
-    "de": (0.633, 2), "ja": (0.931, 2), "pt": (0.931, 0), "ru": (0.966, 1),
+    "en": (0.878, 1), "zh": (0.850, 1), "es": (0.952, 0), "fr": (0.806, 0),
+    "de": (0.733, 1), "ja": (0.909, 1), "pt": (0.952, 1), "ru": (0.762, 0),
 }
 
 
@@ -92,7 +94,7 @@ def test_issue_targets_on_the_score_split(blind: dict[str, LangScore], lang: str
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_score_split_does_not_regress(blind: dict[str, LangScore], lang: str) -> None:
-    """No rule edit may lose what the recorded round-10 figures hold, in any language."""
+    """No rule edit may lose what the recorded round-11 figures hold, in any language."""
     s = blind[lang]
     recall, false_alarms = RECORDED[lang]
     assert s.recall is not None and s.recall >= recall - 1e-3, (s.recall, s.misses)

@@ -303,8 +303,49 @@ ROUND10_NEGATIVE = {
     "pt": ["não me liguem, prefiro e-mail", "me liga quando o entregador estiver chegando"],
     "ru": ["не звоните мне, пишите в чат", "позвоните мне когда курьер будет рядом"],
 }
+# Round 11 (tune split): the rule families its tuning added, each with the hard negatives that
+# must stay quiet (ratings, past contact, job seekers, reports of what staff said, refusals).
+ROUND11_POSITIVE = {
+    "en": ["could somebody from accounts ring me this evening?",
+           "are you a bot? if so, put me through to a person",
+           "please arrange for a technician to call me",
+           "can we set up a call with a specialist?",
+           "I'd like to go over this with one of your people"],
+    "zh": ["麻烦让售后尽快联系我", "你们主管是谁，我要跟他谈谈", "希望有人尽快给我回电话"],
+    "es": ["¿me pasas con un asesor humano?"],
+    "fr": ["je veux qu'on me rappelle demain", "un technicien est dispo ?",
+           "pouvez-vous demander à un conseiller de me rappeler ?",
+           "je préfère qu'une personne s'occupe de mon dossier",
+           "puis-je être recontacté par un conseiller ?"],
+    "de": ["bitte an einen Sachbearbeiter weiterleiten",
+           "jemand aus der Buchhaltung soll mich bitte anrufen",
+           "ich will heute noch einen Rückruf",
+           "Mensch statt Chatbot, bitte",
+           "ich hätte gern einen Termin mit meinem Kundenberater",
+           "gibt es einen Berater, der gerade Zeit hat?",
+           "es muss sich bitte ein Mitarbeiter darum kümmern",
+           "ist es möglich, einen Rückruf zu erhalten?"],
+    "ja": ["スタッフさんとお話ししたいのですが", "担当者の方から電話してもらえますか"],
+    "pt": ["encaminhe meu chamado para um atendente, por favor", "cadê o atendente?"],
+    "ru": ["звонок специалисту, пожалуйста", "пусть лучше специалист разберется",
+           "прошу переключить на отдел претензий"],
+}
+ROUND11_NEGATIVE = {
+    "en": ["is a real person going to read my appeal?", "please don't make me call anyone",
+           "I'm not a robot, the captcha is broken", "no callback needed, all sorted"],
+    "zh": ["你们还招人工客服吗", "和客服聊完了，没事了", "之前找过客服了，说要等"],
+    "es": ["¿dónde califico la atención del agente?"],
+    "fr": ["ne me rappelez pas, pas besoin de rappel"],
+    "de": ["wie bewerte ich den Chat mit dem Mitarbeiter?",
+           "ich hatte schon Kontakt mit dem Support, danke",
+           "mein Berater hat gesagt, das dauert",
+           "sind Ihre Mitarbeiter geschult?"],
+    "ja": ["オペレーターの対応を評価したい", "スタッフの対応が丁寧でした"],
+    "ru": ["передайте спасибо оператору", "человек посмотрит мою заявку?"],
+}
 for _table, _more in ((POSITIVE, MORE_POSITIVE), (NEGATIVE, MORE_NEGATIVE),
-                      (POSITIVE, ROUND10_POSITIVE), (NEGATIVE, ROUND10_NEGATIVE)):
+                      (POSITIVE, ROUND10_POSITIVE), (NEGATIVE, ROUND10_NEGATIVE),
+                      (POSITIVE, ROUND11_POSITIVE), (NEGATIVE, ROUND11_NEGATIVE)):
     for _lang, _texts in _more.items():
         _table[_lang] = _table[_lang] + _texts
 

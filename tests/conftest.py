@@ -15,15 +15,24 @@ import collections
 import fcntl
 import itertools
 import os
+import sys
 import threading
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-from sqlalchemy.engine import make_url
+# Each xdist worker imports every test module (pytest rewrites their asserts) and the package,
+# and the tests start ~100 bot, CLI and benchmark processes. With bytecode caching off
+# (PYTHONDONTWRITEBYTECODE, common in containers and set on our CI machines) each of them
+# compiles what it imports again (collecting: 8.4 s of CPU per worker instead of 3.2 s). The
+# cache lands in git-ignored __pycache__ folders.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # for the processes the tests start
 
-from supportbot.testing.fake_llm import FakeLLM
+import pytest  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from supportbot.testing.fake_llm import FakeLLM  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES_ENV = "SUPPORTBOT_TEST_POSTGRES_URL"
@@ -47,19 +56,21 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"database: SQLite (set {POSTGRES_ENV} for the PostgreSQL pass)"
 
 
-# pytest-xdist (three workers, ``--dist loadfile``, see pyproject.toml: a module's tests share
-# one worker, so a module fixture such as test_crash_burst's five kill rounds runs once).
+# pytest-xdist (see pyproject.toml: three workers, ``--dist loadgroup``): each test is its own
+# work unit, handed to whichever worker is free, so one slow module is not one worker's tail.
 # Modules whose tests fill the machine with processes for tens of seconds (kill -9 under a
-# burst, the storm, the benchmarks) take turns through a lock file shared by the workers
-# instead of running side by side, where each would starve the other's deadlines; they overlap
-# the light tests instead.
-MACHINE_FILLING = ("test_crash_burst", "test_storm", "test_bench_smoke")
+# burst, the storm) share one group, so they run one after another on one
+# worker (side by side each would starve the other's deadlines) while the others run the rest;
+# xdist hands out the largest unit (this group) first. A lock file keeps them apart even where
+# the group is not honoured (pytest 9.2 broke loadgroup, pytest-xdist#1386; pyproject pins
+# below it) or tests are distributed another way.
+MACHINE_FILLING = ("test_crash_burst", "test_storm")
 # Then the slow ones (subprocesses, servers; seconds each) go first, so they overlap the short
 # tests instead of being the tail the other workers wait for. Only the order changes.
 SLOW_FIRST = (
     "test_crash_burst", "test_storm", "test_bench_smoke", "test_crash_recovery",
-    "test_multiprocess", "test_cli_chat", "test_doors_fuzz", "test_config_database",
-    "test_feedback", "test_init", "test_report", "test_server", "test_secrets",
+    "test_multiprocess", "test_cli_chat", "test_hostile_input", "test_init", "test_secrets",
+    "test_doors_fuzz", "test_config_database", "test_feedback", "test_report", "test_server",
     "test_security_limits", "test_flaky_platform", "test_engine",
 )
 
@@ -80,12 +91,15 @@ def _one_machine_filling_module_at_a_time(
         yield
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups off the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if POSTGRES_URL and item.get_closest_marker("sqlite_only"):
             item.add_marker(pytest.mark.skip(reason="SQLite-specific; this is the PostgreSQL pass"))
         if not POSTGRES_URL and item.get_closest_marker("postgres_only"):
             item.add_marker(pytest.mark.skip(reason=ENABLE_HINT))
+        if Path(item.path).stem in MACHINE_FILLING:
+            item.add_marker(pytest.mark.xdist_group("machine_filling"))
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     # a stable sort: the order within a module stays as written
     items.sort(key=lambda item: rank.get(Path(item.path).stem, len(rank)))

@@ -93,8 +93,8 @@ def test_every_benchmark_has_its_checks() -> None:
 @pytest.mark.sqlite_only  # the benchmarks seed SQLite with PRAGMAs
 def test_every_benchmark_runs_quick() -> None:
     """``python -m bench --quick``: one JSON line per figure row, then the table. One process
-    for all (each would pay the imports again); tests/conftest.py runs it on the worker that
-    runs the crash-burst and storm tests, after them, so none of them starves the others."""
+    for all (each would pay the imports again); tests/conftest.py starts it early, beside the
+    crash-burst and storm tests rather than after them (at smoke sizes it is a few processes)."""
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True,
         timeout=900,  # a guard against a hang only: the suite runs beside others on a busy CI box

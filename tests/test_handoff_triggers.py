@@ -343,9 +343,40 @@ ROUND11_NEGATIVE = {
     "ja": ["オペレーターの対応を評価したい", "スタッフの対応が丁寧でした"],
     "ru": ["передайте спасибо оператору", "человек посмотрит мою заявку?"],
 }
+# round 12 (tune = round 11): modal/imperative + person in German and Russian word order,
+# polite requests, availability questions; vetoes for praise of a past call, jobs, companions
+ROUND12_POSITIVE = {
+    "en": ["I'd rather sort this out with an actual employee",
+           "could someone from billing check my statement please?",
+           "any chance of having a supervisor look at this?"],
+    "zh": ["能不能请人打个电话给我", "帮我联系配送中心的师傅", "让你们财务部的人跟我联系",
+           "请转高级客服"],
+    "es": ["prefiero ver este asunto directamente con un asesor"],
+    "fr": ["pouvez-vous me faire recontacter par le service technique ?",
+           "qui pourrait me rappeler cet après-midi ?",
+           "je souhaite être mise en contact avec un responsable"],
+    "de": ["Holen Sie bitte Ihre Vorgesetzte",
+           "können wir das bitte telefonisch klären?",
+           "schalten Sie jetzt einen Techniker mit dazu",
+           "gibt es denn keinen Mitarbeiter, der sich damit auskennt und mir helfen kann?",
+           "ist gerade ein Kundenberater im Chat erreichbar?"],
+    "ja": ["詳しい人に説明したいので、つないでほしいです", "オペレーターの方はいますか"],
+    "pt": ["um atendente pode verificar meu pedido pessoalmente?"],
+    "ru": ["направьте мою заявку специалисту", "кто-нибудь из поддержки может мне ответить?",
+           "хочу уточнить детали с вашим менеджером", "дозвонитесь до меня уже"],
+}
+ROUND12_NEGATIVE = {
+    "en": ["can I bring a support person with me to the branch?"],
+    "zh": ["我想问问经理岗位的待遇"],
+    "de": ["das Telefonat mit Ihrem Kollegen war super, danke",
+           "keinen Mitarbeiter bitte, nur die Sendungsnummer"],
+    "ja": ["オペレーターから連絡があり、返金されました"],
+    "pt": ["recebi uma ligação de um atendente de vocês, é verdade?"],
+}
 for _table, _more in ((POSITIVE, MORE_POSITIVE), (NEGATIVE, MORE_NEGATIVE),
                       (POSITIVE, ROUND10_POSITIVE), (NEGATIVE, ROUND10_NEGATIVE),
-                      (POSITIVE, ROUND11_POSITIVE), (NEGATIVE, ROUND11_NEGATIVE)):
+                      (POSITIVE, ROUND11_POSITIVE), (NEGATIVE, ROUND11_NEGATIVE),
+                      (POSITIVE, ROUND12_POSITIVE), (NEGATIVE, ROUND12_NEGATIVE)):
     for _lang, _texts in _more.items():
         _table[_lang] = _table[_lang] + _texts
 

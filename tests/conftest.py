@@ -59,12 +59,15 @@ def pytest_report_header(config: pytest.Config) -> str:
 # pytest-xdist (see pyproject.toml: three workers, ``--dist loadgroup``): each test is its own
 # work unit, handed to whichever worker is free, so one slow module is not one worker's tail.
 # Modules whose tests fill the machine with processes for tens of seconds (kill -9 under a
-# burst, the storm) share one group, so they run one after another on one
-# worker (side by side each would starve the other's deadlines) while the others run the rest;
-# xdist hands out the largest unit (this group) first. A lock file keeps them apart even where
-# the group is not honoured (pytest 9.2 broke loadgroup, pytest-xdist#1386; pyproject pins
-# below it) or tests are distributed another way.
+# burst, the storm) share one group, so they run one after another on one worker (side by side
+# each would starve the other's deadlines) while the others run the rest; xdist hands out
+# groups, its largest units, in the first round. A lock file keeps them apart even where the
+# group is not honoured (pytest 9.2 broke loadgroup, pytest-xdist#1386; pyproject pins below
+# it) or tests are distributed another way.
 MACHINE_FILLING = ("test_crash_burst", "test_storm")
+# Modules whose module fixtures are the expensive part (the handoff rules scored over the dev
+# set) stay on one worker each, so the fixture runs once, not once per worker.
+ONE_WORKER = ("test_handoff_quality", "test_handoff_triggers")
 # Then the slow ones (subprocesses, servers; seconds each) go first, so they overlap the short
 # tests instead of being the tail the other workers wait for. Only the order changes.
 SLOW_FIRST = (
@@ -98,8 +101,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="SQLite-specific; this is the PostgreSQL pass"))
         if not POSTGRES_URL and item.get_closest_marker("postgres_only"):
             item.add_marker(pytest.mark.skip(reason=ENABLE_HINT))
-        if Path(item.path).stem in MACHINE_FILLING:
+        stem = Path(item.path).stem
+        if stem in MACHINE_FILLING:
             item.add_marker(pytest.mark.xdist_group("machine_filling"))
+        elif stem in ONE_WORKER:
+            item.add_marker(pytest.mark.xdist_group(stem))
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     # a stable sort: the order within a module stays as written
     items.sort(key=lambda item: rank.get(Path(item.path).stem, len(rank)))

@@ -104,7 +104,11 @@ class Engine:
             },
         )
         # staff phrases override the package's file (see supportbot.defaults.resolve)
-        detector = HandoffDetector.load(resolve(settings.prompts_dir, "handoff_phrases.yaml").path)
+        # compiled by the first turn, or in the background by start(): staff commands that
+        # open an engine to list or hand back threads never need the rules
+        detector = HandoffDetector.load(
+            resolve(settings.prompts_dir, "handoff_phrases.yaml").path, lazy=True
+        )
         llm = LLMClient.from_settings(settings) if settings.llm_configured else None
         return cls(settings, store, knowledge, prompts, detector, llm)
 
@@ -186,6 +190,7 @@ class Engine:
         # where replies went, written the instant the platform answers (streams.Journal)
         self.core.streams.open_journal(self.settings.data_dir)
         self.queues.pause()
+        self._spawn(asyncio.to_thread(self.detector.refresh))  # before the first customer
         self._spawn(self._recover_in_background())
         self._spawn(self.recovery.run_duties(
             interval, timedelta(seconds=self.settings.sweep_after_seconds)

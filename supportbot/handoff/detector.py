@@ -76,10 +76,16 @@ class HandoffDetector:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None, *, defaults: bool = True) -> HandoffDetector:
-        """Package defaults plus ``path`` if it exists (``defaults=False``: just ``path``)."""
+    def load(
+        cls, path: str | os.PathLike[str] | None, *, defaults: bool = True, lazy: bool = False
+    ) -> HandoffDetector:
+        """Package defaults plus ``path`` if it exists (``defaults=False``: just ``path``).
+
+        ``lazy``: compile on the first :meth:`refresh` instead (~0.3 s of CPU for ~900 rules),
+        so a staff command that opens an engine but answers no customer never pays for it."""
         detector = cls(Path(path) if path is not None else None, defaults=defaults)
-        detector.refresh(force=True)
+        if not lazy:
+            detector.refresh(force=True)
         return detector
 
     @classmethod
@@ -116,7 +122,7 @@ class HandoffDetector:
 
     def refresh(self, force: bool = False) -> bool:
         """Reload if the override file changed (a ``stat`` call otherwise); True if replaced."""
-        if self.path is None and not force:
+        if self.path is None and not force and self._stamp is not False:
             return False  # the package defaults do not change while running
         stamp: tuple[int, int, int] | None = None
         if self.path is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -27,16 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.handoff_ngram import HandoffModel, train_model  # noqa: E402
+from bench.handoff_quality import DATASETS, EXTERNAL  # noqa: E402
 from supportbot.handoff import Detection, HandoffDetector, normalize  # noqa: E402
 from supportbot.handoff.patterns import word_starts  # noqa: E402
 from supportbot.handoff.scoring import load_examples  # noqa: E402
-
-DATASETS = Path(os.environ.get("SUPPORTBOT_DATASETS", "/work/shared/datasets"))
-EXTERNAL = [  # (name, file, field, language)
-    ("stackfaq queries", "stackfaq/queries.jsonl", "query", "en"),
-    ("afqmc questions", "afqmc-train/faq.jsonl", "question", "zh"),
-    ("afqmc paraphrases", "afqmc-train/queries.jsonl", "query", "zh"),
-]
 
 
 def emit(**row: object) -> None:

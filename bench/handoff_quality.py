@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from supportbot.handoff import HandoffDetector  # noqa: E402
 from supportbot.handoff.scoring import load_examples, score  # noqa: E402
 
-DATASETS = Path(os.environ.get("SUPPORTBOT_DATASETS", "/work/shared/datasets"))
+DATASETS = Path(os.environ.get("SUPPORTBOT_DATASETS", ROOT.parent / "shared" / "datasets"))
 EXTERNAL = [  # (name, file, field, language)
     ("stackfaq queries", "stackfaq/queries.jsonl", "query", "en"),
     ("afqmc questions", "afqmc-train/faq.jsonl", "question", "zh"),

@@ -10,13 +10,11 @@ import random
 import sqlite3
 from pathlib import Path
 
-import bm25s
-import numpy as np
 import pytest
 
 from supportbot.knowledge import KnowledgeBase, scoring
 from supportbot.knowledge.index import IndexStore
-from supportbot.knowledge.lexical import K1, B, Bm25, LexicalIndex
+from supportbot.knowledge.lexical import LexicalIndex
 from supportbot.knowledge.models import FaqEntry
 
 VOCAB = [
@@ -235,50 +233,6 @@ async def test_live_reloads_search_like_a_fresh_start(tmp_path: Path) -> None:
     assert kb.problems and len(kb.last_reindexed) == 9
     await same_as_fresh()
     await kb.aclose()
-
-
-def _matrix(index) -> dict[tuple[str, int], float]:
-    """A bm25s index's (term, document) -> score, whatever its column order."""
-    s = index.scores
-    out = {}
-    for term, col in index.vocab_dict.items():
-        if col + 1 >= len(s["indptr"]):
-            continue  # bm25s's own empty token, past the columns
-        lo, hi = int(s["indptr"][col]), int(s["indptr"][col + 1])
-        for doc, score in zip(s["indices"][lo:hi].tolist(), s["data"][lo:hi].tolist(), strict=True):
-            out[term, doc] = score
-    return out
-
-
-def test_vectorised_build_is_bit_for_bit_bm25s() -> None:
-    """``lexical.Bm25`` replaces bm25s's per-document loop: the matrix must be the very one
-    stock bm25s builds (same float32 values), including empty documents and documents whose
-    terms come in any order."""
-    rng = random.Random(4)
-    words = [f"w{i}" for i in range(200)] + VOCAB
-    corpus = [[rng.choice(words) for _ in range(rng.choice([0, 1, 3, 12, 60]))] for _ in range(700)]
-    stock = bm25s.BM25(k1=K1, b=B)
-    stock.index(corpus, show_progress=False)
-    ours = Bm25(k1=K1, b=B)
-    ours.index(corpus, show_progress=False)  # token strings: bm25s's own path to the hook
-    assert ours.scores["data"].dtype == stock.scores["data"].dtype
-    assert ours.scores["indices"].dtype == stock.scores["indices"].dtype
-    want = _matrix(stock)
-    assert _matrix(ours) == want and len(want) > 5000
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(t for d in corpus for t in d))}
-    by_ids = Bm25(k1=K1, b=B)  # ids in document order, not sorted: the sorting path
-    by_ids.index(([[vocab[t] for t in d] for d in corpus], dict(vocab)), show_progress=False)
-    assert _matrix(by_ids) == want
-    in_order = Bm25(k1=K1, b=B)  # ids sorted in each document: the path LexicalIndex takes
-    in_order.index(
-        ([sorted(vocab[t] for t in d) for d in corpus], dict(vocab)), show_progress=False
-    )
-    assert _matrix(in_order) == want
-    query = ["w1", "w7", "refund", "w150"]
-    assert np.array_equal(
-        ours.get_scores_from_ids(ours.get_tokens_ids(query)),
-        stock.get_scores_from_ids(stock.get_tokens_ids(query)),
-    )
 
 
 def _same_search(a: LexicalIndex, b: LexicalIndex, queries: list[list[str]]) -> None:

@@ -83,16 +83,27 @@ async def test_one_send_in_five_failing_with_502_loses_and_doubles_nothing(env: 
     tg_questions = {7000 + i: f"telegram flaky question {i} about giraffes"
                     for i in range(TELEGRAM_CUSTOMERS)}
 
+    # A 503 (the store took longer than the ack budget on a loaded machine) is delivered again,
+    # as both platforms do; the answers below must still come once each.
     async def slack_post(channel: str, text: str) -> int:
         event = env.slack.message_event(text, channel=channel, user=f"U{channel[1:]}")
         headers, body = env.slack.signed_event(event)
-        return (await env.http.post("/slack/events", headers=headers, content=body)).status_code
+        for _ in range(5):
+            status = (await env.http.post("/slack/events", headers=headers, content=body)
+                      ).status_code
+            if status != 503:
+                break
+        return status
 
     async def tg_post(user: int, text: str) -> int:
         update = env.tg.private_message(text, user_id=user)
-        r = await env.http.post("/telegram/webhook", json=update,
-                                headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
-        return r.status_code
+        for _ in range(5):
+            status = (await env.http.post("/telegram/webhook", json=update,
+                                          headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+                      ).status_code
+            if status != 503:
+                break
+        return status
 
     codes = await asyncio.gather(
         *(slack_post(c, t) for c, t in slack_questions.items()),

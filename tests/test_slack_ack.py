@@ -44,7 +44,7 @@ class Env:
     def replies(self, channel: str) -> list[str]:
         return [m.text for m in self.slack.messages(channel=channel)]
 
-    async def wait(self, predicate: Callable[[], Any], within: float = 5.0) -> Any:
+    async def wait(self, predicate: Callable[[], Any], within: float = 15.0) -> Any:
         return await self.slack.async_wait_for(predicate, within=within)
 
 

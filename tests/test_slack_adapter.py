@@ -50,7 +50,8 @@ class Env:
         headers, body = self.slack.signed_interaction(payload)
         return await self.http.post("/slack/events", headers=headers, content=body)
 
-    async def wait(self, predicate, within: float = 5.0):
+    async def wait(self, predicate, within: float = 15.0):
+        # a bound against hangs, not a timing check: a loaded CI machine once needed over 5 s
         return await self.slack.async_wait_for(predicate, within=within)
 
     async def settle(self) -> None:

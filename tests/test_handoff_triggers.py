@@ -373,10 +373,58 @@ ROUND12_NEGATIVE = {
     "ja": ["オペレーターから連絡があり、返金されました"],
     "pt": ["recebi uma ligação de um atendente de vocês, é verdade?"],
 }
+# round 13 (tune = round 12 and three fresh batches of general constructions): word lists x
+# phrases in every language, and vetoes narrowed where they cancelled requests (the zh hotline
+# and "客服说不…" vetoes, the es future-review veto, the de "habe … gesprochen" veto); each line
+# fails with round 12's rules
+ROUND13_POSITIVE = {
+    "en": ["are any of your advisors free to chat?",
+           "I want someone to actually look into my refund",
+           "would somebody from accounts be able to ring me?",
+           "can my complaint be reviewed by a supervisor?",
+           "would it be ok if an agent phoned me instead?",
+           "can you get somebody from billing on the phone?",
+           "I'd prefer to explain the problem to an actual human",
+           "put me through to whoever is on call",
+           "I'd like to request a call from your support team",
+           "can I be passed on to the case handler?"],
+    "zh": ["我想打你们售后电话当面说清楚", "帮我接一下客服热线的工作人员", "你们的人都去哪了",
+           "有没有专员能跟我对接一下", "我要跟人工说，不跟机器人说"],
+    "es": ["prefiero que mi caso lo vea un supervisor",
+           "quiero hablarlo por teléfono con un agente",
+           "me gustaría que alguien del banco revisara mi cuenta",
+           "¿el supervisor podría atenderme hoy?"],
+    "fr": ["je voudrais m'entretenir avec mon supérieur hiérarchique",
+           "mettez-moi en relation avec le service des litiges",
+           "quelqu'un de chez vous pourrait-il me téléphoner demain ?",
+           "je veux parler à la direction",
+           "vous pouvez transférer la discussion à un conseiller ?"],
+    "de": ["Verbinden Sie mich mit nem Berater",
+           "ich möchte eine Reklamation bei Ihrem Vorgesetzten einreichen",
+           "haben Sie jemanden, der Polnisch spricht?",
+           "kann das bitte ein Sachbearbeiter prüfen?",
+           "ich hätte das gern mit Ihrer Chefin gesprochen",
+           "können Sie mir einen Techniker vermitteln?"],
+    "ja": ["上の人に代わってください"],
+    "pt": ["prefiro resolver isso com um atendente"],
+}
+ROUND13_NEGATIVE = {
+    "en": ["is there a charge for talking to an adviser?", "stop sending me newsletters",
+           "can I have a callback tomorrow? actually no, email is fine"],
+    "zh": ["不想跟客服聊了，我自己弄", "上午客服给我打电话了，说已经退款"],
+    "es": ["¿hay que hablar con alguien para dar de baja o se puede por la app?"],
+    "fr": ["faut-il appeler un conseiller pour changer d'offre ?"],
+    "de": ["muss ich mit jemandem telefonieren, um den Vertrag zu kündigen?",
+           "sind Ihre Mitarbeiter am Wochenende erreichbar?",
+           "sprechen Ihre Berater auch Englisch?"],
+    "ja": ["退会は窓口に連絡しないとできませんか"],
+    "pt": ["tenho que falar com um atendente para cancelar ou tem como pelo site?"],
+}
 for _table, _more in ((POSITIVE, MORE_POSITIVE), (NEGATIVE, MORE_NEGATIVE),
                       (POSITIVE, ROUND10_POSITIVE), (NEGATIVE, ROUND10_NEGATIVE),
                       (POSITIVE, ROUND11_POSITIVE), (NEGATIVE, ROUND11_NEGATIVE),
-                      (POSITIVE, ROUND12_POSITIVE), (NEGATIVE, ROUND12_NEGATIVE)):
+                      (POSITIVE, ROUND12_POSITIVE), (NEGATIVE, ROUND12_NEGATIVE),
+                      (POSITIVE, ROUND13_POSITIVE), (NEGATIVE, ROUND13_NEGATIVE)):
     for _lang, _texts in _more.items():
         _table[_lang] = _table[_lang] + _texts
 

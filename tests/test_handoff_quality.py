@@ -1,12 +1,12 @@
 """The built-in handoff rules against the labelled dev set (tests/data/handoff_dev.jsonl).
 
 The set has a ``tune`` split, which the rules were written against, and a ``score`` split (round
-12), written before the last round of rule changes, scored blind before them and never tuned on
+13), written before the last round of rule changes, scored blind before them and never tuned on
 (BENCHMARKS.md, "Handoff detection", has the protocol and every round's figures;
 bench/handoff_quality.py reproduces them). The issue's targets are asserted on the score split per
 language: recall >= 0.97 at FPR <= 0.5% for English and Chinese, recall >= 0.90 for the others.
 Languages below target are strict expected failures, so the day a rule change meets a target the
-test says so; separately, every language is held to its recorded round-12 figures so that no rule
+test says so; separately, every language is held to its recorded round-13 figures so that no rule
 edit can quietly lose ground.
 """
 
@@ -24,18 +24,19 @@ DATA = Path(__file__).resolve().parent / "data" / "handoff_dev.jsonl"
 LANGS = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru")
 TARGET_RECALL = {lang: 0.97 if lang in ("en", "zh") else 0.90 for lang in LANGS}
 TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for these two only
-# The score split is round 12 (BENCHMARKS.md). BLIND: scored once with the 917 rules as round 11
-# left them, before any rule was changed for round 12. RECORDED: scored once after the rules were
-# tuned on the tune split only (954 rules; round 11's misses, now in tune; nobody looked at the
-# score split's misses); recall, false positives. Tuning moved French (0.839 -> 0.871) and Russian
-# (0.905 -> 1.000) and took one Chinese false alarm away (3 -> 2); the other languages did not move.
+# The score split is round 13 (BENCHMARKS.md). BLIND: scored once with the 954 rules as round 12
+# left them, before any rule was changed for round 13. RECORDED: scored once after the rules were
+# tuned on the tune split only (1,048 rules; round 12's misses, now in tune, and six fresh tune
+# batches; nobody looked at the score split's misses); recall, false positives. Tuning moved
+# English (0.905 -> 0.952), Chinese (0.905 -> 0.929), Spanish (0.762 -> 0.905), German (0.812 ->
+# 0.844), Portuguese (0.905 -> 0.952) and took three false alarms away (es, fr, pt: 6 -> 3).
 BLIND = {
-    "en": (0.837, 2), "zh": (0.927, 3), "es": (0.857, 1), "fr": (0.839, 1),
-    "de": (0.844, 1), "ja": (0.952, 1), "pt": (0.952, 1), "ru": (0.905, 1),
+    "en": (0.905, 0), "zh": (0.905, 1), "es": (0.762, 1), "fr": (0.903, 1),
+    "de": (0.812, 2), "ja": (0.952, 0), "pt": (0.905, 1), "ru": (1.000, 0),
 }
 RECORDED = {
-    "en": (0.837, 2), "zh": (0.927, 2), "es": (0.857, 1), "fr": (0.871, 1),
-    "de": (0.844, 1), "ja": (0.952, 1), "pt": (0.952, 1), "ru": (1.000, 1),
+    "en": (0.952, 0), "zh": (0.929, 1), "es": (0.905, 0), "fr": (0.903, 0),
+    "de": (0.844, 2), "ja": (0.952, 0), "pt": (0.952, 0), "ru": (1.000, 0),
 }
 
 
@@ -93,7 +94,7 @@ def test_issue_targets_on_the_score_split(blind: dict[str, LangScore], lang: str
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_score_split_does_not_regress(blind: dict[str, LangScore], lang: str) -> None:
-    """No rule edit may lose what the recorded round-12 figures hold, in any language."""
+    """No rule edit may lose what the recorded round-13 figures hold, in any language."""
     s = blind[lang]
     recall, false_alarms = RECORDED[lang]
     assert s.recall is not None and s.recall >= recall - 1e-3, (s.recall, s.misses)

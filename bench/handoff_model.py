@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.handoff_ngram import HandoffModel, train_model  # noqa: E402
-from bench.handoff_quality import DATASETS, EXTERNAL  # noqa: E402
+from bench.handoff_quality import real_questions  # noqa: E402
 from supportbot.handoff import Detection, HandoffDetector, normalize  # noqa: E402
 from supportbot.handoff.patterns import word_starts  # noqa: E402
 from supportbot.handoff.scoring import load_examples  # noqa: E402
@@ -114,12 +114,7 @@ def main() -> None:
              fpr_rules=round(t[5] / t[4], 4), fpr_model=round(t[6] / t[4], 4),
              fpr_both=round(t[7] / t[4], 4))
 
-    for name, rel, field, lang in EXTERNAL:
-        path = DATASETS / rel
-        if not path.exists():
-            print(f"({path} not found: skipped)", file=sys.stderr)
-            continue
-        texts = [json.loads(line)[field] for line in path.open(encoding="utf-8") if line.strip()]
+    for name, lang, texts in real_questions():
         by_rules = sum(rules.detect(t).handoff for t in texts)
         alarms = [t for t in texts if both(t)]
         emit(figure="real_questions", set=name, lang=lang, messages=len(texts),

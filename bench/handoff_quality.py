@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +34,17 @@ EXTERNAL = [  # (name, file, field, language)
     ("afqmc paraphrases", "afqmc-train/queries.jsonl", "query", "zh"),
 ]
 RESULTS: list[dict] = []
+
+
+def real_questions() -> Iterator[tuple[str, str, list[str]]]:
+    """(name, language, texts) of each real-question set found in DATASETS (skips the rest)."""
+    for name, rel, field, lang in EXTERNAL:
+        path = DATASETS / rel
+        if not path.exists():
+            print(f"({path} not found: skipped)", file=sys.stderr)
+            continue
+        with path.open(encoding="utf-8") as lines:
+            yield name, lang, [json.loads(line)[field] for line in lines if line.strip()]
 
 
 def emit(**row: object) -> None:
@@ -63,12 +75,7 @@ def main() -> None:
                 for text, reason in s.false:
                     print(f"   false [{split}/{lang}] {text} <- {reason}")
 
-    for name, rel, field, lang in EXTERNAL:
-        path = DATASETS / rel
-        if not path.exists():
-            print(f"({path} not found: skipped)", file=sys.stderr)
-            continue
-        texts = [json.loads(line)[field] for line in path.open(encoding="utf-8") if line.strip()]
+    for name, lang, texts in real_questions():
         alarms = [t for t in texts if detector.detect(t).handoff]
         emit(figure="real_questions", set=name, lang=lang, messages=len(texts),
              false_alarms=len(alarms), fpr=round(len(alarms) / len(texts), 4))

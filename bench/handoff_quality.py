@@ -1,7 +1,9 @@
 """Reproduce the handoff-detection figures: recall and false-positive rate per language on the
-labelled dev set, false alarms on real customer questions, and the cost of the rules.
+labelled dev set, false alarms on real customer questions, and the cost of the detection, for
+the detector the bot uses (built-in rules and model; ``--model off`` for the rules alone).
 
     .venv/bin/python bench/handoff_quality.py [--data tests/data/handoff_dev.jsonl] [--show]
+        [--model builtin|off|FILE]
 
 The dev set (``tests/data/handoff_dev.jsonl``) has a ``tune`` split, which the built-in rules
 were written against, and a ``score`` split written afterwards and scored blind (see
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from supportbot.handoff import HandoffDetector  # noqa: E402
+from supportbot.handoff.model import model_path  # noqa: E402
 from supportbot.handoff.scoring import load_examples, score  # noqa: E402
 
 DATASETS = Path(os.environ.get("SUPPORTBOT_DATASETS", ROOT.parent / "shared" / "datasets"))
@@ -56,12 +59,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "tests/data/handoff_dev.jsonl")
     parser.add_argument("--show", action="store_true", help="print misses and false alarms")
+    parser.add_argument("--model", default="builtin", help="builtin, off or a weights file")
     args = parser.parse_args()
 
     started = time.process_time()
-    detector = HandoffDetector.load(None)
+    detector = HandoffDetector.load(None, model=model_path(args.model))
     emit(figure="load_rules", cpu_ms=round((time.process_time() - started) * 1000),
-         rules=detector.rule_count)
+         rules=detector.rule_count, model=detector.model.path if detector.model else "off")
 
     for split in ("tune", "score"):
         examples = load_examples(args.data, split)

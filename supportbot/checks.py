@@ -59,6 +59,7 @@ def database_problems(settings: Settings) -> list[Problem]:
 
 def files_in_use(settings: Settings) -> list[str]:
     """One line per file group the bot reads: the package default or the staff override."""
+    from supportbot.handoff.model import model_path
     from supportbot.prompts import PromptLibrary
 
     library = PromptLibrary(settings.prompts_dir)
@@ -72,11 +73,14 @@ def files_in_use(settings: Settings) -> list[str]:
         knowledge = f"knowledge: the package's example FAQ ({defaults.KNOWLEDGE})"
     else:
         knowledge = f"knowledge: {settings.knowledge_dir} (override)"
-    return [prompts, knowledge]
+    weights = model_path(settings.handoff_model)
+    model = f"handoff model: {weights}" if weights is not None else "handoff model: off"
+    return [prompts, knowledge, model]
 
 
 def run_checks(settings: Settings) -> tuple[list[Problem], str]:
     from supportbot.handoff import check_phrases
+    from supportbot.handoff.model import HandoffModel, model_path
     from supportbot.knowledge import check_knowledge
     from supportbot.prompts import PromptLibrary
 
@@ -88,6 +92,12 @@ def run_checks(settings: Settings) -> tuple[list[Problem], str]:
     phrases = defaults.resolve(settings.prompts_dir, "handoff_phrases.yaml")
     if phrases.path.exists():
         problems.extend(check_phrases(phrases.path))
+    weights = model_path(settings.handoff_model)
+    if weights is not None:
+        try:
+            HandoffModel.load(weights)
+        except ValueError as exc:
+            problems.append(Problem(weights, 0, str(exc).removeprefix(f"{weights}: ")))
     from supportbot.prompts.suggested import check_suggested_prompts
 
     problems.extend(check_suggested_prompts(settings.prompts_dir))

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
 
     # handoff
     handoff_wait_seconds: int = 600
+    # what decides messages no handoff rule does: "builtin" (the shipped model), "off", or the
+    # path of a weights file written by `supportbot handoff train`
+    handoff_model: str = "builtin"
     business_hours: str = ""  # e.g. "Mon-Fri 09:00-18:00"; empty = always open
     # staff messages starting with this are internal notes: kept, never sent to the customer
     staff_note_prefix: str = "note:"

@@ -1,43 +1,49 @@
-"""The built-in handoff rules against the labelled dev set (tests/data/handoff_dev.jsonl).
+"""The bot's handoff detection (built-in rules and model) against the labelled dev set
+(tests/data/handoff_dev.jsonl) and against real questions that never ask for a person.
 
-The set has a ``tune`` split, which the rules were written against, and a ``score`` split (round
-13), written before the last round of rule changes, scored blind before them and never tuned on
-(BENCHMARKS.md, "Handoff detection", has the protocol and every round's figures;
-bench/handoff_quality.py reproduces them). The issue's targets are asserted on the score split per
-language: recall >= 0.97 at FPR <= 0.5% for English and Chinese, recall >= 0.90 for the others.
-Languages below target are strict expected failures, so the day a rule change meets a target the
-test says so; separately, every language is held to its recorded round-13 figures so that no rule
-edit can quietly lose ground.
+The set has a ``tune`` split, which the rules were written and the model trained against, and a
+``score`` split (round 14, written by an author new to the set), scored blind before any rule or
+the model changed for it and never tuned on (BENCHMARKS.md, "Handoff detection", has the
+protocol and every round's figures; bench/handoff_quality.py reproduces them). The issue's
+targets are asserted on the score split per language: recall >= 0.97 at FPR <= 0.5% for English
+and Chinese, recall >= 0.90 for the others. Languages below target are strict expected failures,
+so the day a change meets a target the test says so; separately, every language is held to its
+recorded round-14 figures so that no rule edit or retraining can quietly lose ground.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from supportbot.handoff import HandoffDetector
+from supportbot.handoff.model import default_model_path
 from supportbot.handoff.scoring import LangScore, load_examples, score
 
 DATA = Path(__file__).resolve().parent / "data" / "handoff_dev.jsonl"
 LANGS = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru")
 TARGET_RECALL = {lang: 0.97 if lang in ("en", "zh") else 0.90 for lang in LANGS}
 TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for these two only
-# The score split is round 13 (BENCHMARKS.md). BLIND: scored once with the 954 rules as round 12
-# left them, before any rule was changed for round 13. RECORDED: scored once after the rules were
-# tuned on the tune split only (1,048 rules; round 12's misses, now in tune, and six fresh tune
-# batches; nobody looked at the score split's misses); recall, false positives. Tuning moved
-# English (0.905 -> 0.952), Chinese (0.905 -> 0.929), Spanish (0.762 -> 0.905), German (0.812 ->
-# 0.844), Portuguese (0.905 -> 0.952) and took three false alarms away (es, fr, pt: 6 -> 3).
+# The score split is round 14 (BENCHMARKS.md), by an author new to the set. BLIND: scored once,
+# before anything changed for it, with the 1,048 rules of round 13 and the model as session 5 had
+# measured it (trained on the tune split as it then was); the rules alone caught 0.688 at the
+# same false alarms. RECORDED: scored once after the rules were tuned on the tune split only
+# (1,293 rules: round 13 and four fresh batches by other new authors) and the model retrained on
+# it; nobody looked at the score split's misses. Recall, false alarms.
 BLIND = {
-    "en": (0.905, 0), "zh": (0.905, 1), "es": (0.762, 1), "fr": (0.903, 1),
-    "de": (0.812, 2), "ja": (0.952, 0), "pt": (0.905, 1), "ru": (1.000, 0),
+    "en": (0.952, 0), "zh": (0.952, 2), "es": (0.762, 0), "fr": (0.774, 0),
+    "de": (0.906, 0), "ja": (0.762, 2), "pt": (0.714, 0), "ru": (0.857, 2),
 }
 RECORDED = {
-    "en": (0.952, 0), "zh": (0.929, 1), "es": (0.905, 0), "fr": (0.903, 0),
-    "de": (0.844, 2), "ja": (0.952, 0), "pt": (0.952, 0), "ru": (1.000, 0),
+    "en": (0.976, 0), "zh": (0.952, 2), "es": (0.810, 0), "fr": (0.839, 0),
+    "de": (0.906, 0), "ja": (0.857, 2), "pt": (0.810, 0), "ru": (0.857, 2),
 }
+# False alarms of the bot's detection on real questions (stackfaq's 1,249 English queries,
+# AFQMC's 5,995 Chinese questions and 1,789 paraphrases): the rules alone raise 0 / 1 / 0.
+REAL_ALARMS = {"stackfaq": 10, "afqmc": 1, "afqmc_queries": 0}
 
 
 def _meets(lang: str) -> bool:
@@ -47,7 +53,8 @@ def _meets(lang: str) -> bool:
 
 @pytest.fixture(scope="module")
 def detector() -> HandoffDetector:
-    return HandoffDetector.load(None)
+    """What the bot uses by default: the built-in rules, then the built-in model."""
+    return HandoffDetector.load(None, model=default_model_path())
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +87,8 @@ def test_targets_per_language_on_the_tune_split(detector: HandoffDetector) -> No
         lang if _meets(lang) else pytest.param(lang, marks=pytest.mark.xfail(
             strict=True,
             reason=f"recall {RECORDED[lang][0]} / {RECORDED[lang][1]} false alarms on the "
-            "score split: rules alone stay below the issue's target on unseen wording "
-            "(BENCHMARKS.md, 'Handoff detection')"))
+            "score split: rules and model stay below the issue's target on a new author's "
+            "wording (BENCHMARKS.md, 'Handoff detection')"))
         for lang in LANGS
     ],
 )
@@ -94,8 +101,21 @@ def test_issue_targets_on_the_score_split(blind: dict[str, LangScore], lang: str
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_score_split_does_not_regress(blind: dict[str, LangScore], lang: str) -> None:
-    """No rule edit may lose what the recorded round-13 figures hold, in any language."""
+    """No rule edit or retraining may lose what the recorded round-14 figures hold."""
     s = blind[lang]
     recall, false_alarms = RECORDED[lang]
     assert s.recall is not None and s.recall >= recall - 1e-3, (s.recall, s.misses)
     assert s.false_alarms <= false_alarms, s.false
+
+
+def test_real_questions_rarely_hand_off(
+    detector: HandoffDetector, stackfaq: Path, afqmc: Path
+) -> None:
+    """Real customer questions that never ask for a person (read in place, nothing copied):
+    every handoff among them is a false alarm. Held to the recorded counts."""
+    for path, field, most in ((stackfaq / "queries.jsonl", "query", REAL_ALARMS["stackfaq"]),
+                              (afqmc / "faq.jsonl", "question", REAL_ALARMS["afqmc"]),
+                              (afqmc / "queries.jsonl", "query", REAL_ALARMS["afqmc_queries"])):
+        texts = [json.loads(line)[field] for line in path.read_text("utf-8").splitlines() if line]
+        alarms = [t for t in texts if detector.detect(t).handoff]
+        assert len(alarms) <= most, (path, len(texts), alarms)

@@ -12,6 +12,7 @@ import click
 from supportbot import defaults
 from supportbot.config import Settings
 from supportbot.handoff import BusinessHours, HandoffDetector, check_phrases, default_rules_path
+from supportbot.handoff.model import model_path
 from supportbot.handoff.scoring import load_examples, score
 from supportbot.language import detect_language
 
@@ -27,6 +28,11 @@ _defaults_option = click.option(
     "--no-defaults", "no_defaults", is_flag=True,
     help="Ignore the rules built into supportbot (test the project file alone).",
 )
+_model_option = click.option(
+    "--model", "model", default=None,
+    help="The model that decides what no rule does: builtin, off or a weights file "
+    "(default: SUPPORTBOT_HANDOFF_MODEL, builtin).",
+)
 
 
 def _phrases_path(phrases: Path | None) -> Path:
@@ -36,10 +42,11 @@ def _phrases_path(phrases: Path | None) -> Path:
     return defaults.resolve(Settings().prompts_dir, "handoff_phrases.yaml").path
 
 
-def _detector(phrases: Path | None, no_defaults: bool) -> HandoffDetector:
+def _detector(phrases: Path | None, no_defaults: bool, model: str | None) -> HandoffDetector:
     """The detector the bot would use, after saying on stderr which files it read."""
     path = _phrases_path(phrases)
-    detector = HandoffDetector.load(path, defaults=not no_defaults)
+    weights = model_path(Settings().handoff_model if model is None else model)
+    detector = HandoffDetector.load(path, defaults=not no_defaults, model=weights)
     for problem in detector.problems:
         click.echo(f"warning: {problem}", err=True)
     if phrases is not None and not path.exists():
@@ -47,6 +54,7 @@ def _detector(phrases: Path | None, no_defaults: bool) -> HandoffDetector:
     read = ", ".join(detector.sources) or "no rules"
     note = "" if path.exists() else f" ({path} not found: built-in rules only)"
     click.echo(f"rules: {read}{note}", err=True)
+    click.echo(f"model: {detector.model.path if detector.model else 'off'}", err=True)
     return detector
 
 
@@ -59,12 +67,13 @@ def handoff() -> None:
 @click.argument("texts", nargs=-1)
 @_phrases_option
 @_defaults_option
+@_model_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
-def test_cmd(texts: tuple[str, ...], phrases: Path | None, no_defaults: bool,
+def test_cmd(texts: tuple[str, ...], phrases: Path | None, no_defaults: bool, model: str | None,
              as_json: bool) -> None:
-    """Would these messages hand off, and which rule decides? Reads one message per line from
-    stdin without TEXT."""
-    detector = _detector(phrases, no_defaults)
+    """Would these messages hand off, and which rule (or the model) decides? Reads one message
+    per line from stdin without TEXT."""
+    detector = _detector(phrases, no_defaults, model)
     messages = texts or tuple(line.rstrip("\r\n") for line in sys.stdin)
     for text in messages:
         if not text.strip():
@@ -79,6 +88,8 @@ def test_cmd(texts: tuple[str, ...], phrases: Path | None, no_defaults: bool,
             lang = detect_language(text)
             where = f"  ({Path(result.path).name} line {result.line})" if result.line else ""
             words = f'  matched "{result.matched}"' if result.matched else ""
+            if result.reason.startswith("model:"):
+                where, words = f"  ({Path(result.path).name})", f"\n         {result.matched}"
             click.echo(f"{verdict}  [{lang}] {text}\n         {result.reason}{where}{words}")
 
 
@@ -86,14 +97,15 @@ def test_cmd(texts: tuple[str, ...], phrases: Path | None, no_defaults: bool,
 @click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_phrases_option
 @_defaults_option
+@_model_option
 @click.option("--split", default=None, help="Only examples of this split (e.g. score).")
 @click.option("--json", "as_json", is_flag=True, help="Per-language figures as JSON.")
 @click.option("--show", is_flag=True, help="List the misses and false positives.")
-def score_cmd(dataset: Path, phrases: Path | None, no_defaults: bool, split: str | None,
-              as_json: bool, show: bool) -> None:
+def score_cmd(dataset: Path, phrases: Path | None, no_defaults: bool, model: str | None,
+              split: str | None, as_json: bool, show: bool) -> None:
     """Recall and false-positive rate per language on a labelled JSON Lines file
     ({"text", "lang", "handoff": true|false, "split"})."""
-    detector = _detector(phrases, no_defaults)
+    detector = _detector(phrases, no_defaults, model)
     try:
         examples = load_examples(dataset, split)
     except ValueError as exc:
@@ -116,6 +128,38 @@ def score_cmd(dataset: Path, phrases: Path | None, no_defaults: bool, split: str
                 click.echo(f"   miss: {text}")
             for text, reason in s.false:
                 click.echo(f"   false: {text}  <- {reason}")
+
+
+@handoff.command("train")
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Weights file to write; point SUPPORTBOT_HANDOFF_MODEL at it.")
+@_phrases_option
+@click.option("--split", default=None, help="Only examples of this split (e.g. tune).")
+@click.option("--max-fpr", "max_fpr", type=click.FloatRange(0.0, 0.5), default=0.003,
+              show_default=True, help="Share of other messages allowed to hand off "
+              "(measured by 5-fold cross-validation on DATASET).")
+def train_cmd(dataset: Path, out: Path, phrases: Path | None, split: str | None,
+              max_fpr: float) -> None:
+    """Train the handoff model on labelled messages ({"text", "lang", "handoff"}), e.g. the
+    package's dev set plus your own conversations. Needs a few hundred of each kind."""
+    from supportbot.handoff.training import train_model, vetoes
+
+    detector = _detector(phrases, False, "off")
+    try:
+        examples = load_examples(dataset, split)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    asks = sum(e.handoff for e in examples)
+    if asks < 20 or len(examples) - asks < 20:
+        raise click.UsageError(f"{dataset}: {asks} requests and {len(examples) - asks} other "
+                               "messages: need at least 20 of each (a few hundred to be useful)")
+    model, report = train_model(examples, vetoes(detector), max_fpr=max_fpr)
+    model.save(out)
+    click.echo(f"{out}: {len(model.weights)} features, threshold {model.threshold:.4f}")
+    click.echo("out-of-fold (5 folds): " + ", ".join(
+        f"{lang} recall {r['recall']:.3f} FPR {r['fpr']:.2%}"
+        for lang, r in report["out_of_fold"].items()))
 
 
 @handoff.command("check")

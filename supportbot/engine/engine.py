@@ -43,6 +43,7 @@ from supportbot.engine.types import (
     StaffWrote,
 )
 from supportbot.handoff import BusinessHours, HandoffDetector
+from supportbot.handoff.model import model_path
 from supportbot.knowledge import Hit, KnowledgeBase
 from supportbot.limits import Limits
 from supportbot.llm import LLMClient
@@ -107,7 +108,9 @@ class Engine:
         # compiled by the first turn, or in the background by start(): staff commands that
         # open an engine to list or hand back threads never need the rules
         detector = HandoffDetector.load(
-            resolve(settings.prompts_dir, "handoff_phrases.yaml").path, lazy=True
+            resolve(settings.prompts_dir, "handoff_phrases.yaml").path,
+            lazy=True,
+            model=model_path(settings.handoff_model),
         )
         llm = LLMClient.from_settings(settings) if settings.llm_configured else None
         return cls(settings, store, knowledge, prompts, detector, llm)

@@ -1,10 +1,14 @@
-"""Does a customer's message ask for a person? Rules first, explained, never raising.
+"""Does a customer's message ask for a person? Rules first, then a model; explained, never raising.
 
 Three kinds of rules (see ``default_rules.yaml``): *positive* phrases ask for a person ("can I
 talk to someone from your team"), *frustration* phrases give up on the bot ("you are not helping
 at all"), *negative* phrases only mention people ("is a human reviewing my refund?", "I don't
 need an agent") and cancel an asking phrase they overlap, so "人工智能是什么？转人工" still hands
 off. Every decision names the rule, its file and line, and the words it matched.
+
+What no rule decides, the model (:mod:`supportbot.handoff.model`) may: a message that no asking
+rule matched and that no negative rule touches anywhere hands off when the model's score reaches
+its threshold. Such a decision names the model file and the n-grams that weighed most.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from supportbot.handoff.model import HandoffModel, load_cached
 from supportbot.handoff.normalize import normalize
 from supportbot.handoff.patterns import Rule, Span, overlaps, word_starts
 from supportbot.handoff.rules_file import (
@@ -29,6 +34,14 @@ from supportbot.problems import Problem
 __all__ = ["Detection", "HandoffDetector"]
 
 _REASON_PREFIX = {"positive": "phrase", "frustration": "frustration", "negative": "negative"}
+
+
+def _stamp_of(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +69,13 @@ class Detection:
             reason = reason[:199] + "…"
         return cls(handoff, reason, rule.lang, rule.line, rule.path, text[span[0] : span[1]])
 
+    @classmethod
+    def by_model(cls, model: HandoffModel, norm: str) -> Detection:
+        """``reason`` holds the score and threshold, ``matched`` the n-grams that weighed most."""
+        why = model.explain(norm, normalized=True, count=4)
+        reason = f"model:score {why.score:.2f} >= {model.threshold:.2f}"
+        return cls(True, reason, None, 0, model.path, why.describe(4).split(": ", 1)[1])
+
 
 class HandoffDetector:
     """Rules from the package defaults plus one override file, reloaded when it changes.
@@ -65,25 +85,44 @@ class HandoffDetector:
     """
 
     def __init__(
-        self, path: Path | None = None, rules: RuleSet | None = None, *, defaults: bool = True
+        self,
+        path: Path | None = None,
+        rules: RuleSet | None = None,
+        *,
+        defaults: bool = True,
+        model: Path | None = None,
     ) -> None:
         self.path = path
         self.defaults = defaults
+        self.model_path = model
+        self.model: HandoffModel | None = None
+        self._model_stamp: tuple[int, int] | None = None
+        self._model_problems: list[Problem] = []
         self._rules = rules or RuleSet()
-        self.problems: list[Problem] = []
+        self._rule_problems: list[Problem] = []
         self._stamp: tuple[int, int, int] | bool | None = False  # False = never looked
         self._override_loaded = False
         self._lock = threading.Lock()
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str] | None, *, defaults: bool = True, lazy: bool = False
+        cls,
+        path: str | os.PathLike[str] | None,
+        *,
+        defaults: bool = True,
+        lazy: bool = False,
+        model: str | os.PathLike[str] | None = None,
     ) -> HandoffDetector:
-        """Package defaults plus ``path`` if it exists (``defaults=False``: just ``path``).
+        """Package defaults plus ``path`` if it exists (``defaults=False``: just ``path``), and
+        the model file ``model`` (None: rules only).
 
-        ``lazy``: compile on the first :meth:`refresh` instead (~0.3 s of CPU for ~900 rules),
-        so a staff command that opens an engine but answers no customer never pays for it."""
-        detector = cls(Path(path) if path is not None else None, defaults=defaults)
+        ``lazy``: compile on the first :meth:`refresh` instead (~0.3 s of CPU for ~1,000
+        rules), so a staff command that opens an engine but answers no customer never pays."""
+        detector = cls(
+            Path(path) if path is not None else None,
+            defaults=defaults,
+            model=Path(model) if model is not None else None,
+        )
         if not lazy:
             detector.refresh(force=True)
         return detector
@@ -120,8 +159,20 @@ class HandoffDetector:
         """The files the current rules came from (package defaults first)."""
         return self._rules.sources
 
+    @property
+    def problems(self) -> list[Problem]:
+        """What is wrong with the rules file and the model file (the last good ones stay)."""
+        return self._rule_problems + self._model_problems
+
+    @problems.setter
+    def problems(self, value: list[Problem]) -> None:
+        self._rule_problems = value
+
     def refresh(self, force: bool = False) -> bool:
-        """Reload if the override file changed (a ``stat`` call otherwise); True if replaced."""
+        """Reload if the override or the model file changed (``stat`` calls otherwise); True if
+        the rules were replaced."""
+        if self.model_path is not None:
+            self._refresh_model()
         if self.path is None and not force and self._stamp is not False:
             return False  # the package defaults do not change while running
         stamp: tuple[int, int, int] | None = None
@@ -157,6 +208,20 @@ class HandoffDetector:
             self._override_loaded = not missing and self.path is not None
             return True
 
+    def _refresh_model(self) -> None:
+        """A model file that cannot be read keeps the last good model, and says so."""
+        assert self.model_path is not None
+        stamp = _stamp_of(self.model_path)
+        if stamp == self._model_stamp and (self.model is not None or self._model_problems):
+            return
+        self._model_stamp = stamp
+        try:
+            self.model = load_cached(self.model_path, stamp or (0, 0))
+            self._model_problems = []
+        except ValueError as exc:
+            message = str(exc).removeprefix(f"{self.model_path}: ")
+            self._model_problems = [Problem(self.model_path, 0, message)]
+
     def detect(self, text: str) -> Detection:
         """Does ``text`` ask for a person? Checks every language's rules."""
         rules = self._rules  # one consistent snapshot even if a reload swaps it meanwhile
@@ -164,9 +229,7 @@ class HandoffDetector:
         if not norm:
             return Detection(False)
         asking, negative = rules.live(norm)
-        if not asking:
-            return Detection(False)
-        starts = word_starts(norm)
+        starts = word_starts(norm) if asking else []
         # Negatives only matter once an asking rule matched: most messages never get there.
         blocked: list[Span] | None = None
         blocked_by: list[Rule] = []
@@ -191,5 +254,20 @@ class HandoffDetector:
             for neg, b in zip(blocked_by, blocked, strict=True):
                 if overlaps(vetoed[1], [b]):
                     return Detection.of(False, neg, norm, b)
-        return Detection(False)
+        return self._ask_model(norm, negative, starts, blocked)
+
+    def _ask_model(
+        self, norm: str, negative: list[Rule], starts: list[int], blocked: list[Span] | None
+    ) -> Detection:
+        """No rule decided. The model may, unless a negative rule matches anywhere: a mention
+        or a refusal ("my travel agent", "I don't need a human") whose words it cannot locate."""
+        model = self.model
+        if model is None or model.score(norm) < model.threshold:
+            return Detection(False)
+        if blocked is None:
+            starts = starts or word_starts(norm)
+            blocked = [span for neg in negative for span in neg.spans(norm, starts)]
+        if blocked:
+            return Detection(False)
+        return Detection.by_model(model, norm)
 

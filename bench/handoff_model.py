@@ -27,7 +27,7 @@ from bench.handoff_quality import real_questions  # noqa: E402
 from supportbot.handoff import HandoffDetector, normalize  # noqa: E402
 from supportbot.handoff.model import HandoffModel, default_model_path  # noqa: E402
 from supportbot.handoff.scoring import load_examples  # noqa: E402
-from supportbot.handoff.training import train_model, vetoes  # noqa: E402
+from supportbot.handoff.training import MAX_FPR, train_model, vetoes  # noqa: E402
 
 
 def emit(**row: object) -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--phrases", type=Path, default=None, help="rules file")
     parser.add_argument("--no-defaults", action="store_true", help="--phrases alone")
     parser.add_argument("--train", action="store_true", help="rebuild --model from the tune split")
-    parser.add_argument("--max-fpr", type=float, default=0.003,
+    parser.add_argument("--max-fpr", type=float, default=MAX_FPR,
                         help="threshold: at most this share of out-of-fold false alarms on tune")
     parser.add_argument("--show", action="store_true", help="print misses and false alarms")
     args = parser.parse_args()

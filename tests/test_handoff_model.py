@@ -28,18 +28,29 @@ from supportbot.handoff.scoring import load_examples
 from supportbot.handoff.training import choose_threshold, fold_of, train
 
 DEV = Path(__file__).resolve().parent / "data" / "handoff_dev.jsonl"
-# Written for this test, caught by no rule: the model's job.
-UNRULED_REQUEST = "can one of your crew look at this with me"
+# Tests of the model's plumbing use a rules file of their own (use_defaults: false), so that no
+# built-in rule catches the request first, however the built-in rules grow.
+REQUEST = "please let me talk to a real person"
+OWN_RULES = """use_defaults: false
+en:
+  positive:
+    - send me a florist
+  negative:
+    - my travel agent
+"""
 
 
 @pytest.fixture(scope="module")
 def with_model() -> HandoffDetector:
+    """What the bot uses by default: the built-in rules and model."""
     return HandoffDetector.load(None, model=default_model_path())
 
 
-@pytest.fixture(scope="module")
-def rules_only() -> HandoffDetector:
-    return HandoffDetector.load(None)
+@pytest.fixture
+def own_rules(tmp_path: Path) -> Path:
+    path = tmp_path / "handoff_phrases.yaml"
+    path.write_text(OWN_RULES, encoding="utf-8")
+    return path
 
 
 def _english_tune() -> tuple[list[str], list[bool]]:
@@ -103,16 +114,16 @@ def test_the_setting_names_the_weights_file(tmp_path: Path) -> None:
     assert model_path(str(tmp_path / "m.json")) == tmp_path / "m.json"
 
 
-def test_shipped_model_decides_what_no_rule_does(
-    with_model: HandoffDetector, rules_only: HandoffDetector
-) -> None:
-    assert not rules_only.detect(UNRULED_REQUEST)
-    found = with_model.detect(UNRULED_REQUEST)
+def test_shipped_model_decides_what_no_rule_does(own_rules: Path) -> None:
+    assert not HandoffDetector.load(own_rules).detect(REQUEST)
+    detector = HandoffDetector.load(own_rules, model=default_model_path())
+    found = detector.detect(REQUEST)
     assert found.handoff and found.reason.startswith("model:score ")
     assert found.path == str(default_model_path()) and found.line == 0
     assert found.matched.count("+") >= 2  # the n-grams that weighed most, with their weights
     # what a rule decides stays the rule's decision, with its explanation
-    assert with_model.detect("转人工").reason.startswith("phrase:zh:")
+    assert detector.detect("send me a florist").reason.startswith("phrase:en:")
+    assert not detector.detect("what is the weather like in Paris")
 
 
 @pytest.mark.parametrize("text", [
@@ -131,35 +142,37 @@ def test_shipped_model_leaves_mentions_and_questions_alone(
     assert not with_model.detect(text).handoff
 
 
-def test_a_negative_rule_anywhere_vetoes_the_model(tmp_path: Path) -> None:
-    phrases = tmp_path / "handoff_phrases.yaml"
-    phrases.write_text("en:\n  negative:\n    - your crew\n", encoding="utf-8")
-    detector = HandoffDetector.load(phrases, model=default_model_path())
+def test_a_negative_rule_anywhere_vetoes_the_model(own_rules: Path) -> None:
+    detector = HandoffDetector.load(own_rules, model=default_model_path())
     assert not detector.problems
-    found = detector.detect(UNRULED_REQUEST)
-    assert not found.handoff  # staff correct the model with a negative phrase
+    vetoed = f"{REQUEST}, my travel agent is not answering"
+    assert detector.model is not None
+    assert detector.model.score(normalize(vetoed)) >= detector.model.threshold
+    assert not detector.detect(vetoed).handoff  # staff correct the model with a negative phrase
 
 
-def test_a_broken_model_file_keeps_the_rules_and_the_last_good_model(tmp_path: Path) -> None:
+def test_a_broken_model_file_keeps_the_rules_and_the_last_good_model(
+    tmp_path: Path, own_rules: Path
+) -> None:
     weights = tmp_path / "model.json"
     weights.write_text("{not json", encoding="utf-8")
-    detector = HandoffDetector.load(None, model=weights)
+    detector = HandoffDetector.load(own_rules, model=weights)
     assert detector.model is None
     assert [(p.path, p.line) for p in detector.problems] == [(weights, 0)]
     assert "cannot read the handoff model" in detector.problems[0].message
-    assert detector.detect("转人工").handoff and not detector.detect(UNRULED_REQUEST)
+    assert detector.detect("send me a florist").handoff and not detector.detect(REQUEST)
 
     weights.write_bytes(default_model_path().read_bytes())  # fixed: used without a restart
     detector.refresh()
     assert detector.model is not None and not detector.problems
-    assert detector.detect(UNRULED_REQUEST).handoff
+    assert detector.detect(REQUEST).handoff
 
     weights.write_text(json.dumps({"format": 1, "weights": []}), encoding="utf-8")
     st = weights.stat()
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     detector.refresh()
     assert detector.problems and "not a handoff model" in detector.problems[0].message
-    assert detector.detect(UNRULED_REQUEST).handoff  # the last good model stays
+    assert detector.detect(REQUEST).handoff  # the last good model stays
 
 
 def test_missing_model_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
@@ -168,14 +181,15 @@ def test_missing_model_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     assert detector.detect("I want to talk to a human").handoff
 
 
-def test_cli_test_names_the_model_and_can_switch_it_off() -> None:
+def test_cli_test_names_the_model_and_can_switch_it_off(own_rules: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(handoff, ["test", UNRULED_REQUEST])
+    mine = ["--phrases", str(own_rules)]
+    result = runner.invoke(handoff, ["test", *mine, REQUEST])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("HANDOFF")
     assert "model:score" in result.stdout and "(default_model.json)" in result.stdout
     assert f"model: {default_model_path()}" in result.stderr
-    off = runner.invoke(handoff, ["test", "--model", "off", "--json", UNRULED_REQUEST])
+    off = runner.invoke(handoff, ["test", *mine, "--model", "off", "--json", REQUEST])
     assert off.exit_code == 0, off.output
     assert json.loads(off.stdout)["handoff"] is False and "model: off" in off.stderr
 
@@ -202,7 +216,9 @@ def test_cli_train_writes_a_model_staff_can_use(tmp_path: Path) -> None:
     assert refused.exit_code == 2 and "need at least 20 of each" in refused.output
 
 
-async def test_the_bot_hands_off_on_the_models_word_and_counts_it(tmp_path: Path) -> None:
+async def test_the_bot_hands_off_on_the_models_word_and_counts_it(
+    tmp_path: Path, own_rules: Path
+) -> None:
     """Through the engine: the model's decision is a handoff like a phrase's, labelled ``model``
     in the metrics; with the model off, the bot answers."""
     from supportbot import metrics
@@ -210,8 +226,9 @@ async def test_the_bot_hands_off_on_the_models_word_and_counts_it(tmp_path: Path
     from supportbot.testing import OfflineBot
 
     before = metrics.value("supportbot_handoffs_total", {"trigger": "model"})
-    async with OfflineBot(tmp_path / "on") as bot:
-        assert (await bot.ask(UNRULED_REQUEST)).outcome is Outcome.HANDOFF
+    prompts = own_rules.parent  # a prompts folder whose only file is the rules above
+    async with OfflineBot(tmp_path / "on", prompts_dir=prompts) as bot:
+        assert (await bot.ask(REQUEST)).outcome is Outcome.HANDOFF
     assert metrics.value("supportbot_handoffs_total", {"trigger": "model"}) == before + 1
-    async with OfflineBot(tmp_path / "off", handoff_model="off") as bot:
-        assert (await bot.ask(UNRULED_REQUEST)).outcome is not Outcome.HANDOFF
+    async with OfflineBot(tmp_path / "off", prompts_dir=prompts, handoff_model="off") as bot:
+        assert (await bot.ask(REQUEST)).outcome is not Outcome.HANDOFF

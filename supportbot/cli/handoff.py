@@ -14,6 +14,7 @@ from supportbot.config import Settings
 from supportbot.handoff import BusinessHours, HandoffDetector, check_phrases, default_rules_path
 from supportbot.handoff.model import model_path
 from supportbot.handoff.scoring import load_examples, score
+from supportbot.handoff.training import MAX_FPR, train_model, vetoes
 from supportbot.language import detect_language
 
 _phrases_option = click.option(
@@ -136,15 +137,13 @@ def score_cmd(dataset: Path, phrases: Path | None, no_defaults: bool, model: str
               help="Weights file to write; point SUPPORTBOT_HANDOFF_MODEL at it.")
 @_phrases_option
 @click.option("--split", default=None, help="Only examples of this split (e.g. tune).")
-@click.option("--max-fpr", "max_fpr", type=click.FloatRange(0.0, 0.5), default=0.003,
+@click.option("--max-fpr", "max_fpr", type=click.FloatRange(0.0, 0.5), default=MAX_FPR,
               show_default=True, help="Share of other messages allowed to hand off "
               "(measured by 5-fold cross-validation on DATASET).")
 def train_cmd(dataset: Path, out: Path, phrases: Path | None, split: str | None,
               max_fpr: float) -> None:
     """Train the handoff model on labelled messages ({"text", "lang", "handoff"}), e.g. the
     package's dev set plus your own conversations. Needs a few hundred of each kind."""
-    from supportbot.handoff.training import train_model, vetoes
-
     detector = _detector(phrases, False, "off")
     try:
         examples = load_examples(dataset, split)

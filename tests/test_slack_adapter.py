@@ -513,7 +513,11 @@ async def test_staff_buttons_speak_the_staff_language(tmp_path: Path) -> None:
                 await FakeSlack.async_wait_for(lambda s=server: s.started, within=10)
                 port = server.servers[0].sockets[0].getsockname()[1]
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                    await _hand_off(Env(slack, llm, engine, adapter, http))
+                    # one channel per language: on the PostgreSQL pass both rounds share this
+                    # test's database, and two fakes started in the same second give the
+                    # customer's message the same ts, i.e. the same message (a duplicate)
+                    channel = {"en": "C7", "de": "C8"}[language]
+                    await _hand_off(Env(slack, llm, engine, adapter, http), channel=channel)
             finally:
                 server.should_exit = True
                 await asyncio.wait_for(task, 10)

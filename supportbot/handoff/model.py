@@ -36,11 +36,12 @@ __all__ = [
     "default_model_path",
     "features",
     "label",
+    "length_scale",
     "model_path",
 ]
 
 _CJK_RUN = re.compile(CJK_RE.pattern + "+")
-FORMAT = 1
+FORMAT = 2  # 2: weights count sqrt(LENGTH_REF / n) in long messages (1: bench, session 5)
 LENGTH_REF = 150  # features of a message of ~40 characters; the median message has ~130
 
 

@@ -30,15 +30,15 @@ TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for thes
 # The score split is round 14 (BENCHMARKS.md), by an author new to the set. BLIND: scored once,
 # before anything changed for it, with the 1,048 rules of round 13 and the model as session 5 had
 # measured it (trained on the tune split as it then was); the rules alone caught 0.688 at the
-# same false alarms. RECORDED: scored after three tuning passes on the tune split only (1,582
-# rules: round 13 and eleven fresh batches by other new authors; the model retrained on them,
+# same false alarms. RECORDED: scored after four tuning passes on the tune split only (1,612
+# rules: round 13 and fifteen fresh batches by other new authors; the model retrained on them,
 # its threshold chosen on held-out batches); nobody looked at the score split's misses.
 BLIND = {
     "en": (0.952, 0), "zh": (0.952, 2), "es": (0.762, 0), "fr": (0.774, 0),
     "de": (0.906, 0), "ja": (0.762, 2), "pt": (0.714, 0), "ru": (0.857, 2),
 }
 RECORDED = {
-    "en": (0.976, 0), "zh": (0.952, 1), "es": (0.762, 0), "fr": (0.871, 0),
+    "en": (0.976, 0), "zh": (0.952, 1), "es": (0.810, 0), "fr": (0.871, 0),
     "de": (0.906, 0), "ja": (0.905, 2), "pt": (0.857, 0), "ru": (0.905, 1),
 }
 # False alarms of the bot's detection on real questions (stackfaq's 1,249 English queries,

@@ -74,7 +74,7 @@ class Detection:
         """``reason`` holds the score and threshold, ``matched`` the n-grams that weighed most."""
         why = model.explain(norm, normalized=True, count=4)
         reason = f"model:score {why.score:.2f} >= {model.threshold:.2f}"
-        return cls(True, reason, None, 0, model.path, why.describe(4).split(": ", 1)[1])
+        return cls(True, reason, None, 0, model.path, why.grams(4))
 
 
 class HandoffDetector:

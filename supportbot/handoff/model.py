@@ -112,9 +112,12 @@ class Explanation:
     score: float
     top: tuple[tuple[str, float], ...]
 
+    def grams(self, count: int = 5) -> str:
+        """The strongest n-grams as staff read them, each with its weight."""
+        return ", ".join(f'"{label(g)}" {w:+.2f}' for g, w in self.top[:count])
+
     def describe(self, count: int = 5) -> str:
-        grams = ", ".join(f'"{label(g)}" {w:+.2f}' for g, w in self.top[:count])
-        return f"score {self.score:.2f}: {grams}"
+        return f"score {self.score:.2f}: {self.grams(count)}"
 
 
 class HandoffModel:

@@ -27,7 +27,7 @@ from bench.handoff_quality import real_questions  # noqa: E402
 from supportbot.handoff import HandoffDetector, normalize  # noqa: E402
 from supportbot.handoff.model import HandoffModel, default_model_path  # noqa: E402
 from supportbot.handoff.scoring import load_examples  # noqa: E402
-from supportbot.handoff.training import MAX_FPR, train_model, vetoes  # noqa: E402
+from supportbot.handoff.training import MAX_FPR, train_model  # noqa: E402
 
 
 def emit(**row: object) -> None:
@@ -49,7 +49,7 @@ def main() -> None:
     rules = HandoffDetector.load(args.phrases, defaults=not args.no_defaults)
     if args.train:
         started = time.process_time()
-        model, report = train_model(load_examples(args.data, "tune"), vetoes(rules),
+        model, report = train_model(load_examples(args.data, "tune"), rules.vetoed,
                                     max_fpr=args.max_fpr)
         model.save(args.model)
         emit(figure="train", cpu_s=round(time.process_time() - started, 1),

@@ -14,7 +14,7 @@ from supportbot.config import Settings
 from supportbot.handoff import BusinessHours, HandoffDetector, check_phrases, default_rules_path
 from supportbot.handoff.model import model_path
 from supportbot.handoff.scoring import load_examples, score
-from supportbot.handoff.training import MAX_FPR, train_model, vetoes
+from supportbot.handoff.training import MAX_FPR, train_model
 from supportbot.language import detect_language
 
 _phrases_option = click.option(
@@ -153,7 +153,7 @@ def train_cmd(dataset: Path, out: Path, phrases: Path | None, split: str | None,
     if asks < 20 or len(examples) - asks < 20:
         raise click.UsageError(f"{dataset}: {asks} requests and {len(examples) - asks} other "
                                "messages: need at least 20 of each (a few hundred to be useful)")
-    model, report = train_model(examples, vetoes(detector), max_fpr=max_fpr)
+    model, report = train_model(examples, detector.vetoed, max_fpr=max_fpr)
     model.save(out)
     click.echo(f"{out}: {len(model.weights)} features, threshold {model.threshold:.4f}")
     click.echo("out-of-fold (5 folds): " + ", ".join(

@@ -36,6 +36,10 @@ __all__ = ["Detection", "HandoffDetector"]
 _REASON_PREFIX = {"positive": "phrase", "frustration": "frustration", "negative": "negative"}
 
 
+def _touches(norm: str, negative: list[Rule], starts: list[int]) -> bool:
+    return any(neg.spans(norm, starts) for neg in negative)
+
+
 def _stamp_of(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
@@ -142,7 +146,7 @@ class HandoffDetector:
             files = ([base] if base is not None else []) + files
         rules, found = build_rules(files)
         detector = cls(None, rules, defaults=defaults)
-        detector.problems = problems + found
+        detector._rule_problems = problems + found
         detector._stamp = None
         return detector
 
@@ -163,10 +167,6 @@ class HandoffDetector:
     def problems(self) -> list[Problem]:
         """What is wrong with the rules file and the model file (the last good ones stay)."""
         return self._rule_problems + self._model_problems
-
-    @problems.setter
-    def problems(self, value: list[Problem]) -> None:
-        self._rule_problems = value
 
     def refresh(self, force: bool = False) -> bool:
         """Reload if the override or the model file changed (``stat`` calls otherwise); True if
@@ -191,12 +191,12 @@ class HandoffDetector:
             missing = self.path is not None and stamp is None
             if missing and self._override_loaded:
                 # The override went away: keep its rules rather than silently dropping them.
-                self.problems = [Problem(self.path, 0, "phrases file not found")]
+                self._rule_problems = [Problem(self.path, 0, "phrases file not found")]
                 return False
             rules, problems = load_files(None if missing else self.path, defaults=self.defaults)
             if missing and not self.defaults:
                 problems = [Problem(self.path, 0, "phrases file not found"), *problems]
-            self.problems = problems
+            self._rule_problems = problems
             if rules is None and not self._override_loaded and not len(self._rules):
                 # Unusable from the start: the built-in rules alone, rather than none at all.
                 rules, _ = load_files(None, defaults=self.defaults)
@@ -221,6 +221,13 @@ class HandoffDetector:
         except ValueError as exc:
             message = str(exc).removeprefix(f"{self.model_path}: ")
             self._model_problems = [Problem(self.model_path, 0, message)]
+
+    def vetoed(self, text: str) -> bool:
+        """Does a negative rule (a mention, a refusal) match anywhere in ``text``? The model
+        never decides such a message (training leaves them out of its threshold too)."""
+        norm = normalize(text or "")
+        _, negative = self._rules.live(norm)
+        return _touches(norm, negative, word_starts(norm))
 
     def detect(self, text: str) -> Detection:
         """Does ``text`` ask for a person? Checks every language's rules."""
@@ -264,10 +271,11 @@ class HandoffDetector:
         model = self.model
         if model is None or model.score(norm) < model.threshold:
             return Detection(False)
-        if blocked is None:
-            starts = starts or word_starts(norm)
-            blocked = [span for neg in negative for span in neg.spans(norm, starts)]
-        if blocked:
+        if blocked is None:  # no asking rule matched, so the negatives were not looked at yet
+            touched = _touches(norm, negative, starts or word_starts(norm))
+        else:
+            touched = bool(blocked)
+        if touched:
             return Detection(False)
         return Detection.by_model(model, norm)
 

@@ -16,31 +16,16 @@ from typing import TYPE_CHECKING
 
 from supportbot.handoff.model import HandoffModel, features, length_scale
 from supportbot.handoff.normalize import normalize
-from supportbot.handoff.patterns import word_starts
 
 if TYPE_CHECKING:
-    from supportbot.handoff.detector import HandoffDetector
     from supportbot.handoff.scoring import Example
 
-__all__ = ["MAX_FPR", "choose_threshold", "fit", "fold_of", "train", "train_model", "vetoes"]
+__all__ = ["MAX_FPR", "choose_threshold", "fit", "fold_of", "train", "train_model"]
 
 # Out-of-fold false alarms allowed at the threshold. Chosen on four batches by new authors, each
 # held out in turn, and on stackfaq's real questions: 0.3% gave recall 0.83–0.90 with 12–18
 # stackfaq false alarms, 0.15% recall 0.82–0.89 with 6–11 (BENCHMARKS.md, "Handoff detection").
 MAX_FPR = 0.0015
-
-
-def vetoes(rules: HandoffDetector) -> Callable[[str], bool]:
-    """Does a negative rule (a mention, a refusal) match anywhere in a text? The model never
-    decides those messages, so they do not count against its threshold either."""
-
-    def vetoed(text: str) -> bool:
-        norm = normalize(text)
-        _, negative = rules.rules.live(norm)
-        starts = word_starts(norm)
-        return any(neg.spans(norm, starts) for neg in negative)
-
-    return vetoed
 
 
 def train(

@@ -37,6 +37,8 @@ en:
     - send me a florist
   negative:
     - my travel agent
+  doubt:
+    - no need
 """
 
 
@@ -149,6 +151,21 @@ def test_a_negative_rule_anywhere_vetoes_the_model(own_rules: Path) -> None:
     assert detector.model is not None
     assert detector.model.score(normalize(vetoed)) >= detector.model.threshold
     assert not detector.detect(vetoed).handoff  # staff correct the model with a negative phrase
+
+
+def test_a_doubt_phrase_lets_the_model_overrule_an_asking_rule(own_rules: Path) -> None:
+    """A refusal nobody wrote a negative rule for: the asking rule matched, a doubt phrase is in
+    the message too, and the model scores it low, so it stays with the bot and says why."""
+    detector = HandoffDetector.load(own_rules, model=default_model_path())
+    refused = detector.detect("no need to send me a florist, thanks")
+    assert not refused.handoff and refused.reason.startswith('doubt:en:"no need" (model 0.')
+    assert refused.matched == "no need" and refused.path == str(own_rules)
+    assert refused.line == OWN_RULES.splitlines().index("    - no need") + 1
+    # the doubt phrase alone decides nothing: a request the model believes still hands off
+    asked = detector.detect(f"no need for more links, {REQUEST}, send me a florist")
+    assert asked.handoff and asked.reason.startswith("phrase:en:")
+    # without a model the rules stand as written
+    assert HandoffDetector.load(own_rules).detect("no need to send me a florist, thanks").handoff
 
 
 def test_a_broken_model_file_keeps_the_rules_and_the_last_good_model(

@@ -2,13 +2,14 @@
 (tests/data/handoff_dev.jsonl) and against real questions that never ask for a person.
 
 The set has a ``tune`` split, which the rules were written and the model trained against, and a
-``score`` split (round 14, written by an author new to the set), scored blind before any rule or
-the model changed for it and never tuned on (BENCHMARKS.md, "Handoff detection", has the
-protocol and every round's figures; bench/handoff_quality.py reproduces them). The issue's
-targets are asserted on the score split per language: recall >= 0.97 at FPR <= 0.5% for English
-and Chinese, recall >= 0.90 for the others. Languages below target are strict expected failures,
-so the day a change meets a target the test says so; separately, every language is held to its
-recorded round-14 figures so that no rule edit or retraining can quietly lose ground.
+``score`` split of three blind rounds (14, 15, 16), each written by authors new to the set,
+scored blind before any rule or the model changed for it, and never tuned on (BENCHMARKS.md,
+"Handoff detection", has the protocol and every round's figures; bench/handoff_quality.py
+reproduces them). The issue's targets are asserted on the score split per language: recall >=
+0.97 at FPR <= 0.5% for English and Chinese, recall >= 0.90 for the others. Languages below
+target are strict expected failures, so the day a change meets a target the test says so;
+separately, every language is held to its recorded figures, and every round to its blind ones,
+so that no rule edit or retraining can quietly lose ground.
 """
 
 from __future__ import annotations
@@ -27,23 +28,20 @@ DATA = Path(__file__).resolve().parent / "data" / "handoff_dev.jsonl"
 LANGS = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru")
 TARGET_RECALL = {lang: 0.97 if lang in ("en", "zh") else 0.90 for lang in LANGS}
 TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for these two only
-# The score split is round 14 (BENCHMARKS.md), by an author new to the set. BLIND: scored once,
-# before anything changed for it, with the 1,048 rules of round 13 and the model as session 5 had
-# measured it (trained on the tune split as it then was); the rules alone caught 0.688 at the
-# same false alarms. RECORDED: scored after four tuning passes on the tune split only (1,612
-# rules: round 13 and fifteen fresh batches by other new authors; the model retrained on them,
-# its threshold chosen on held-out batches); nobody looked at the score split's misses.
-BLIND = {
-    "en": (0.952, 0), "zh": (0.952, 2), "es": (0.762, 0), "fr": (0.774, 0),
-    "de": (0.906, 0), "ja": (0.762, 2), "pt": (0.714, 0), "ru": (0.857, 2),
-}
+# BLIND: each round's first score, (recall, false alarms) over all languages, before anything
+# changed for it. Round 14 with the 1,048 rules of round 13 and the model as session 5 had
+# measured it; rounds 15 and 16 with the 1,612 rules and the model of round 14's fourth pass.
+BLIND = {"14": (0.857, 6), "15": (0.942, 4), "16": (0.848, 9)}
+# RECORDED: the three rounds together, scored after the tuning pass of rounds 15 and 16 (rules
+# tuned and the model retrained on the tune split only, with eight fresh batches by other new
+# authors; 1,815 rules); nobody looked at the score split's misses.
 RECORDED = {
-    "en": (0.976, 0), "zh": (0.952, 1), "es": (0.810, 0), "fr": (0.871, 0),
-    "de": (0.906, 0), "ja": (0.905, 2), "pt": (0.857, 0), "ru": (0.905, 1),
+    "en": (0.911, 2), "zh": (0.933, 4), "es": (0.911, 1), "fr": (0.886, 1),
+    "de": (0.865, 1), "ja": (0.910, 2), "pt": (0.934, 1), "ru": (0.922, 2),
 }
 # False alarms of the bot's detection on real questions (stackfaq's 1,249 English queries,
 # AFQMC's 5,995 Chinese questions and 1,789 paraphrases): the rules alone raise 0 / 1 / 0.
-REAL_ALARMS = {"stackfaq": 11, "afqmc": 1, "afqmc_queries": 0}
+REAL_ALARMS = {"stackfaq": 5, "afqmc": 1, "afqmc_queries": 0}
 
 
 def _meets(lang: str) -> bool:
@@ -101,11 +99,22 @@ def test_issue_targets_on_the_score_split(blind: dict[str, LangScore], lang: str
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_score_split_does_not_regress(blind: dict[str, LangScore], lang: str) -> None:
-    """No rule edit or retraining may lose what the recorded round-14 figures hold."""
+    """No rule edit or retraining may lose what the recorded figures hold."""
     s = blind[lang]
     recall, false_alarms = RECORDED[lang]
     assert s.recall is not None and s.recall >= recall - 1e-3, (s.recall, s.misses)
     assert s.false_alarms <= false_alarms, s.false
+
+
+@pytest.mark.parametrize("name", sorted(BLIND))
+def test_each_blind_round_is_no_worse_than_when_first_scored(
+    detector: HandoffDetector, name: str
+) -> None:
+    examples = [e for e in load_examples(DATA, "score") if e.round == name]
+    s = score(detector, examples)["all"]
+    recall, false_alarms = BLIND[name]
+    assert s.recall is not None and s.recall >= recall - 1e-3, (name, s.recall)
+    assert s.false_alarms <= false_alarms, (name, s.false_alarms)
 
 
 def test_real_questions_rarely_hand_off(

@@ -793,11 +793,11 @@ en:
 def test_override_extends_builtin_word_lists(tmp_path: Path) -> None:
     path = tmp_path / "handoff_phrases.yaml"
     builtin = HandoffDetector.load(None)
-    assert not builtin.detect("can I talk to the pharmacist").handoff
-    path.write_text("en:\n  words:\n    person: [pharmacist]\n", encoding="utf-8")
+    assert not builtin.detect("can I talk to the sommelier").handoff
+    path.write_text("en:\n  words:\n    person: [sommelier]\n", encoding="utf-8")
     d = HandoffDetector.load(path)
     assert d.problems == []
-    hit = d.detect("can I talk to the pharmacist")
+    hit = d.detect("can I talk to the sommelier")
     assert hit.handoff and hit.path == str(PHRASES)  # a built-in rule, with the staff's word
     assert d.sources == (str(PHRASES), str(path))
     assert check_phrases(path) == []

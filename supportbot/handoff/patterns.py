@@ -212,7 +212,7 @@ class Rule:
     """One compiled phrase template, with where it came from (shown to staff)."""
 
     lang: str
-    kind: str  # "positive", "frustration" or "negative"
+    kind: str  # "positive", "frustration", "negative" or "doubt"
     source: str
     pattern: str  # the regex, compiled on first use (see ``regex``)
     whole: bool

@@ -34,7 +34,7 @@ __all__ = [
     "parse_rules_text",
 ]
 
-KINDS = ("positive", "frustration", "negative")
+KINDS = ("positive", "frustration", "negative", "doubt")
 DEFAULT_RULES = "default_rules.yaml"
 _LANG_KEY = re.compile(r"[a-z]{2,3}(-[a-z0-9]+)?")
 _NAME = re.compile(r"[a-z0-9_]+")
@@ -54,6 +54,7 @@ class RuleSet:
     positive: tuple[Rule, ...] = ()
     frustration: tuple[Rule, ...] = ()
     negative: tuple[Rule, ...] = ()
+    doubt: tuple[Rule, ...] = ()
     sources: tuple[str, ...] = ()
     needles: frozenset[str] = frozenset()  # every rule's prefilter words, for ``live``
     _cjk_needles: frozenset[str] = frozenset()
@@ -62,7 +63,7 @@ class RuleSet:
     _always: frozenset[int] = frozenset()  # rules without a needle
 
     def __post_init__(self) -> None:
-        rules = (*self.positive, *self.frustration, *self.negative)
+        rules = (*self.positive, *self.frustration, *self.negative, *self.doubt)
         needles = frozenset(n for r in rules for n in r.needles or ())
         cjk = frozenset(n for n in needles if CJK_RE.search(n))
         by_needle: dict[str, list[int]] = {}
@@ -98,24 +99,29 @@ class RuleSet:
         return found
 
     def __len__(self) -> int:
-        return len(self.positive) + len(self.frustration) + len(self.negative)
+        return len(self.positive) + len(self.frustration) + len(self.negative) + len(self.doubt)
 
-    def live(self, text: str) -> tuple[list[Rule], list[Rule]]:
-        """The asking (positive and frustration) and negative rules that could match ``text``,
-        in file order: the rules listed under the needles present (most rules fail this)."""
+    def live(self, text: str) -> tuple[list[Rule], list[Rule], list[Rule]]:
+        """The asking (positive and frustration), negative and doubt rules that could match
+        ``text``, in file order: the rules listed under the needles present (most rules fail
+        this)."""
         numbers = set(self._always)
         for n in self.present(text):
             numbers.update(self._by_needle[n])
         asking_count = len(self.positive) + len(self.frustration)
+        doubt_from = asking_count + len(self.negative)
         asking: list[Rule] = []
         negative: list[Rule] = []
+        doubt: list[Rule] = []
         for number in sorted(numbers):
             if number < asking_count:
                 asking.append(self.positive[number] if number < len(self.positive)
                               else self.frustration[number - len(self.positive)])
-            else:
+            elif number < doubt_from:
                 negative.append(self.negative[number - asking_count])
-        return asking, negative
+            else:
+                doubt.append(self.doubt[number - doubt_from])
+        return asking, negative, doubt
 
 
 # ---------------------------------------------------------------------------- raw files
@@ -220,7 +226,7 @@ def parse_rules_text(raw: str, path: Path | str) -> tuple[RawFile | None, list[P
                         path,
                         _line(kind_node),
                         f"{key}: unknown key {kind!r} (expected 'words', 'positive', "
-                        "'frustration' or 'negative')",
+                        "'frustration', 'negative' or 'doubt')",
                     )
                 )
     return out, problems
@@ -295,6 +301,7 @@ def build_rules(files: list[RawFile]) -> tuple[RuleSet, list[Problem]]:
         tuple(compiled["positive"]),
         tuple(compiled["frustration"]),
         tuple(compiled["negative"]),
+        tuple(compiled["doubt"]),
         tuple(f.path for f in files),
     )
     return rules, problems

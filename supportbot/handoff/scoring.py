@@ -1,8 +1,10 @@
 """Recall and false-positive rate of the handoff rules on a labelled set, per language.
 
-A labelled set is JSON Lines: ``{"text", "lang", "handoff": true|false, "split": "tune"|"score"}``
-(``tests/data/handoff_dev.jsonl`` is the one that ships). Staff can keep their own, from real
-conversations, and check every rule change against it with ``supportbot handoff score FILE``.
+A labelled set is JSON Lines: ``{"text", "lang", "handoff": true|false, "split": "tune"|"score"}``,
+optionally with ``"round"``: which blind round wrote a score line, so that each round is
+reported on its own (``tests/data/handoff_dev.jsonl`` is the set that ships). Staff can keep
+their own, from real conversations, and check every rule change against it with ``supportbot
+handoff score FILE``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Example:
     lang: str
     handoff: bool
     split: str = ""
+    round: str = ""
 
 
 @dataclass(slots=True)
@@ -65,7 +68,7 @@ def load_examples(path: Path, split: str | None = None) -> list[Example]:
         try:
             row = json.loads(line)
             ex = Example(str(row["text"]), str(row.get("lang") or "?"), bool(row["handoff"]),
-                         str(row.get("split") or ""))
+                         str(row.get("split") or ""), str(row.get("round") or ""))
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{n}: expected {{text, lang, handoff}}: {exc}") from None
         if split is None or ex.split == split:

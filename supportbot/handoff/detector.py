@@ -19,6 +19,7 @@ its threshold. Such a decision names the model file and the n-grams that weighed
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -89,7 +90,8 @@ class Detection:
     def in_doubt(cls, rule: Rule, text: str, span: Span, score: float) -> Detection:
         """Not a handoff: the doubt phrase ``rule`` matched and the model scored ``score``."""
         found = cls.of(False, rule, text, span)
-        reason = f"{found.reason[:180]} (model {score:.2f} < {DOUBT_BAR})"
+        shown = math.floor(score * 100) / 100  # never printed as high as the bar it missed
+        reason = f"{found.reason[:180]} (model {shown:.2f} < {DOUBT_BAR})"
         return cls(False, reason, found.lang, found.line, found.path, found.matched)
 
     @classmethod

@@ -21,6 +21,7 @@ from supportbot.handoff import (
     normalize,
     split_marker,
 )
+from supportbot.handoff.normalize import clause_breaks
 from supportbot.problems import Problem
 
 PHRASES = default_rules_path()
@@ -524,6 +525,45 @@ def test_negative_vetoes_only_where_it_overlaps() -> None:
     assert d.detect("人工智能是什么？人工").handoff
     # A later occurrence that is not covered by the negative still counts.
     assert d.detect("人工智能人工").handoff
+
+
+def test_an_answer_closed_off_by_punctuation_does_not_negate_the_next_clause() -> None:
+    """"No, quiero hablar con un agente" answers the bot, then asks: the negative rule "no
+    quiero ... agente" must not read it as one refusal. Without the comma it is one."""
+    d = HandoffDetector.from_text(
+        """
+es:
+  positive:
+    - quiero hablar con un agente
+  negative:
+    - no quiero hablar con un agente
+"""
+    )
+    assert d.detect("No, quiero hablar con un agente").handoff
+    assert d.detect("Si no. Quiero hablar con un agente").handoff
+    refused = d.detect("no quiero hablar con un agente")
+    assert not refused.handoff and refused.reason.startswith("negative:es:")
+    assert not d.detect("No, no quiero hablar con un agente").handoff
+    assert not d.vetoed("No, quiero hablar con un agente")
+    assert d.vetoed("no quiero hablar con un agente")
+
+
+@pytest.mark.parametrize("text", [
+    "No, quiero hablar con un agente",
+    "Não. Quero falar com um atendente",
+    "No. I want to talk to a human",
+])
+def test_builtin_rules_hear_an_answer_then_a_request(detector: HandoffDetector, text: str) -> None:
+    assert detector.detect(text).handoff
+
+
+def test_clause_breaks_mark_where_the_punctuation_was() -> None:
+    text = "Si no, quiero ... ¡agente!"
+    norm = normalize(text)
+    assert norm == "si no quiero agente"
+    assert sorted(clause_breaks(text)) == [5, 12]  # after "si no" and after "quiero"
+    assert clause_breaks("no quiero agente") == frozenset()
+    assert clause_breaks("不是，我要人工") == frozenset()  # no spaces to mark in Chinese
 
 
 def test_syntax_optional_choice_wildcard_prefix_whole() -> None:

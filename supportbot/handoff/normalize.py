@@ -12,13 +12,16 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["CJK_RE", "normalize"]
+__all__ = ["CJK_RE", "clause_breaks", "normalize"]
 
 _CJK = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 CJK_RE = re.compile(f"[{_CJK}]")
 _CJK_GAP = re.compile(f"(?<=[{_CJK}])\\s+(?=[{_CJK}])")
 _CJK_EDGE = re.compile(f"(?<=[{_CJK}])(?=[^\\s{_CJK}])|(?<=[^\\s{_CJK}])(?=[{_CJK}])")
 _SPACES = re.compile(r"\s+")
+# Punctuation that ends a clause, and a letter no customer types that marks where it was.
+_CLAUSE_END = re.compile(r"[,.;:!?¿¡…,。，！？；：、]+")
+_MARK = "\u01c2"
 
 
 def normalize(text: str) -> str:
@@ -40,3 +43,24 @@ def normalize(text: str) -> str:
     text = unicodedata.normalize("NFC", "".join(out))
     text = _SPACES.sub(" ", text).strip()
     return _CJK_EDGE.sub(" ", _CJK_GAP.sub("", text))
+
+
+def clause_breaks(text: str) -> frozenset[int]:
+    """Where in ``normalize(text)`` the customer ended a clause: the offsets of the spaces that
+    were a comma, full stop, question mark... ("No, quiero hablar con un agente": the space
+    after "no"). Empty when there is none, and for text whose spacing the marks would change
+    (Chinese and Japanese, where normalising drops the spaces)."""
+    if not _CLAUSE_END.search(text):
+        return frozenset()
+    breaks: list[int] = []
+    words: list[str] = []
+    length = -1  # the length of " ".join(words)
+    for word in normalize(_CLAUSE_END.sub(f" {_MARK} ", text)).split(" "):
+        if word == _MARK:
+            breaks.append(length)
+        elif word:
+            words.append(word)
+            length += len(word) + 1
+    if " ".join(words) != normalize(text):
+        return frozenset()
+    return frozenset(b for b in breaks if 0 < b < length)

@@ -2,7 +2,7 @@
 (tests/data/handoff_dev.jsonl) and against real questions that never ask for a person.
 
 The set has a ``tune`` split, which the rules were written and the model trained against, and a
-``score`` split of five blind rounds (14 to 18), each written by authors new to the set,
+``score`` split of six blind rounds (14 to 19), each written by authors new to the set,
 scored blind before any rule or the model changed for it, and never tuned on (BENCHMARKS.md,
 "Handoff detection", has the protocol and every round's figures; bench/handoff_quality.py
 reproduces them). The issue's targets are asserted on the score split per language: recall >=
@@ -31,19 +31,21 @@ TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for thes
 # BLIND: each round's first score, (recall, false alarms) over all languages, before anything
 # changed for it. Round 14 with the 1,048 rules of round 13 and the model as session 5 had
 # measured it; rounds 15 and 16 with the 1,612 rules and the model of round 14's fourth pass;
-# round 17 with those of the first pass after them (1,744 rules, 71 doubt phrases), round 18
-# with those of the second (1,887 rules, 69 doubt phrases).
-BLIND = {"14": (0.857, 6), "15": (0.942, 4), "16": (0.848, 9), "17": (0.916, 0), "18": (0.943, 7)}
-# RECORDED: the five rounds together, scored after the third pass (rules tuned and the model
-# retrained on the tune split only, with fifteen fresh batches by other new authors; 1,943 rules
-# and 69 doubt phrases); nobody looked at the score split's misses.
+# rounds 17, 18 and 19 with those of the first, second and third pass after them.
+BLIND = {
+    "14": (0.857, 6), "15": (0.942, 4), "16": (0.848, 9), "17": (0.916, 0), "18": (0.943, 7),
+    "19": (0.967, 10),
+}
+# RECORDED: the six rounds together, scored after the fourth pass (rules tuned and the model
+# retrained on the tune split only, with seventeen fresh batches by other new authors; 1,967
+# rules and 69 doubt phrases); nobody looked at the score split's misses.
 RECORDED = {
-    "en": (0.939, 4), "zh": (0.934, 3), "es": (0.934, 1), "fr": (0.926, 1),
-    "de": (0.893, 3), "ja": (0.941, 3), "pt": (0.947, 1), "ru": (0.910, 2),
+    "en": (0.942, 5), "zh": (0.948, 7), "es": (0.945, 2), "fr": (0.931, 1),
+    "de": (0.909, 3), "ja": (0.951, 6), "pt": (0.956, 1), "ru": (0.912, 2),
 }
 # False alarms of the bot's detection on real questions (stackfaq's 1,249 English queries,
-# AFQMC's 5,995 Chinese questions and 1,789 paraphrases): the rules alone raise 0 / 1 / 0.
-REAL_ALARMS = {"stackfaq": 7, "afqmc": 1, "afqmc_queries": 0}
+# AFQMC's 5,995 Chinese questions and 1,789 paraphrases).
+REAL_ALARMS = {"stackfaq": 6, "afqmc": 2, "afqmc_queries": 0}
 
 
 def _meets(lang: str) -> bool:

@@ -63,7 +63,7 @@ def _vetoes(
     found = [(neg, span) for neg in negative for span in neg.spans(norm, starts)]
     if not found:
         return found
-    breaks = clause_breaks(text)
+    breaks = clause_breaks(text, norm)
     if not breaks:
         return found
 

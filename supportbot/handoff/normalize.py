@@ -45,11 +45,11 @@ def normalize(text: str) -> str:
     return _CJK_EDGE.sub(" ", _CJK_GAP.sub("", text))
 
 
-def clause_breaks(text: str) -> frozenset[int]:
-    """Where in ``normalize(text)`` the customer ended a clause: the offsets of the spaces that
-    were a comma, full stop, question mark... ("No, quiero hablar con un agente": the space
-    after "no"). Empty when there is none, and for text whose spacing the marks would change
-    (Chinese and Japanese, where normalising drops the spaces)."""
+def clause_breaks(text: str, norm: str | None = None) -> frozenset[int]:
+    """Where in ``normalize(text)`` (``norm``, if the caller has it) the customer ended a clause:
+    the offsets of the spaces that were a comma, full stop, question mark... ("No, quiero
+    hablar con un agente": the space after "no"). Empty when there is none, and for text whose
+    spacing the marks would change (Chinese and Japanese, where normalising drops the spaces)."""
     if not _CLAUSE_END.search(text):
         return frozenset()
     breaks: list[int] = []
@@ -61,6 +61,6 @@ def clause_breaks(text: str) -> frozenset[int]:
         elif word:
             words.append(word)
             length += len(word) + 1
-    if " ".join(words) != normalize(text):
+    if " ".join(words) != (normalize(text) if norm is None else norm):
         return frozenset()
     return frozenset(b for b in breaks if 0 < b < length)

@@ -45,7 +45,7 @@ _REASON_PREFIX = {
 }
 # Below this model score, an asking rule's match in a message with a doubt phrase is overruled.
 # Chosen on fresh batches by new authors, with the rules and model from before their fixes
-# (BENCHMARKS.md, "Handoff detection", rounds 15-17): 10 of their 35 false alarms went, 1 of
+# (BENCHMARKS.md, "Handoff detection", rounds 15-19): 10 of their 35 false alarms went, 1 of
 # their 1,349 requests was lost.
 DOUBT_BAR = 0.3
 
@@ -267,14 +267,16 @@ class HandoffDetector:
     def vetoed(self, text: str) -> bool:
         """Does a negative rule (a mention, a refusal) match anywhere in ``text``? The model
         never decides such a message (training leaves them out of its threshold too)."""
-        norm = normalize(text or "")
+        text = text or ""
+        norm = normalize(text)
         _, negative, _ = self._rules.live(norm)
-        return bool(_vetoes(text or "", norm, negative, word_starts(norm)))
+        return bool(_vetoes(text, norm, negative, word_starts(norm)))
 
     def detect(self, text: str) -> Detection:
         """Does ``text`` ask for a person? Checks every language's rules."""
         rules = self._rules  # one consistent snapshot even if a reload swaps it meanwhile
-        norm = normalize(text or "")
+        text = text or ""
+        norm = normalize(text)
         if not norm:
             return Detection(False)
         asking, negative, doubt = rules.live(norm)
@@ -288,7 +290,7 @@ class HandoffDetector:
             if span is None:
                 continue
             if blocked is None:
-                vetoes = _vetoes(text or "", norm, negative, starts)
+                vetoes = _vetoes(text, norm, negative, starts)
                 blocked = [span for _, span in vetoes]
                 blocked_by = [neg for neg, _ in vetoes]
             if overlaps(span, blocked):
@@ -302,7 +304,7 @@ class HandoffDetector:
             for neg, b in zip(blocked_by, blocked, strict=True):
                 if overlaps(vetoed[1], [b]):
                     return Detection.of(False, neg, norm, b)
-        return self._ask_model(text or "", norm, negative, starts, blocked)
+        return self._ask_model(text, norm, negative, starts, blocked)
 
     def _unless_in_doubt(
         self, found: Detection, norm: str, doubt: list[Rule], starts: list[int]

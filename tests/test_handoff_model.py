@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from supportbot.cli.handoff import handoff
 from supportbot.handoff import HandoffDetector, normalize
+from supportbot.handoff.detector import OVERRULE_BAR
 from supportbot.handoff.model import (
     HandoffModel,
     default_model_path,
@@ -24,6 +25,7 @@ from supportbot.handoff.model import (
     label,
     model_path,
 )
+from supportbot.handoff.rules_file import default_rules_path
 from supportbot.handoff.scoring import load_examples
 from supportbot.handoff.training import choose_threshold, fold_of, train
 
@@ -166,6 +168,29 @@ def test_a_doubt_phrase_lets_the_model_overrule_an_asking_rule(own_rules: Path) 
     assert asked.handoff and asked.reason.startswith("phrase:en:")
     # without a model the rules stand as written
     assert HandoffDetector.load(own_rules).detect("no need to send me a florist, thanks").handoff
+
+
+def test_a_nearly_sure_model_overrules_a_built_in_rule_but_never_staffs_own(
+    tmp_path: Path,
+) -> None:
+    """A built-in asking rule that matched a message the model is nearly sure is no request
+    ("how do I transfer a chat to another agent in the admin panel?") is overruled, and says
+    so; staff's own phrase matching the same message stands. A model that scores everything
+    0.00 makes the check independent of how the built-in rules and weights grow."""
+    weights = tmp_path / "sure.json"
+    HandoffModel({}, bias=-20.0, threshold=0.99).save(weights)
+    builtin = HandoffDetector.load(None, model=weights)
+    overruled = builtin.detect(REQUEST)
+    assert not overruled.handoff
+    assert overruled.reason.startswith("overruled:phrase:en:") and overruled.reason.endswith(
+        f"(model 0.00 < {OVERRULE_BAR})")
+    assert overruled.path == str(default_rules_path()) and overruled.line > 0
+    assert HandoffDetector.load(None).detect(REQUEST).handoff  # without the model it stands
+
+    own = tmp_path / "handoff_phrases.yaml"
+    own.write_text("en:\n  positive:\n    - talk to a real person\n", encoding="utf-8")
+    kept = HandoffDetector.load(own, model=weights).detect(REQUEST)
+    assert kept.handoff and kept.path == str(own) and kept.line == 3
 
 
 def test_a_broken_model_file_keeps_the_rules_and_the_last_good_model(

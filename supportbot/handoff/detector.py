@@ -11,6 +11,9 @@ an asking rule matched and a doubt phrase is also in the message ("pas besoin de
 quelqu'un", "the agent I spoke to yesterday was great"), the model has the last word, and the
 message stays with the bot if the model scores it below :data:`DOUBT_BAR`. Negative rules veto
 one overlapping wording; doubt covers the refusals and past events nobody wrote a negative for.
+Without a doubt phrase, the model overrules a *built-in* asking rule only when it is nearly sure
+(below :data:`OVERRULE_BAR`): "how do I transfer a chat to another agent in the admin panel?".
+Staff's own phrases always stand: they know their customers' words better than the model does.
 
 What no rule decides, the model (:mod:`supportbot.handoff.model`) may: a message that no asking
 rule matched and that no negative rule touches anywhere hands off when the model's score reaches
@@ -38,7 +41,7 @@ from supportbot.handoff.rules_file import (
 )
 from supportbot.problems import Problem
 
-__all__ = ["DOUBT_BAR", "Detection", "HandoffDetector"]
+__all__ = ["DOUBT_BAR", "OVERRULE_BAR", "Detection", "HandoffDetector"]
 
 _REASON_PREFIX = {
     "positive": "phrase", "frustration": "frustration", "negative": "negative", "doubt": "doubt",
@@ -48,7 +51,14 @@ _REASON_PREFIX = {
 # (BENCHMARKS.md, "Handoff detection", rounds 15-19): 10 of their 35 false alarms went, 1 of
 # their 1,349 requests was lost.
 DOUBT_BAR = 0.3
+# Below this model score a built-in asking rule's match is overruled even without a doubt phrase.
+# Chosen on seven fresh batches by new authors (2,752 messages, session 8), with the rules and
+# model from before their fixes: 11 of the rules' 42 false alarms went, 2 of their 798 requests
+# were lost (0.01: 5 and 1; 0.1: 13 and 5).
+OVERRULE_BAR = 0.05
 
+
+_BUILTIN_RULES = str(default_rules_path())  # Rule.path of the rules shipped in the package
 
 # A negation that a comma or full stop closes off answers the bot ("No, quiero hablar con un
 # agente", "Não. Quero falar com um atendente"): it does not negate what follows.
@@ -108,11 +118,14 @@ class Detection:
         return cls(handoff, reason, rule.lang, rule.line, rule.path, text[span[0] : span[1]])
 
     @classmethod
-    def in_doubt(cls, rule: Rule, text: str, span: Span, score: float) -> Detection:
-        """Not a handoff: the doubt phrase ``rule`` matched and the model scored ``score``."""
+    def overruled(cls, rule: Rule, text: str, span: Span, score: float, bar: float) -> Detection:
+        """Not a handoff: ``rule`` (a doubt phrase, or the asking rule itself) matched and the
+        model scored ``score``, below ``bar``."""
         found = cls.of(False, rule, text, span)
         shown = math.floor(score * 100) / 100  # never printed as high as the bar it missed
-        reason = f"{found.reason[:180]} (model {shown:.2f} < {DOUBT_BAR})"
+        reason = f"{found.reason[:180]} (model {shown:.2f} < {bar})"
+        if rule.kind != "doubt":
+            reason = f"overruled:{reason}"
         return cls(False, reason, found.lang, found.line, found.path, found.matched)
 
     @classmethod
@@ -285,7 +298,7 @@ class HandoffDetector:
         blocked: list[Span] | None = None
         blocked_by: list[Rule] = []
         vetoed: tuple[Rule, Span] | None = None
-        for rule in asking:
+        for number, rule in enumerate(asking):
             span = rule.first_span(norm, [], starts)
             if span is None:
                 continue
@@ -298,29 +311,50 @@ class HandoffDetector:
                     vetoed = (rule, span)
                 span = rule.first_span(norm, blocked, starts)
             if span is not None:
-                return self._unless_in_doubt(Detection.of(True, rule, norm, span), norm, doubt,
-                                             starts)
+                return self._unless_overruled(rule, span, norm, doubt, starts,
+                                              asking[number + 1 :], blocked)
         if vetoed is not None and blocked:
             for neg, b in zip(blocked_by, blocked, strict=True):
                 if overlaps(vetoed[1], [b]):
                     return Detection.of(False, neg, norm, b)
         return self._ask_model(text, norm, negative, starts, blocked)
 
-    def _unless_in_doubt(
-        self, found: Detection, norm: str, doubt: list[Rule], starts: list[int]
+    def _unless_overruled(
+        self,
+        rule: Rule,
+        span: Span,
+        norm: str,
+        doubt: list[Rule],
+        starts: list[int],
+        later: list[Rule],
+        blocked: list[Span],
     ) -> Detection:
-        """An asking rule matched. With a doubt phrase anywhere in the message too, the model
-        decides: below :data:`DOUBT_BAR` the message stays with the bot. Without a model (or a
-        doubt phrase) the asking rule stands."""
+        """The asking ``rule`` matched at ``span``. With a doubt phrase anywhere in the message
+        too, the model decides: below :data:`DOUBT_BAR` the message stays with the bot. Without
+        one, a built-in rule stands unless the model scores below :data:`OVERRULE_BAR` and no
+        ``later`` rule of staff's own matches too. Without a model every asking rule stands."""
+        found = Detection.of(True, rule, norm, span)
         model = self.model
         if model is None:
             return found
-        for rule in doubt:
-            span = rule.first_span(norm, [], starts)
-            if span is not None:
+        for doubted in doubt:
+            where = doubted.first_span(norm, [], starts)
+            if where is not None:
                 score = model.score(norm)
-                return found if score >= DOUBT_BAR else Detection.in_doubt(rule, norm, span, score)
-        return found
+                if score >= DOUBT_BAR:
+                    return found
+                return Detection.overruled(doubted, norm, where, score, DOUBT_BAR)
+        if rule.path != _BUILTIN_RULES:
+            return found
+        score = model.score(norm)
+        if score >= OVERRULE_BAR:
+            return found
+        for own in later:
+            if own.path != _BUILTIN_RULES:
+                where = own.first_span(norm, blocked, starts)
+                if where is not None:
+                    return Detection.of(True, own, norm, where)
+        return Detection.overruled(rule, norm, span, score, OVERRULE_BAR)
 
     def _ask_model(
         self,

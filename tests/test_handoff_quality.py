@@ -2,7 +2,7 @@
 (tests/data/handoff_dev.jsonl) and against real questions that never ask for a person.
 
 The set has a ``tune`` split, which the rules were written and the model trained against, and a
-``score`` split of eight blind rounds (14 to 21), each written by authors new to the set,
+``score`` split of ten blind rounds (14 to 23), each written by authors new to the set,
 scored blind before any rule or the model changed for it, and never tuned on (BENCHMARKS.md,
 "Handoff detection", has the protocol and every round's figures; bench/handoff_quality.py
 reproduces them). The issue's targets are asserted on the score split per language: recall >=
@@ -32,22 +32,18 @@ TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for thes
 # changed for it. Round 14 with the 1,048 rules of round 13 and the model as session 5 had
 # measured it; rounds 15 and 16 with the 1,612 rules and the model of round 14's fourth pass;
 # rounds 17, 18 and 19 with those of the first, second and third pass after them; rounds 20 and
-# 21 with those of the fourth (session 8, before its changes).
+# 21 with those of the fourth (session 8, before its changes), round 22 with those of session 8's
+# first pass, round 23 with those of its second.
 BLIND = {
     "14": (0.857, 6), "15": (0.942, 4), "16": (0.848, 9), "17": (0.916, 0), "18": (0.943, 7),
-    "19": (0.967, 10), "20": (0.957, 5), "21": (0.975, 2),
+    "19": (0.967, 10), "20": (0.957, 5), "21": (0.975, 2), "22": (0.949, 4), "23": (0.965, 4),
 }
-# False alarms a round may have beyond its blind figure, each accepted knowingly (the lines were
-# not read): round 17's one comes from the model retrained in session 8's first pass (with the
-# model before it, or with the rules alone, round 17 has none); the same pass cut rounds 14-19's
-# false alarms from 27 to 20.
-ALLOWED_EXTRA_ALARMS = {"17": 1}
-# RECORDED: the eight rounds together, scored after session 8's first pass (rules tuned and the
-# model retrained on the tune split only, with ten fresh batches by other new authors; 2,213
-# rules); nobody looked at the score split's misses.
+# RECORDED: the ten rounds together, scored after session 8's second pass (rules tuned and the
+# model retrained on the tune split only, with fifteen fresh batches by other new authors; 2,244
+# rules and 69 doubt phrases); nobody looked at the score split's misses.
 RECORDED = {
-    "en": (0.953, 2), "zh": (0.963, 6), "es": (0.954, 1), "fr": (0.943, 1),
-    "de": (0.913, 2), "ja": (0.962, 10), "pt": (0.967, 1), "ru": (0.920, 4),
+    "en": (0.951, 2), "zh": (0.977, 7), "es": (0.957, 2), "fr": (0.948, 2),
+    "de": (0.937, 2), "ja": (0.974, 7), "pt": (0.971, 2), "ru": (0.929, 5),
 }
 # False alarms of the bot's detection on real questions (stackfaq's 1,249 English queries,
 # AFQMC's 5,995 Chinese questions and 1,789 paraphrases).
@@ -124,8 +120,7 @@ def test_each_blind_round_is_no_worse_than_when_first_scored(
     s = score(detector, examples)["all"]
     recall, false_alarms = BLIND[name]
     assert s.recall is not None and s.recall >= recall - 1e-3, (name, s.recall)
-    most = false_alarms + ALLOWED_EXTRA_ALARMS.get(name, 0)
-    assert s.false_alarms <= most, (name, s.false_alarms)
+    assert s.false_alarms <= false_alarms, (name, s.false_alarms)
 
 
 def test_real_questions_rarely_hand_off(

@@ -699,6 +699,31 @@ def test_pathological_input_is_fast_enough_to_finish(detector: HandoffDetector) 
     assert detector.detect("人" * 2000 + "转人工").handoff
 
 
+def test_stacked_wildcards_in_a_staff_rule_cannot_hang_detection() -> None:
+    """Every stretch of text splits into wildcard units one way only, so a phrase that stacks
+    wildcards (legal, if clumsy) costs a pass per wildcard on a message it does not match.
+    With units of "one or two characters" this message took hours: the test would not end."""
+    d = HandoffDetector.from_text(
+        "en:\n  positive:\n    - = *8 *8 *8 *8 human\n    - = *8 *8 *8 *8 人工\n"
+    )
+    assert not d.detect("human " + "word " * 60).handoff
+    assert not d.detect("人工" + "我想要一个可以帮我处理退款问题的" * 8).handoff
+    assert d.detect("please please get me a human").handoff
+    assert d.detect("我想要人工").handoff
+
+
+def test_wildcards_count_words_or_pairs_of_chinese_characters() -> None:
+    """``*N``: up to N words, or up to 2N+1 Chinese/Japanese characters."""
+    d = HandoffDetector.from_text(
+        "en:\n  positive:\n    - talk *1 human\nzh:\n  positive:\n    - 转 *1 人工\n"
+    )
+    assert d.detect("talk to human").handoff and not d.detect("talk to a human").handoff
+    for gap in ("", "给", "给我", "给我们"):
+        assert d.detect(f"转{gap}人工").handoff, gap
+    assert not d.detect("转给我们的人工").handoff  # four characters
+    assert d.detect("转 app 人工").handoff  # a word counts as one unit
+
+
 @pytest.mark.parametrize(
     ("reply", "expected", "found"),
     [

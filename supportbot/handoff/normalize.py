@@ -12,12 +12,14 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["CJK_RE", "clause_breaks", "normalize"]
+__all__ = ["CJK_CHARS", "CJK_RE", "clause_breaks", "normalize"]
 
-_CJK = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-CJK_RE = re.compile(f"[{_CJK}]")
-_CJK_GAP = re.compile(f"(?<=[{_CJK}])\\s+(?=[{_CJK}])")
-_CJK_EDGE = re.compile(f"(?<=[{_CJK}])(?=[^\\s{_CJK}])|(?<=[^\\s{_CJK}])(?=[{_CJK}])")
+CJK_CHARS = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # a class body
+CJK_RE = re.compile(f"[{CJK_CHARS}]")
+_CJK_GAP = re.compile(f"(?<=[{CJK_CHARS}])\\s+(?=[{CJK_CHARS}])")
+_CJK_EDGE = re.compile(
+    f"(?<=[{CJK_CHARS}])(?=[^\\s{CJK_CHARS}])|(?<=[^\\s{CJK_CHARS}])(?=[{CJK_CHARS}])"
+)
 _SPACES = re.compile(r"\s+")
 # Punctuation that ends a clause, and a letter no customer types that marks where it was.
 _CLAUSE_END = re.compile(r"[,.;:!?¿¡…,。，！？；：、]+")

@@ -2,7 +2,7 @@
 (tests/data/handoff_dev.jsonl) and against real questions that never ask for a person.
 
 The set has a ``tune`` split, which the rules were written and the model trained against, and a
-``score`` split of ten blind rounds (14 to 23), each written by authors new to the set,
+``score`` split of twelve blind rounds (14 to 25), each written by authors new to the set,
 scored blind before any rule or the model changed for it, and never tuned on (BENCHMARKS.md,
 "Handoff detection", has the protocol and every round's figures; bench/handoff_quality.py
 reproduces them). The issue's targets are asserted on the score split per language: recall >=
@@ -33,21 +33,22 @@ TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for thes
 # measured it; rounds 15 and 16 with the 1,612 rules and the model of round 14's fourth pass;
 # rounds 17, 18 and 19 with those of the first, second and third pass after them; rounds 20 and
 # 21 with those of the fourth (session 8, before its changes), round 22 with those of session 8's
-# first pass, round 23 with those of its second.
+# first pass, rounds 23 and 24 with those of its second, round 25 with those of its third.
 BLIND = {
     "14": (0.857, 6), "15": (0.942, 4), "16": (0.848, 9), "17": (0.916, 0), "18": (0.943, 7),
     "19": (0.967, 10), "20": (0.957, 5), "21": (0.975, 2), "22": (0.949, 4), "23": (0.965, 4),
+    "24": (0.964, 1), "25": (0.973, 2),
 }
-# RECORDED: the ten rounds together, scored after session 8's second pass (rules tuned and the
-# model retrained on the tune split only, with fifteen fresh batches by other new authors; 2,244
+# RECORDED: the twelve rounds together, scored after session 8's third pass (rules tuned and the
+# model retrained on the tune split only, with nineteen fresh batches by other new authors; 2,354
 # rules and 69 doubt phrases); nobody looked at the score split's misses.
 RECORDED = {
-    "en": (0.951, 2), "zh": (0.977, 7), "es": (0.957, 2), "fr": (0.948, 2),
-    "de": (0.937, 2), "ja": (0.974, 7), "pt": (0.971, 2), "ru": (0.929, 5),
+    "en": (0.969, 2), "zh": (0.979, 6), "es": (0.958, 2), "fr": (0.950, 4),
+    "de": (0.950, 2), "ja": (0.968, 8), "pt": (0.972, 2), "ru": (0.947, 5),
 }
 # False alarms of the bot's detection on real questions (stackfaq's 1,249 English queries,
 # AFQMC's 5,995 Chinese questions and 1,789 paraphrases).
-REAL_ALARMS = {"stackfaq": 1, "afqmc": 1, "afqmc_queries": 0}
+REAL_ALARMS = {"stackfaq": 2, "afqmc": 1, "afqmc_queries": 0}
 
 
 def _meets(lang: str) -> bool:

@@ -2,7 +2,7 @@
 (tests/data/handoff_dev.jsonl) and against real questions that never ask for a person.
 
 The set has a ``tune`` split, which the rules were written and the model trained against, and a
-``score`` split of twelve blind rounds (14 to 25), each written by authors new to the set,
+``score`` split of thirteen blind rounds (14 to 26), each written by authors new to the set,
 scored blind before any rule or the model changed for it, and never tuned on (BENCHMARKS.md,
 "Handoff detection", has the protocol and every round's figures; bench/handoff_quality.py
 reproduces them). The issue's targets are asserted on the score split per language: recall >=
@@ -33,18 +33,21 @@ TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for thes
 # measured it; rounds 15 and 16 with the 1,612 rules and the model of round 14's fourth pass;
 # rounds 17, 18 and 19 with those of the first, second and third pass after them; rounds 20 and
 # 21 with those of the fourth (session 8, before its changes), round 22 with those of session 8's
-# first pass, rounds 23 and 24 with those of its second, round 25 with those of its third.
+# first pass, rounds 23 and 24 with those of its second, round 25 with those of its third, round 26
+# with those of its fourth.
 BLIND = {
     "14": (0.857, 6), "15": (0.942, 4), "16": (0.848, 9), "17": (0.916, 0), "18": (0.943, 7),
     "19": (0.967, 10), "20": (0.957, 5), "21": (0.975, 2), "22": (0.949, 4), "23": (0.965, 4),
-    "24": (0.964, 1), "25": (0.973, 2),
+    "24": (0.964, 1), "25": (0.973, 2), "26": (0.972, 1),
 }
-# RECORDED: the twelve rounds together, scored after session 8's third pass (rules tuned and the
-# model retrained on the tune split only, with nineteen fresh batches by other new authors; 2,354
-# rules and 69 doubt phrases); nobody looked at the score split's misses.
+# RECORDED: the thirteen rounds together, scored after session 8's fourth pass (rules tuned and
+# the model retrained on the tune split only, with twenty-two fresh batches by other new authors;
+# 2,406 rules and 69 doubt phrases); nobody looked at the score split's misses. (recall, false
+# alarms, others)
 RECORDED = {
-    "en": (0.969, 2), "zh": (0.979, 6), "es": (0.958, 2), "fr": (0.950, 4),
-    "de": (0.950, 2), "ja": (0.968, 8), "pt": (0.972, 2), "ru": (0.947, 5),
+    "en": (0.967, 2, 1109), "zh": (0.975, 5, 1059), "es": (0.955, 2, 658),
+    "fr": (0.954, 4, 709), "de": (0.951, 3, 702), "ja": (0.970, 8, 670),
+    "pt": (0.966, 2, 690), "ru": (0.951, 5, 656),
 }
 # False alarms of the bot's detection on real questions (stackfaq's 1,249 English queries,
 # AFQMC's 5,995 Chinese questions and 1,789 paraphrases).
@@ -52,8 +55,9 @@ REAL_ALARMS = {"stackfaq": 2, "afqmc": 1, "afqmc_queries": 0}
 
 
 def _meets(lang: str) -> bool:
-    recall, false_alarms = RECORDED[lang]
-    return recall >= TARGET_RECALL[lang] and (lang not in TARGET_FPR or false_alarms == 0)
+    recall, false_alarms, others = RECORDED[lang]
+    fpr_ok = lang not in TARGET_FPR or false_alarms / others <= TARGET_FPR[lang]
+    return recall >= TARGET_RECALL[lang] and fpr_ok
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +112,7 @@ def test_issue_targets_on_the_score_split(blind: dict[str, LangScore], lang: str
 def test_score_split_does_not_regress(blind: dict[str, LangScore], lang: str) -> None:
     """No rule edit or retraining may lose what the recorded figures hold."""
     s = blind[lang]
-    recall, false_alarms = RECORDED[lang]
+    recall, false_alarms, _ = RECORDED[lang]
     assert s.recall is not None and s.recall >= recall - 1e-3, (s.recall, s.misses)
     assert s.false_alarms <= false_alarms, s.false
 

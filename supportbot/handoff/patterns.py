@@ -3,8 +3,8 @@
 Staff write phrase templates, not regexes (full description in ``default_rules.yaml``)::
 
     talk to a (real) [person|human|agent]     ( ) optional, [ ] one of, | separates choices
-    escalate * manager                          *  any few words (up to 4, or 8 CJK characters)
-    reach *2 <person>                           *2 any 0-2 words (or 4 CJK characters)
+    escalate * manager                          *  any few words (up to 4, or 9 CJK characters)
+    reach *2 <person>                           *2 any 0-2 words (or 5 CJK characters)
     <talk> [to|with] <person>                   <name> any entry of the word list "name"
     agent*                                      word* also matches longer words (agents)
     = human                                     =  the whole message must be just this

@@ -12,9 +12,9 @@ It mostly decides what the rules leave open (see :class:`~supportbot.handoff.Han
 no asking rule matched and no negative rule touches the message, so "my travel agent" or "I don't
 need a human" keep vetoing it, and staff correct it with negative phrases. Beyond that it only
 overrules an asking rule's match with a doubt phrase in the message, or a built-in rule's when
-it is nearly sure the message is no request. The weights ship
-inside the package (``default_model.json``, trained by :mod:`supportbot.handoff.training` on the
-``tune`` split of ``tests/data/handoff_dev.jsonl``); ``SUPPORTBOT_HANDOFF_MODEL`` names another
+it is nearly sure the message is no request. The weights ship inside the package
+(``default_model.json``, trained by :mod:`supportbot.handoff.training` on the ``tune`` split
+of ``tests/data/handoff_dev.jsonl``); ``SUPPORTBOT_HANDOFF_MODEL`` names another
 file (``supportbot handoff train`` writes one from staff's own labelled messages) or ``off``.
 Features come from the rules' normal form (:func:`~supportbot.handoff.normalize`). Presence, not
 counts. Loading is a ``json.load``; scoring a few hundred dict look-ups.

@@ -6,8 +6,8 @@ the detector the bot uses (built-in rules and model; ``--model off`` for the rul
         [--model builtin|off|FILE]
 
 The dev set (``tests/data/handoff_dev.jsonl``) has a ``tune`` split, which the built-in rules
-were written and the model trained against, and a ``score`` split of eighteen blind rounds (14
-to 31; each line says its ``round``) by authors new to the set, scored blind first and never
+were written and the model trained against, and a ``score`` split of twenty blind rounds (14
+to 33; each line says its ``round``) by authors new to the set, scored blind first and never
 tuned on (see BENCHMARKS.md for the protocol); each round is also reported on its own. Real
 questions that never ask for a person come from /work/shared/datasets (stackfaq's 1,249 English
 queries, AFQMC's 7,784 Chinese questions) when present: every detection there is a false alarm.

@@ -2,7 +2,7 @@
 (tests/data/handoff_dev.jsonl) and against real questions that never ask for a person.
 
 The set has a ``tune`` split, which the rules were written and the model trained against, and a
-``score`` split of eighteen blind rounds (14 to 31), each written by authors new to the set,
+``score`` split of twenty blind rounds (14 to 33), each written by authors new to the set,
 scored blind before any rule or the model changed for it, and never tuned on (BENCHMARKS.md,
 "Handoff detection", has the protocol and every round's figures; bench/handoff_quality.py
 reproduces them). The issue's targets are asserted on the score split per language: recall >=
@@ -36,33 +36,36 @@ TARGET_FPR = {"en": 0.005, "zh": 0.005}  # the issue sets an FPR target for thes
 # first pass, rounds 23 and 24 with those of its second, round 25 with those of its third, round 26
 # with those of its fourth; rounds 27 and 28 (session 9) with those session 8 left, round 29 with
 # those session 9 left (scored once, after all its changes); round 30 (session 10) with those
-# session 9 left, round 31 with those session 10 left (scored once, after all its changes).
+# session 9 left, round 31 with those of session 10's second pass, round 32 with those of its
+# second pass too (written later), round 33 with those session 10 left (scored once, after all
+# its changes).
 BLIND = {
     "14": (0.857, 6), "15": (0.942, 4), "16": (0.848, 9), "17": (0.916, 0), "18": (0.943, 7),
     "19": (0.967, 10), "20": (0.957, 5), "21": (0.975, 2), "22": (0.949, 4), "23": (0.965, 4),
     "24": (0.964, 1), "25": (0.973, 2), "26": (0.972, 1), "27": (0.991, 7), "28": (0.978, 14),
     "29": (0.991, 3), "30": (0.905, 8), "31": (0.961, 0),
+    "32": (0.978, 2), "33": (0.968, 2),
 }
-# RECORDED: the eighteen rounds together, scored once after session 10's passes (rules tuned and
-# the model retrained on the tune split only, with thirteen fresh batches by other new authors;
-# 2,894 rules with the doubt phrases); nobody read the score split's misses. (recall, false
+# RECORDED: the twenty rounds together, scored once after session 10's third pass (rules tuned
+# and the model retrained on the tune split only, with fifteen fresh batches by other new authors;
+# 2,950 rules with the doubt phrases); nobody read the score split's misses. (recall, false
 # alarms, others)
 RECORDED = {
-    "en": (0.975, 4, 1544), "zh": (0.980, 5, 1498), "es": (0.955, 5, 841),
-    "fr": (0.959, 6, 906), "de": (0.957, 7, 901), "ja": (0.974, 13, 850),
-    "pt": (0.967, 6, 882), "ru": (0.955, 5, 842),
+    "en": (0.974, 5, 1699), "zh": (0.982, 7, 1656), "es": (0.958, 4, 903),
+    "fr": (0.958, 5, 972), "de": (0.958, 7, 971), "ja": (0.976, 14, 906),
+    "pt": (0.967, 5, 941), "ru": (0.954, 6, 896),
 }
 # A round may fall below its blind figure only by what is listed here, said and not patched:
-# after session 10's passes and retraining, round 29 holds one request fewer than when first
-# scored, and reading it to write a rule would spoil the round.
-LOST_SINCE_BLIND = {"29": 1}
+# after session 10's passes and retrainings, rounds 26 and 32 each hold one request fewer than
+# when first scored, and reading them to write a rule would spoil the rounds.
+LOST_SINCE_BLIND = {"26": 1, "32": 1}
 # ... and may raise more false alarms than then only by what is listed here: session 10's model,
-# retrained on 4,729 more tune messages (its threshold 0.877, was 0.894), raises three in round
-# 17 that session 9's model did not (the rules alone raise none there).
-ALARMS_SINCE_BLIND = {"17": 3}
+# retrained on 5,481 more tune messages (its threshold 0.8775, was 0.894), raises two in round 17
+# that session 9's model did not (the rules alone raise none there).
+ALARMS_SINCE_BLIND = {"17": 2}
 # False alarms of the bot's detection on real questions (stackfaq's 1,249 English queries,
 # AFQMC's 5,995 Chinese questions and 1,789 paraphrases).
-REAL_ALARMS = {"stackfaq": 3, "afqmc": 1, "afqmc_queries": 0}
+REAL_ALARMS = {"stackfaq": 4, "afqmc": 1, "afqmc_queries": 0}
 
 
 def _meets(lang: str) -> bool:
